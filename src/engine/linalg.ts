@@ -1,0 +1,47 @@
+import type { Tensor } from "./safetensors.js";
+
+/** Small dense float32 routines for load-time weight preparation and the prediction heads. */
+
+export function transpose(t: Tensor): Tensor {
+  const [rows, cols] = t.shape;
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = t.data[r * cols + c];
+  return { shape: [cols, rows], data: out };
+}
+
+/** a [n, k] · b [k, m] → [n, m], accumulated in float64. */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  const [n, k] = a.shape;
+  const m = b.shape[1];
+  const out = new Float32Array(n * m);
+  const row = new Float64Array(m);
+  for (let i = 0; i < n; i++) {
+    row.fill(0);
+    for (let j = 0; j < k; j++) {
+      const aij = a.data[i * k + j];
+      if (aij === 0) continue;
+      const offset = j * m;
+      for (let c = 0; c < m; c++) row[c] += aij * b.data[offset + c];
+    }
+    out.set(row, i * m);
+  }
+  return { shape: [n, m], data: out };
+}
+
+export function identity(d: number): Tensor {
+  const data = new Float32Array(d * d);
+  for (let i = 0; i < d; i++) data[i * d + i] = 1;
+  return { shape: [d, d], data };
+}
+
+export function softmax(values: ArrayLike<number>): number[] {
+  let max = -Infinity;
+  for (let i = 0; i < values.length; i++) max = Math.max(max, values[i]);
+  const exps = Array.from(values, (v) => Math.exp(v - max));
+  const sum = exps.reduce((a, b) => a + b, 0);
+  return exps.map((e) => e / sum);
+}
+
+export function sigmoid(v: number): number {
+  return 1 / (1 + Math.exp(-v));
+}

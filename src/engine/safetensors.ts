@@ -1,0 +1,88 @@
+import { readFile } from "node:fs/promises";
+import { ModelLoadError } from "../errors.js";
+
+/** A float32 tensor, row-major. */
+export interface Tensor {
+  readonly shape: readonly number[];
+  readonly data: Float32Array;
+}
+
+const HEADER_LIMIT = 100 * 1024 * 1024;
+
+/**
+ * Reads every tensor of a safetensors file as float32 (F16/BF16 are widened; integer tensors
+ * are skipped because no weight the engine uses is an integer). Throws ModelLoadError on a
+ * truncated or malformed file and on non-finite values, naming the tensor.
+ */
+export async function readSafetensors(path: string): Promise<Map<string, Tensor>> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch {
+    throw new ModelLoadError("missing_file", `cannot read ${path}`);
+  }
+  return parseSafetensors(bytes, path);
+}
+
+export function parseSafetensors(bytes: Buffer, source: string): Map<string, Tensor> {
+  if (bytes.length < 8) throw new ModelLoadError("malformed_file", `${source}: too short for a safetensors file`);
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  if (headerLength > HEADER_LIMIT || 8 + headerLength > bytes.length) {
+    throw new ModelLoadError("malformed_file", `${source}: header length ${headerLength} exceeds the file`);
+  }
+  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  try {
+    header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString("utf8"));
+  } catch {
+    throw new ModelLoadError("malformed_file", `${source}: header is not valid JSON`);
+  }
+  const body = bytes.subarray(8 + headerLength);
+  const tensors = new Map<string, Tensor>();
+  for (const [name, entry] of Object.entries(header)) {
+    if (name === "__metadata__") continue;
+    const [begin, end] = entry.data_offsets;
+    const count = entry.shape.reduce((a, b) => a * b, 1);
+    const width = { F32: 4, F16: 2, BF16: 2 }[entry.dtype];
+    if (width === undefined) continue;
+    if (end > body.length || end - begin !== count * width) {
+      throw new ModelLoadError("malformed_file", `${source}: tensor ${name} is truncated or has the wrong size`);
+    }
+    const data = decode(body.subarray(begin, end), entry.dtype, count);
+    for (let i = 0; i < data.length; i++) {
+      if (!Number.isFinite(data[i])) {
+        throw new ModelLoadError("non_finite_weights", `${source}: tensor ${name} contains NaN or Inf`);
+      }
+    }
+    tensors.set(name, { shape: entry.shape, data });
+  }
+  return tensors;
+}
+
+function decode(raw: Buffer, dtype: string, count: number): Float32Array {
+  const out = new Float32Array(count);
+  if (dtype === "F32") {
+    // Copy into an aligned buffer: the slice offset inside the file is not 4-byte aligned in general.
+    new Uint8Array(out.buffer).set(raw);
+    return out;
+  }
+  const scratch = new DataView(new ArrayBuffer(4));
+  for (let i = 0; i < count; i++) {
+    const bits = raw.readUInt16LE(2 * i);
+    if (dtype === "BF16") {
+      scratch.setUint32(0, bits << 16);
+      out[i] = scratch.getFloat32(0);
+    } else {
+      out[i] = halfToFloat(bits);
+    }
+  }
+  return out;
+}
+
+function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exponent = (h >> 10) & 0x1f;
+  const fraction = h & 0x3ff;
+  if (exponent === 0) return sign * 2 ** -14 * (fraction / 1024);
+  if (exponent === 31) return fraction ? NaN : sign * Infinity;
+  return sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+}

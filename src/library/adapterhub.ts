@@ -1,0 +1,385 @@
+import { createHash } from "node:crypto";
+import { access, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { ModelLoadError } from "../errors.js";
+import { readJson, type BackboneConfig } from "../engine/backbone.js";
+import type { Activation, HeadType, PredictionHead } from "../engine/heads.js";
+import { transpose } from "../engine/linalg.js";
+import { parseSafetensors, type Tensor } from "../engine/safetensors.js";
+
+/**
+ * Readers for AdapterHub save directories (`save_adapter`, `save_adapter_fusion`), validated
+ * completely against the backbone before anything is returned: a caller either gets a module
+ * that can be served as is, or a ModelLoadError naming the file and field at fault.
+ */
+
+/** One layer's bottleneck, weights [in, out], the adapter's scaling folded into the up-projection. */
+export interface AdapterLayer {
+  readonly downWeight: Tensor; // [d, r]
+  readonly downBias: Tensor; // [r]
+  readonly upWeight: Tensor; // [r, d]
+  readonly upBias: Tensor; // [d]
+}
+
+export interface AdapterModule {
+  readonly name: string;
+  readonly version: string;
+  readonly dir: string;
+  readonly sizeBytes: number;
+  /** null for a layer listed in `leave_out`. */
+  readonly layers: readonly (AdapterLayer | null)[];
+  readonly head: PredictionHead | null;
+}
+
+export interface FusionLayer {
+  readonly queryWeight: Tensor; // torch layout [out, in]
+  readonly queryBias: Tensor;
+  readonly keyWeight: Tensor;
+  readonly keyBias: Tensor;
+  readonly valueWeight: Tensor | null;
+}
+
+export interface FusionModule {
+  readonly name: string;
+  readonly version: string;
+  readonly dir: string;
+  readonly sizeBytes: number;
+  readonly kind: "dynamic" | "static";
+  /** Adapter names in fusion order, from the fusion's own config. */
+  readonly adapters: readonly string[];
+  readonly layers: readonly FusionLayer[];
+  readonly head: PredictionHead;
+}
+
+interface LoadedFiles {
+  readonly bytes: number;
+  readonly hash: ReturnType<typeof createHash>;
+}
+
+const ADAPTER_WEIGHTS = ["adapter.safetensors", "pytorch_adapter.bin"];
+const FUSION_WEIGHTS = ["model_adapter_fusion.safetensors", "pytorch_model_adapter_fusion.bin"];
+const HEAD_WEIGHTS = ["model_head.safetensors", "pytorch_model_head.bin"];
+
+/** Config values the graph reproduces; any other value of these fields is refused. */
+const ADAPTER_REQUIRED: Record<string, unknown> = {
+  architecture: "bottleneck",
+  mh_adapter: false,
+  output_adapter: true,
+  non_linearity: "relu",
+  original_ln_before: true,
+  original_ln_after: true,
+  residual_before_ln: true,
+  adapter_residual_before_ln: false,
+  ln_before: false,
+  ln_after: false,
+  is_parallel: false,
+  use_gating: false,
+  phm_layer: false,
+  inv_adapter: null,
+};
+/** Fields that only shape training or parameter-free variants we already refuse above. */
+const ADAPTER_IGNORED = new Set([
+  "reduction_factor",
+  "scaling",
+  "leave_out",
+  "dropout",
+  "init_weights",
+  "init_weights_seed",
+  "stochastic_depth",
+  "cross_adapter",
+  "inv_adapter_reduction_factor",
+  "factorized_phm_W",
+  "factorized_phm_rule",
+  "hypercomplex_nonlinearity",
+  "learn_phm",
+  "phm_bias",
+  "phm_c_init",
+  "phm_dim",
+  "phm_init_range",
+  "phm_rank",
+  "shared_W_phm",
+  "shared_phm_rule",
+]);
+
+const FUSION_REQUIRED: Record<string, unknown> = { key: true, query: true, query_before_ln: false, residual_before: false };
+const FUSION_IGNORED = new Set(["value", "value_before_softmax", "value_initialized", "regularization", "temperature", "dropout_prob"]);
+
+export async function loadAdapter(dir: string, backbone: BackboneConfig): Promise<AdapterModule> {
+  const configPath = join(dir, "adapter_config.json");
+  const files = newFiles();
+  const raw = await readTrackedJson(configPath, files);
+  const config = asObject(raw.config, configPath, "config");
+  const name = String(raw.name ?? "");
+  if (!name) throw new ModelLoadError("malformed_file", `${configPath}: field 'name' is missing`);
+  checkHiddenSize(raw, backbone, configPath);
+  checkFields(config, ADAPTER_REQUIRED, ADAPTER_IGNORED, configPath);
+  const scaling = config.scaling ?? 1.0;
+  if (typeof scaling !== "number" || !Number.isFinite(scaling)) {
+    throw new ModelLoadError("unsupported_config", `${configPath}: scaling '${String(scaling)}' is not supported (only a constant number)`);
+  }
+  const leaveOut = new Set(Array.isArray(config.leave_out) ? config.leave_out.map(Number) : []);
+
+  const weightsPath = await findWeights(dir, ADAPTER_WEIGHTS);
+  const tensors = await readTrackedSafetensors(weightsPath, files);
+  const d = backbone.hiddenSize;
+  const pattern = /(?:^|\.)encoder\.layer\.(\d+)\.output\.adapters\.(.+)\.adapter_(down\.0|up)\.(weight|bias)$/;
+  const perLayer = new Map<number, Map<string, Tensor>>();
+  for (const [tensorName, tensor] of tensors) {
+    const m = pattern.exec(tensorName);
+    if (!m || m[2] !== name) {
+      throw new ModelLoadError("unsupported_config", `${weightsPath}: unexpected tensor ${tensorName} for adapter '${name}'`);
+    }
+    const layer = Number(m[1]);
+    if (layer >= backbone.numLayers) {
+      throw new ModelLoadError(
+        "shape_mismatch",
+        `${weightsPath}: adapter has weights for layer ${layer}, the backbone has ${backbone.numLayers} layers`,
+      );
+    }
+    if (!perLayer.has(layer)) perLayer.set(layer, new Map());
+    perLayer.get(layer)!.set(`${m[3]}.${m[4]}`, tensor);
+  }
+
+  const layers: (AdapterLayer | null)[] = [];
+  for (let l = 0; l < backbone.numLayers; l++) {
+    const parts = perLayer.get(l);
+    if (!parts) {
+      if (leaveOut.has(l)) {
+        layers.push(null);
+        continue;
+      }
+      throw new ModelLoadError(
+        "shape_mismatch",
+        `${weightsPath}: adapter has no weights for layer ${l}; the backbone has ${backbone.numLayers} layers`,
+      );
+    }
+    const get = (key: string) => {
+      const t = parts.get(key);
+      if (!t) throw new ModelLoadError("malformed_file", `${weightsPath}: layer ${l} lacks adapter_${key}`);
+      return t;
+    };
+    const downWeight = get("down.0.weight");
+    const r = downWeight.shape[0];
+    expectShape(downWeight, [r, d], `layer ${l} adapter_down.0.weight`, weightsPath);
+    const downBias = expectShape(get("down.0.bias"), [r], `layer ${l} adapter_down.0.bias`, weightsPath);
+    const upWeight = expectShape(get("up.weight"), [d, r], `layer ${l} adapter_up.weight`, weightsPath);
+    const upBias = expectShape(get("up.bias"), [d], `layer ${l} adapter_up.bias`, weightsPath);
+    const up = transpose(upWeight);
+    layers.push({
+      downWeight: transpose(downWeight),
+      downBias,
+      upWeight: { shape: up.shape, data: up.data.map((v) => v * scaling) },
+      upBias: { shape: upBias.shape, data: upBias.data.map((v) => v * scaling) },
+    });
+  }
+  const head = await loadOptionalHead(dir, backbone, files);
+  return { name, version: versionOf(files), dir, sizeBytes: files.bytes, layers, head };
+}
+
+export async function loadFusion(dir: string, backbone: BackboneConfig): Promise<FusionModule> {
+  const configPath = join(dir, "adapter_fusion_config.json");
+  const files = newFiles();
+  const raw = await readTrackedJson(configPath, files);
+  const config = asObject(raw.config, configPath, "config");
+  const fusionName = String(raw.name ?? "");
+  const adapters = fusionName.split(",").filter(Boolean);
+  if (adapters.length === 0) throw new ModelLoadError("malformed_file", `${configPath}: field 'name' does not list the fused adapters`);
+  checkHiddenSize(raw, backbone, configPath);
+  checkFields(config, FUSION_REQUIRED, FUSION_IGNORED, configPath);
+  const hasValue = config.value === true;
+
+  const weightsPath = await findWeights(dir, FUSION_WEIGHTS);
+  const tensors = await readTrackedSafetensors(weightsPath, files);
+  const d = backbone.hiddenSize;
+  const pattern = /(?:^|\.)encoder\.layer\.(\d+)\.output\.adapter_fusion_layer\.(.+)\.(query|key|value)\.(weight|bias)$/;
+  const perLayer = new Map<number, Map<string, Tensor>>();
+  for (const [tensorName, tensor] of tensors) {
+    const m = pattern.exec(tensorName);
+    if (!m || m[2] !== fusionName) {
+      throw new ModelLoadError("unsupported_config", `${weightsPath}: unexpected tensor ${tensorName} for fusion '${fusionName}'`);
+    }
+    const layer = Number(m[1]);
+    if (layer >= backbone.numLayers) {
+      throw new ModelLoadError("shape_mismatch", `${weightsPath}: fusion has weights for layer ${layer}, the backbone has ${backbone.numLayers} layers`);
+    }
+    if (!perLayer.has(layer)) perLayer.set(layer, new Map());
+    perLayer.get(layer)!.set(`${m[3]}.${m[4]}`, tensor);
+  }
+  const layers: FusionLayer[] = [];
+  for (let l = 0; l < backbone.numLayers; l++) {
+    const parts = perLayer.get(l);
+    if (!parts) throw new ModelLoadError("shape_mismatch", `${weightsPath}: fusion has no weights for layer ${l}; the backbone has ${backbone.numLayers} layers`);
+    const get = (key: string, shape: number[]) => {
+      const t = parts.get(key);
+      if (!t) throw new ModelLoadError("malformed_file", `${weightsPath}: layer ${l} lacks ${key}`);
+      return expectShape(t, shape, `layer ${l} ${key}`, weightsPath);
+    };
+    layers.push({
+      queryWeight: get("query.weight", [d, d]),
+      queryBias: get("query.bias", [d]),
+      keyWeight: get("key.weight", [d, d]),
+      keyBias: get("key.bias", [d]),
+      valueWeight: hasValue ? get("value.weight", [d, d]) : null,
+    });
+  }
+  const head = await loadOptionalHead(dir, backbone, files);
+  if (!head) throw new ModelLoadError("missing_file", `${dir}: a fusion route needs its prediction head (head_config.json)`);
+  return {
+    name: fusionName,
+    version: versionOf(files),
+    dir,
+    sizeBytes: files.bytes,
+    kind: hasValue ? "dynamic" : "static",
+    adapters,
+    layers,
+    head,
+  };
+}
+
+const HEAD_TYPES: HeadType[] = ["classification", "multilabel_classification", "tagging"];
+const HEAD_ACTIVATIONS: Activation[] = ["tanh", "relu", "gelu", "sigmoid", "linear"];
+
+async function loadOptionalHead(dir: string, backbone: BackboneConfig, files: LoadedFiles): Promise<PredictionHead | null> {
+  const configPath = join(dir, "head_config.json");
+  if (!(await exists(configPath))) return null;
+  const raw = await readTrackedJson(configPath, files);
+  const config = asObject(raw.config, configPath, "config");
+  checkHiddenSize(raw, backbone, configPath);
+  const type = config.head_type as HeadType;
+  if (!HEAD_TYPES.includes(type)) {
+    throw new ModelLoadError("unsupported_config", `${configPath}: head_type '${String(config.head_type)}' is not supported (supported: ${HEAD_TYPES.join(", ")})`);
+  }
+  if (config.use_pooler) throw new ModelLoadError("unsupported_config", `${configPath}: use_pooler 'true' is not supported`);
+  const activation = (config.activation_function ?? "tanh") as Activation;
+  if (!HEAD_ACTIVATIONS.includes(activation)) {
+    throw new ModelLoadError("unsupported_config", `${configPath}: activation_function '${String(activation)}' is not supported (supported: ${HEAD_ACTIVATIONS.join(", ")})`);
+  }
+  const labels = labelsOf(config, configPath);
+
+  const weightsPath = await findWeights(dir, HEAD_WEIGHTS);
+  const tensors = await readTrackedSafetensors(weightsPath, files);
+  const indices = new Map<number, { weight?: Tensor; bias?: Tensor }>();
+  for (const [tensorName, tensor] of tensors) {
+    const m = /^heads\.[^]+\.(\d+)\.(weight|bias)$/.exec(tensorName);
+    if (!m) throw new ModelLoadError("unsupported_config", `${weightsPath}: unexpected head tensor ${tensorName}`);
+    const entry = indices.get(Number(m[1])) ?? {};
+    entry[m[2] as "weight" | "bias"] = tensor;
+    indices.set(Number(m[1]), entry);
+  }
+  const ordered = [...indices.entries()].sort((a, b) => a[0] - b[0]).map(([, e]) => e);
+  let inDim = backbone.hiddenSize;
+  const linears = ordered.map((e, i) => {
+    if (!e.weight) throw new ModelLoadError("malformed_file", `${weightsPath}: a head layer has a bias but no weight`);
+    const outDim = i === ordered.length - 1 ? labels.length : e.weight.shape[0];
+    expectShape(e.weight, [outDim, inDim], `head layer ${i} weight`, weightsPath);
+    if (e.bias) expectShape(e.bias, [outDim], `head layer ${i} bias`, weightsPath);
+    inDim = outDim;
+    return { weight: transpose(e.weight), bias: e.bias ?? null };
+  });
+  if (linears.length === 0) throw new ModelLoadError("malformed_file", `${weightsPath}: the head has no layers`);
+  return { type, labels, linears, activation };
+}
+
+function labelsOf(config: Record<string, unknown>, source: string): string[] {
+  const numLabels = Number(config.num_labels);
+  const labels = Array.from({ length: numLabels }, (_, i) => `LABEL_${i}`);
+  const label2id = config.label2id;
+  if (label2id && typeof label2id === "object") {
+    for (const [label, id] of Object.entries(label2id)) {
+      if (typeof id !== "number" || id < 0 || id >= numLabels) {
+        throw new ModelLoadError("malformed_file", `${source}: label2id maps '${label}' to ${String(id)}, outside 0..${numLabels - 1}`);
+      }
+      labels[id] = label;
+    }
+  }
+  if (!Number.isInteger(numLabels) || numLabels < 1) throw new ModelLoadError("malformed_file", `${source}: num_labels must be a positive integer`);
+  return labels;
+}
+
+function checkFields(config: Record<string, unknown>, required: Record<string, unknown>, ignored: Set<string>, source: string) {
+  for (const [field, value] of Object.entries(config)) {
+    if (field in required) {
+      if (value !== required[field]) {
+        throw new ModelLoadError(
+          "unsupported_config",
+          `${source}: ${field} '${JSON.stringify(value)}' is not supported (supported: ${JSON.stringify(required[field])})`,
+        );
+      }
+    } else if (!ignored.has(field)) {
+      throw new ModelLoadError("unsupported_config", `${source}: unknown config field '${field}'`);
+    }
+  }
+}
+
+function checkHiddenSize(raw: Record<string, unknown>, backbone: BackboneConfig, source: string) {
+  if (raw.hidden_size !== undefined && raw.hidden_size !== backbone.hiddenSize) {
+    throw new ModelLoadError(
+      "shape_mismatch",
+      `${source}: hidden_size ${String(raw.hidden_size)} does not match the backbone's ${backbone.hiddenSize}`,
+    );
+  }
+}
+
+function expectShape(t: Tensor, shape: number[], what: string, source: string): Tensor {
+  if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])) {
+    throw new ModelLoadError("shape_mismatch", `${source}: ${what} has shape [${t.shape}], expected [${shape}]`);
+  }
+  return t;
+}
+
+function asObject(value: unknown, source: string, field: string): Record<string, unknown> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ModelLoadError("malformed_file", `${source}: field '${field}' must be an object`);
+  }
+  return value as Record<string, unknown>;
+}
+
+async function findWeights(dir: string, candidates: string[]): Promise<string> {
+  const [safetensors, pytorch] = candidates;
+  if (await exists(join(dir, safetensors))) return join(dir, safetensors);
+  if (await exists(join(dir, pytorch))) {
+    throw new ModelLoadError(
+      "unsupported_config",
+      `${join(dir, pytorch)}: PyTorch .bin saves are not read; convert with save_adapter(..., use_safetensors=True)`,
+    );
+  }
+  throw new ModelLoadError("missing_file", `${dir}: ${safetensors} is missing`);
+}
+
+function newFiles(): LoadedFiles & { bytes: number } {
+  return { bytes: 0, hash: createHash("sha256") };
+}
+
+async function readTrackedJson(path: string, files: LoadedFiles & { bytes: number }) {
+  const value = await readJson(path);
+  const bytes = await readFile(path);
+  files.hash.update(bytes);
+  files.bytes += bytes.length;
+  return value;
+}
+
+async function readTrackedSafetensors(path: string, files: LoadedFiles & { bytes: number }) {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch {
+    throw new ModelLoadError("missing_file", `cannot read ${path}`);
+  }
+  files.hash.update(bytes);
+  files.bytes += bytes.length;
+  return parseSafetensors(bytes, path);
+}
+
+/** Content-addressed: the same files always give the same version, across restarts and copies. */
+function versionOf(files: LoadedFiles): string {
+  return files.hash.digest("hex").slice(0, 12);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
