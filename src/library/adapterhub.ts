@@ -250,7 +250,8 @@ async function loadOptionalHead(dir: string, backbone: BackboneConfig, files: Lo
     throw new ModelLoadError("unsupported_config", `${configPath}: head_type '${String(config.head_type)}' is not supported (supported: ${HEAD_TYPES.join(", ")})`);
   }
   if (config.use_pooler) throw new ModelLoadError("unsupported_config", `${configPath}: use_pooler 'true' is not supported`);
-  const activation = (config.activation_function ?? "tanh") as Activation;
+  // AdapterHub writes null when the head has no activation between its layers.
+  const activation = (config.activation_function ?? "linear") as Activation;
   if (!HEAD_ACTIVATIONS.includes(activation)) {
     throw new ModelLoadError("unsupported_config", `${configPath}: activation_function '${String(activation)}' is not supported (supported: ${HEAD_ACTIVATIONS.join(", ")})`);
   }
