@@ -1,24 +1,44 @@
-import { join } from "node:path";
-import { ModelLoadError, NotFoundError } from "../errors.js";
+import { ConflictError, ModelLoadError, NotFoundError } from "../errors.js";
 import type { BackboneConfig } from "../engine/backbone.js";
+import type { PredictionHead } from "../engine/heads.js";
 import { loadAdapter, loadFusion, type AdapterModule, type FusionModule } from "./adapterhub.js";
 import { readManifest, type Manifest } from "./manifest.js";
 import { assembleRoute, type FusionRoute } from "./route.js";
+import { LibraryStore, type ModuleKind } from "./store.js";
 
 /** Everything that is live at one moment. Never mutated: a change builds a new state. */
 export interface LibraryState {
+  readonly manifest: Manifest;
   readonly adapters: ReadonlyMap<string, AdapterModule>;
   readonly fusions: ReadonlyMap<string, FusionModule>;
   readonly routes: ReadonlyMap<string, FusionRoute>;
 }
 
+export interface ChangeResult {
+  readonly kind: ModuleKind;
+  readonly name: string;
+  /** Content version of the module now live (null after a delete). */
+  readonly version: string | null;
+  /** Version folder now live, and the one a rollback would return to. */
+  readonly folder: string | null;
+  readonly previousFolder: string | null;
+  /** Routes whose version changed. */
+  readonly routes: readonly string[];
+}
+
 /**
- * The model library: adapters and fusions by name, and the routes built from them. Reads are
- * lock-free snapshots of `state`; a change is validated completely into a new state and then
- * published by replacing one reference, so a request sees either the old routes or the new ones.
+ * The model library: adapters and fusions by name, and the routes built from them.
+ *
+ * Reads are snapshots of `state`. A change loads and validates the new module completely
+ * (config, shapes against the backbone, finite weights, the adapters a fusion names), builds the
+ * whole next state, writes it through to disk, and only then publishes it by replacing one
+ * reference. A failure at any step leaves the live state, and the files it came from, untouched.
+ * Changes run one at a time.
  */
 export class AdapterLibrary {
   private current: LibraryState;
+  private changes: Promise<unknown> = Promise.resolve();
+  private readonly store: LibraryStore;
 
   private constructor(
     readonly root: string,
@@ -26,23 +46,21 @@ export class AdapterLibrary {
     state: LibraryState,
   ) {
     this.current = state;
+    this.store = new LibraryStore(root);
   }
 
-  static async open(root: string, backbone: BackboneConfig, manifest?: Manifest): Promise<AdapterLibrary> {
-    const m = manifest ?? (await readManifest(root));
+  static async open(root: string, backbone: BackboneConfig): Promise<AdapterLibrary> {
+    const manifest = await readManifest(root);
+    const store = new LibraryStore(root);
     const adapters = new Map<string, AdapterModule>();
-    for (const [name, version] of Object.entries(m.adapters)) {
-      const module = await loadAdapter(join(root, "adapters", name, version), backbone);
-      if (module.name !== name) {
-        throw new ModelLoadError("malformed_file", `adapters/${name}/${version}: the saved adapter is named '${module.name}', not '${name}'`);
-      }
-      adapters.set(name, module);
+    for (const [name, version] of Object.entries(manifest.adapters)) {
+      adapters.set(name, await loadNamedAdapter(store.folder("adapters", name, version), name, backbone));
     }
     const fusions = new Map<string, FusionModule>();
-    for (const [name, version] of Object.entries(m.fusions)) {
-      fusions.set(name, await loadFusion(join(root, "fusions", name, version), backbone));
+    for (const [name, version] of Object.entries(manifest.fusions)) {
+      fusions.set(name, await loadFusion(store.folder("fusions", name, version), backbone));
     }
-    return new AdapterLibrary(root, backbone, buildState(backbone, adapters, fusions));
+    return new AdapterLibrary(root, backbone, buildState(backbone, manifest, adapters, fusions));
   }
 
   get state(): LibraryState {
@@ -55,26 +73,142 @@ export class AdapterLibrary {
     return route;
   }
 
-  /** Validates a whole new set of modules and publishes it in one step; throws and keeps the old on failure. */
-  replace(adapters: ReadonlyMap<string, AdapterModule>, fusions: ReadonlyMap<string, FusionModule>): LibraryState {
-    const next = buildState(this.backbone, adapters, fusions);
-    this.current = next;
-    return next;
+  /** Resolves a path given by an operator; it must stay inside the library root. */
+  resolveInside(userPath: string): string {
+    return this.store.resolveInside(userPath);
   }
+
+  /** Loads or replaces an adapter from an AdapterHub save directory. */
+  putAdapter(name: string, sourceDir: string): Promise<ChangeResult> {
+    return this.serialize(async () => {
+      const module = await loadNamedAdapter(sourceDir, name, this.backbone);
+      return this.commit("adapters", name, module, sourceDir);
+    });
+  }
+
+  /** Creates or replaces a fusion route from an AdapterHub fusion save directory (with its head). */
+  putFusion(name: string, sourceDir: string): Promise<ChangeResult> {
+    return this.serialize(async () => {
+      const module = await loadFusion(sourceDir, this.backbone);
+      return this.commit("fusions", name, module, sourceDir);
+    });
+  }
+
+  /** Returns a module to the version it had before its last change (and back again, if repeated). */
+  rollback(kind: ModuleKind, name: string): Promise<ChangeResult> {
+    return this.serialize(async () => {
+      const state = this.current;
+      const live = state.manifest[kind][name];
+      if (live === undefined) throw new NotFoundError(kind === "adapters" ? "adapter" : "fusion", name);
+      const target = state.manifest.previous?.[kind][name];
+      if (target === undefined) throw new ConflictError("no_previous_version", `${kind} '${name}' has no previous version to roll back to`);
+      const dir = this.store.folder(kind, name, target);
+      const module = kind === "adapters" ? await loadNamedAdapter(dir, name, this.backbone) : await loadFusion(dir, this.backbone);
+      return this.publish(kind, name, module, this.nextState(kind, name, module), target, live);
+    });
+  }
+
+  remove(kind: ModuleKind, name: string): Promise<ChangeResult> {
+    return this.serialize(async () => {
+      const state = this.current;
+      if (state.manifest[kind][name] === undefined) throw new NotFoundError(kind === "adapters" ? "adapter" : "fusion", name);
+      if (kind === "adapters") {
+        const users = [...state.fusions].filter(([, f]) => f.adapters.includes(name)).map(([n]) => n);
+        if (users.length > 0) {
+          throw new ConflictError("adapter_in_use", `adapter '${name}' is used by fusion route(s) ${users.join(", ")}; delete or replace them first`);
+        }
+      }
+      const adapters = new Map(state.adapters);
+      const fusions = new Map(state.fusions);
+      (kind === "adapters" ? adapters : fusions).delete(name);
+      const manifest = withEntry(state.manifest, kind, name, null, null);
+      const next = buildState(this.backbone, manifest, adapters, fusions, state.routes);
+      await this.store.writeManifest(manifest);
+      this.current = next;
+      await this.store.removeModule(kind, name);
+      return { kind, name, version: null, folder: null, previousFolder: null, routes: [name] };
+    });
+  }
+
+  private async commit(kind: ModuleKind, name: string, module: AdapterModule | FusionModule, sourceDir: string): Promise<ChangeResult> {
+    // The next state is validated before anything is written, so a refused change leaves no folder.
+    const next = this.nextState(kind, name, module);
+    const folder = await this.store.importVersion(kind, name, sourceDir);
+    return this.publish(kind, name, module, next, folder, this.current.manifest[kind][name] ?? null);
+  }
+
+  private async publish(
+    kind: ModuleKind,
+    name: string,
+    module: AdapterModule | FusionModule,
+    validated: LibraryState,
+    folder: string,
+    previousFolder: string | null,
+  ): Promise<ChangeResult> {
+    const before = this.current;
+    const manifest = withEntry(before.manifest, kind, name, folder, previousFolder);
+    const next = { ...validated, manifest };
+    await this.store.writeManifest(manifest);
+    this.current = next;
+    const routes = [...next.routes].filter(([n, r]) => before.routes.get(n)?.version !== r.version).map(([n]) => n);
+    return { kind, name, version: module.version, folder, previousFolder, routes };
+  }
+
+  private nextState(kind: ModuleKind, name: string, module: AdapterModule | FusionModule): LibraryState {
+    const state = this.current;
+    const adapters = new Map(state.adapters);
+    const fusions = new Map(state.fusions);
+    if (kind === "adapters") adapters.set(name, module as AdapterModule);
+    else fusions.set(name, module as FusionModule);
+    return buildState(this.backbone, state.manifest, adapters, fusions, state.routes);
+  }
+
+  private serialize<T>(change: () => Promise<T>): Promise<T> {
+    const result = this.changes.then(change);
+    this.changes = result.catch(() => undefined);
+    return result;
+  }
+}
+
+async function loadNamedAdapter(dir: string, name: string, backbone: BackboneConfig): Promise<AdapterModule> {
+  const module = await loadAdapter(dir, backbone);
+  if (module.name !== name) {
+    throw new ModelLoadError("malformed_file", `${dir}: the saved adapter is named '${module.name}', not '${name}'`);
+  }
+  return module;
+}
+
+function withEntry(manifest: Manifest, kind: ModuleKind, name: string, folder: string | null, previous: string | null): Manifest {
+  const live = { ...manifest[kind] };
+  const prev = { adapters: { ...manifest.previous?.adapters }, fusions: { ...manifest.previous?.fusions } };
+  if (folder === null) delete live[name];
+  else live[name] = folder;
+  if (previous === null) delete prev[kind][name];
+  else prev[kind][name] = previous;
+  return { ...manifest, [kind]: live, previous: prev };
 }
 
 /**
  * Routes: every fusion under its own name, and every adapter that carries a head under the
- * adapter's name. A fusion naming an adapter that is not loaded is refused here.
+ * adapter's name. A fusion naming an adapter that is not loaded is refused here. A route whose
+ * modules are the very same objects as in `reuse` is kept as is, so a change re-assembles only
+ * the routes it touches.
  */
 export function buildState(
   backbone: BackboneConfig,
+  manifest: Manifest,
   adapters: ReadonlyMap<string, AdapterModule>,
   fusions: ReadonlyMap<string, FusionModule>,
+  reuse: ReadonlyMap<string, FusionRoute> = new Map(),
 ): LibraryState {
   const routes = new Map<string, FusionRoute>();
+  const assemble = (name: string, members: AdapterModule[], fusion: FusionModule | null, head: PredictionHead) => {
+    const old = reuse.get(name);
+    const same = old && old.fusion === fusion && old.adapters.length === members.length && old.adapters.every((a, i) => a === members[i]);
+    routes.set(name, same ? old : assembleRoute(name, backbone, members, fusion, head));
+  };
   for (const [name, adapter] of adapters) {
-    if (adapter.head) routes.set(name, assembleRoute(name, backbone, [adapter], null, adapter.head));
+    if (adapter.head) assemble(name, [adapter], null, adapter.head);
   }
   for (const [name, fusion] of fusions) {
     if (routes.has(name)) {
@@ -87,7 +221,7 @@ export function buildState(
       }
       return module;
     });
-    routes.set(name, assembleRoute(name, backbone, members, fusion, fusion.head));
+    assemble(name, members, fusion, fusion.head);
   }
-  return { adapters, fusions, routes };
+  return { manifest, adapters, fusions, routes };
 }

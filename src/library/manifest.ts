@@ -10,12 +10,17 @@ import { readJson } from "../engine/backbone.js";
  *     "fusions":  { "hate-fusion": "1", ... } }
  *
  * Adapters live in adapters/<name>/<version>/ and fusions in fusions/<name>/<version>/, each an
- * AdapterHub save directory.
+ * AdapterHub save directory. `previous` (written by the admin API) names the version each
+ * module had before its last change, which is what a rollback returns to.
  */
 export interface Manifest {
   readonly backbone: string;
   readonly adapters: Readonly<Record<string, string>>;
   readonly fusions: Readonly<Record<string, string>>;
+  readonly previous?: {
+    readonly adapters: Readonly<Record<string, string>>;
+    readonly fusions: Readonly<Record<string, string>>;
+  };
 }
 
 export const MANIFEST_FILE = "library.json";
@@ -27,7 +32,16 @@ export async function readManifest(root: string): Promise<Manifest> {
   if (typeof raw.backbone !== "string" || !raw.backbone) {
     throw new ModelLoadError("malformed_file", `${path}: 'backbone' must be a path relative to the library`);
   }
-  return { backbone: raw.backbone, adapters: entries(raw.adapters, "adapters", path), fusions: entries(raw.fusions, "fusions", path) };
+  const previous = (raw.previous ?? {}) as Record<string, unknown>;
+  return {
+    backbone: raw.backbone,
+    adapters: entries(raw.adapters, "adapters", path),
+    fusions: entries(raw.fusions, "fusions", path),
+    previous: {
+      adapters: entries(previous.adapters, "previous.adapters", path),
+      fusions: entries(previous.fusions, "previous.fusions", path),
+    },
+  };
 }
 
 function entries(value: unknown, field: string, path: string): Record<string, string> {

@@ -69,7 +69,6 @@ function buildFeeds(
   const r = Math.max(1, ...adapters.flatMap((a) => a.layers.map((layer) => layer?.downBias.shape[0] ?? 0)));
   const feeds: Record<string, ort.Tensor> = {};
   const put = (key: string, t: Tensor) => (feeds[key] = new ort.Tensor("float32", t.data, t.shape as number[]));
-  const zeros = (...shape: number[]): Tensor => ({ shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) });
 
   for (let l = 0; l < backbone.numLayers; l++) {
     const names = routeInputs(l);
@@ -93,18 +92,43 @@ function buildFeeds(
     put(names.upWeight, upWeight);
     put(names.upBias, upBias);
 
-    const f = fusion?.layers[l];
-    put(names.valueWeight, f?.valueWeight ? transpose(f.valueWeight) : identity(d));
-    if (variant === "fused") {
-      put(names.scoreWeight, f ? matmul(transpose(f.queryWeight), f.keyWeight) : zeros(d, d));
-      const scoreBias = f ? matmul({ shape: [1, d], data: f.queryBias.data }, f.keyWeight).data : new Float32Array(d);
-      put(names.scoreBias, { shape: [d], data: scoreBias });
-    } else {
-      put(names.queryWeight, f ? transpose(f.queryWeight) : zeros(d, d));
-      put(names.queryBias, f ? f.queryBias : zeros(d));
-      put(names.keyWeight, f ? transpose(f.keyWeight) : zeros(d, d));
-      put(names.keyBias, f ? f.keyBias : zeros(d));
-    }
+    const fusionInputs = fusion ? fusionTensors(fusion, variant)[l] : neutralFusion(d, variant);
+    for (const [key, tensor] of Object.entries(fusionInputs)) put(names[key as keyof typeof names], tensor);
   }
   return feeds;
+}
+
+type FusionInputs = Partial<Record<keyof ReturnType<typeof routeInputs>, Tensor>>;
+
+const derived = { fused: new WeakMap<FusionModule, FusionInputs[]>(), literal: new WeakMap<FusionModule, FusionInputs[]>() };
+
+/**
+ * The fusion's graph inputs per layer. The rewrite's W_qᵀW_k costs d³ per layer to compute, so it
+ * is computed once per loaded fusion and shared by every route assembled from it.
+ */
+function fusionTensors(fusion: FusionModule, variant: "fused" | "literal"): FusionInputs[] {
+  const cached = derived[variant].get(fusion);
+  if (cached) return cached;
+  const tensors = fusion.layers.map((f): FusionInputs => {
+    const d = f.queryBias.shape[0];
+    const valueWeight = f.valueWeight ? transpose(f.valueWeight) : identity(d);
+    if (variant === "literal") {
+      return { valueWeight, queryWeight: transpose(f.queryWeight), queryBias: f.queryBias, keyWeight: transpose(f.keyWeight), keyBias: f.keyBias };
+    }
+    const scoreBias = matmul({ shape: [1, d], data: f.queryBias.data }, f.keyWeight).data;
+    return { valueWeight, scoreWeight: matmul(transpose(f.queryWeight), f.keyWeight), scoreBias: { shape: [d], data: scoreBias } };
+  });
+  derived[variant].set(fusion, tensors);
+  return tensors;
+}
+
+/** No fusion: every score is 0 (softmax over one adapter is exactly 1) and the value is the identity. */
+function neutralFusion(d: number, variant: "fused" | "literal"): FusionInputs {
+  return variant === "fused"
+    ? { valueWeight: identity(d), scoreWeight: zeros(d, d), scoreBias: zeros(d) }
+    : { valueWeight: identity(d), queryWeight: zeros(d, d), queryBias: zeros(d), keyWeight: zeros(d, d), keyBias: zeros(d) };
+}
+
+function zeros(...shape: number[]): Tensor {
+  return { shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) };
 }
