@@ -1,0 +1,49 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { createWriteStream } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
+import type { FastifyRequest } from "fastify";
+import { BadRequestError, PayloadTooLargeError } from "../../errors.js";
+
+/** The only file names an AdapterHub save directory holds; anything else in an upload is refused. */
+export const ADAPTERHUB_FILES = new Set([
+  "adapter_config.json",
+  "adapter.safetensors",
+  "adapter_fusion_config.json",
+  "model_adapter_fusion.safetensors",
+  "head_config.json",
+  "model_head.safetensors",
+]);
+
+/**
+ * Streams a multipart upload of an AdapterHub save directory into a fresh temporary folder.
+ * The caller owns the folder and must call `dispose`.
+ */
+export async function receiveUpload(request: FastifyRequest, maxBytes: number): Promise<{ dir: string; dispose: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), "adapter-upload-"));
+  const dispose = () => rm(dir, { recursive: true, force: true });
+  try {
+    let count = 0;
+    for await (const part of request.files({ limits: { fileSize: maxBytes, files: ADAPTERHUB_FILES.size } })) {
+      if (!ADAPTERHUB_FILES.has(part.filename)) {
+        part.file.resume();
+        throw new BadRequestError(
+          "unexpected_file",
+          `'${part.filename}' is not a file of an AdapterHub save directory (expected one of ${[...ADAPTERHUB_FILES].join(", ")})`,
+        );
+      }
+      await pipeline(part.file, createWriteStream(join(dir, part.filename)));
+      if (part.file.truncated) throw new PayloadTooLargeError(`'${part.filename}' exceeds the upload limit of ${maxBytes} bytes`);
+      count++;
+    }
+    if (count === 0) throw new BadRequestError("empty_upload", "the upload contains no files");
+    return { dir, dispose };
+  } catch (err) {
+    await dispose();
+    if ((err as { code?: string }).code === "FST_REQ_FILE_TOO_LARGE") {
+      throw new PayloadTooLargeError(`an uploaded file exceeds the upload limit of ${maxBytes} bytes`);
+    }
+    throw err;
+  }
+}
