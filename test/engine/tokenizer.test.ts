@@ -1,0 +1,162 @@
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import t from "tap";
+import { ModelLoadError } from "../../src/errors.js";
+import { TextTokenizer } from "../../src/engine/tokenizer.js";
+
+/**
+ * Acceptance 2 of issue 2: the TypeScript tokenizer (@huggingface/tokenizers reading the backbone's
+ * tokenizer.json) gives the same ids as the Python `tokenizers` library. References were written by
+ * python/fixtures/tokenizer_reference.py (tweets: sha256 of the ids; hand-written strings: full ids)
+ * and python/fixtures/make_engine_fixtures.py (tiny backbone cases).
+ */
+
+const REPO = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const FIXTURES = join(REPO, "test", "fixtures");
+const MINILM = join(REPO, "models", "backbones", "all-MiniLM-L6-v2");
+const TINY_BACKBONE = join(FIXTURES, "engine", "backbone");
+const TWEETEVAL = (() => {
+  const dir = process.env.TWEETEVAL_DIR ?? "../shared/data/tweeteval";
+  return isAbsolute(dir) ? dir : resolve(REPO, dir);
+})();
+/** Large enough that no tweet or test string is cut, so the ids compare with the untruncated reference. */
+const NO_TRUNCATION = 512;
+const NON_LATIN = /[^\p{Script=Latin}\p{Script=Common}\p{Script=Inherited}]/u;
+const CLS = 101;
+const SEP = 102;
+
+interface TweetReference {
+  task: string;
+  line: number;
+  length: number;
+  sha256: string;
+}
+interface IdsReference {
+  text: string;
+  ids: number[];
+  tokens: string[];
+}
+
+const idsHash = (ids: readonly number[]) => createHash("sha256").update(ids.join(","), "ascii").digest("hex");
+
+if (!existsSync(join(MINILM, "tokenizer.json"))) {
+  t.fail(`the default backbone is missing at ${MINILM}: run 'node scripts/fetch-backbone.mjs' (npm test does it first)`);
+  t.end();
+} else {
+  const minilm = await TextTokenizer.load(MINILM, NO_TRUNCATION);
+  const reference = JSON.parse(readFileSync(join(FIXTURES, "tokenizer", "minilm-tweeteval.json"), "utf8")) as {
+    tweets: TweetReference[];
+    custom: IdsReference[];
+  };
+
+  t.test("all-MiniLM-L6-v2: TextTokenizer ids equal Python tokenizers on the TweetEval reference tweets", async (t) => {
+    const tasks = [...new Set(reference.tweets.map((r) => r.task))];
+    const missing = tasks.map((task) => join(TWEETEVAL, task, "val_text.txt")).filter((p) => !existsSync(p));
+    if (missing.length > 0) {
+      t.fail(
+        `TweetEval data not found (${missing.join(", ")}). The tweets are read from ../shared/data/tweeteval ` +
+          "relative to the repository root; set TWEETEVAL_DIR to the folder holding <task>/val_text.txt.",
+      );
+      return;
+    }
+    t.ok(reference.tweets.length >= 500, `the reference covers at least 500 tweets (${reference.tweets.length})`);
+    const lines = new Map(tasks.map((task) => [task, readFileSync(join(TWEETEVAL, task, "val_text.txt"), "utf8").split("\n")]));
+
+    let matched = 0;
+    const mismatches: string[] = [];
+    const coverage = { emoji: 0, url: 0, nonAscii: 0, nonLatin: 0, longest: 0 };
+    for (const ref of reference.tweets) {
+      const text = lines.get(ref.task)![ref.line];
+      const { ids, truncated } = minilm.encode(text);
+      if (idsHash(ids) === ref.sha256 && !truncated) matched++;
+      else if (mismatches.length < 10) mismatches.push(`${ref.task}:${ref.line} (${ids.length} ids, expected ${ref.length}) ${JSON.stringify(text)}`);
+      if (/\p{Extended_Pictographic}/u.test(text)) coverage.emoji++;
+      if (/https?:\/\/|www\./i.test(text)) coverage.url++;
+      if (/[^\x00-\x7f]/.test(text)) coverage.nonAscii++;
+      if (NON_LATIN.test(text)) coverage.nonLatin++;
+      coverage.longest = Math.max(coverage.longest, ids.length);
+    }
+    t.comment(`${matched} of ${reference.tweets.length} tweets tokenized identically to Python tokenizers`);
+    t.comment(
+      `tweets with emoji: ${coverage.emoji}, with URLs: ${coverage.url}, with non-ASCII characters: ${coverage.nonAscii}, ` +
+        `with letters of a non-Latin script: ${coverage.nonLatin}; longest: ${coverage.longest} ids`,
+    );
+    t.equal(matched, reference.tweets.length, `every tweet matches${mismatches.length ? `; first mismatches:\n${mismatches.join("\n")}` : ""}`);
+    // These English tweets carry emoji, URLs, mojibake and accents but no other script: the
+    // hand-written strings below cover CJK, Arabic and Cyrillic.
+    t.ok(coverage.emoji > 0 && coverage.url > 0 && coverage.nonAscii > 0, "the tweets include emoji, URLs and non-ASCII text");
+  });
+
+  t.test("all-MiniLM-L6-v2: hand-written strings (emoji, ZWJ, URLs, CJK, Arabic, Cyrillic, accents, whitespace) give the Python ids", async (t) => {
+    t.ok(reference.custom.length > 0, "there are hand-written reference strings");
+    t.ok(reference.custom.filter((c) => NON_LATIN.test(c.text)).length >= 3, "they include text in non-Latin scripts");
+    for (const ref of reference.custom) {
+      const { ids, truncated } = minilm.encode(ref.text);
+      t.same(ids, ref.ids, `ids of ${JSON.stringify(ref.text)}`);
+      t.equal(truncated, false);
+    }
+  });
+
+  t.test("all-MiniLM-L6-v2: the tokenizer.json's own truncation (128) and fixed padding are not applied", async (t) => {
+    const words = Array.from({ length: 300 }, () => "good").join(" ");
+    const { ids, truncated } = minilm.encode(words);
+    t.equal(ids.length, 302, "300 words, [CLS] and [SEP]: no cut at 128");
+    t.equal(truncated, false);
+    const short = minilm.encode("hi");
+    t.same(short.ids, [CLS, 7632, SEP], "a short text is not padded to 128");
+  });
+
+  t.test("truncation: an over-long input is cut to maxLength, keeping [CLS] first and the final [SEP]", async (t) => {
+    const text = Array.from({ length: 40 }, (_, i) => `word${i}`).join(" ");
+    const full = minilm.encode(text);
+    t.ok(full.ids.length > 16, `the text is longer than 16 ids (${full.ids.length})`);
+    const cut = (await TextTokenizer.load(MINILM, 16)).encode(text);
+    t.equal(cut.ids.length, 16, "exactly maxLength ids");
+    t.equal(cut.truncated, true, "reported as truncated");
+    t.equal(cut.ids[0], CLS, "[CLS] first");
+    t.equal(cut.ids[15], SEP, "[SEP] last");
+    t.same(cut.ids.slice(0, 15), full.ids.slice(0, 15), "the head of the text is kept, the tail dropped");
+  });
+
+  t.test("truncation: an input of exactly maxLength ids is kept whole and not flagged", async (t) => {
+    const text = "one two three four five six";
+    const full = minilm.encode(text);
+    const exact = (await TextTokenizer.load(MINILM, full.ids.length)).encode(text);
+    t.same(exact.ids, full.ids);
+    t.equal(exact.truncated, false);
+    const oneLess = (await TextTokenizer.load(MINILM, full.ids.length - 1)).encode(text);
+    t.equal(oneLess.truncated, true, "one id fewer is a cut");
+    t.same(oneLess.ids, [...full.ids.slice(0, full.ids.length - 2), SEP]);
+  });
+
+  t.test("a maximum length that leaves no room for text is refused", async (t) => {
+    await t.rejects(TextTokenizer.load(MINILM, 1), { constructor: ModelLoadError, code: "unsupported_config" });
+  });
+}
+
+t.test("tiny fixture backbone: TextTokenizer ids equal Python tokenizers on tokenizer_cases.json", async (t) => {
+  const cases = JSON.parse(readFileSync(join(FIXTURES, "engine", "tokenizer_cases.json"), "utf8")).cases as IdsReference[];
+  const tiny = await TextTokenizer.load(TINY_BACKBONE, NO_TRUNCATION);
+  t.ok(cases.length > 0);
+  for (const c of cases) t.same(tiny.encode(c.text).ids, c.ids, `ids of ${JSON.stringify(c.text.length > 60 ? `${c.text.slice(0, 60)}…` : c.text)}`);
+});
+
+t.test("tiny fixture backbone: truncation keeps its own [SEP] id", async (t) => {
+  const c = (JSON.parse(readFileSync(join(FIXTURES, "engine", "tokenizer_cases.json"), "utf8")).cases as IdsReference[]).reduce((a, b) =>
+    b.ids.length > a.ids.length ? b : a,
+  );
+  const tiny = await TextTokenizer.load(TINY_BACKBONE, 10);
+  const cut = tiny.encode(c.text);
+  t.equal(cut.truncated, true);
+  t.same(cut.ids, [...c.ids.slice(0, 9), c.ids[c.ids.length - 1]]);
+});
+
+t.test("a backbone folder without tokenizer.json is refused with missing_file naming the file", async (t) => {
+  await t.rejects(TextTokenizer.load(join(FIXTURES, "engine", "adapters", "a1"), 64), {
+    constructor: ModelLoadError,
+    code: "missing_file",
+    message: /tokenizer\.json/,
+  });
+});
