@@ -10,9 +10,10 @@ export interface Tensor {
 const HEADER_LIMIT = 100 * 1024 * 1024;
 
 /**
- * Reads every tensor of a safetensors file as float32 (F16/BF16 are widened; integer tensors
- * are skipped because no weight the engine uses is an integer). Throws ModelLoadError on a
- * truncated or malformed file and on non-finite values, naming the tensor.
+ * Reads every tensor of a safetensors file as float32 (F16/BF16 are widened, F64 narrowed;
+ * integer and boolean tensors are skipped because no weight the engine uses is one, and other
+ * dtypes such as float8 are refused). Throws ModelLoadError on a truncated or malformed file and
+ * on non-finite values, naming the tensor.
  */
 export async function readSafetensors(path: string): Promise<Map<string, Tensor>> {
   let bytes: Buffer;
@@ -24,38 +25,62 @@ export async function readSafetensors(path: string): Promise<Map<string, Tensor>
   return parseSafetensors(bytes, path);
 }
 
+/** Element widths of the float dtypes read; integer and boolean tensors are skipped. */
+const FLOAT_WIDTHS: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2 };
+const SKIPPED_DTYPES = new Set(["BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64"]);
+
 export function parseSafetensors(bytes: Buffer, source: string): Map<string, Tensor> {
   if (bytes.length < 8) throw new ModelLoadError("malformed_file", `${source}: too short for a safetensors file`);
   const headerLength = Number(bytes.readBigUInt64LE(0));
   if (headerLength > HEADER_LIMIT || 8 + headerLength > bytes.length) {
     throw new ModelLoadError("malformed_file", `${source}: header length ${headerLength} exceeds the file`);
   }
-  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  let header: unknown;
   try {
     header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString("utf8"));
   } catch {
     throw new ModelLoadError("malformed_file", `${source}: header is not valid JSON`);
   }
+  if (typeof header !== "object" || header === null || Array.isArray(header)) {
+    throw new ModelLoadError("malformed_file", `${source}: header is not a JSON object`);
+  }
   const body = bytes.subarray(8 + headerLength);
   const tensors = new Map<string, Tensor>();
-  for (const [name, entry] of Object.entries(header)) {
+  for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
     if (name === "__metadata__") continue;
-    const [begin, end] = entry.data_offsets;
-    const count = entry.shape.reduce((a, b) => a * b, 1);
-    const width = { F32: 4, F16: 2, BF16: 2 }[entry.dtype];
-    if (width === undefined) continue;
+    const { dtype, shape, begin, end } = checkEntry(entry, name, source);
+    if (SKIPPED_DTYPES.has(dtype)) continue;
+    const width = FLOAT_WIDTHS[dtype];
+    if (width === undefined) {
+      throw new ModelLoadError("unsupported_config", `${source}: tensor ${name} has dtype ${dtype} (supported: ${Object.keys(FLOAT_WIDTHS).join(", ")})`);
+    }
+    const count = shape.reduce((a, b) => a * b, 1);
     if (end > body.length || end - begin !== count * width) {
       throw new ModelLoadError("malformed_file", `${source}: tensor ${name} is truncated or has the wrong size`);
     }
-    const data = decode(body.subarray(begin, end), entry.dtype, count);
+    const data = decode(body.subarray(begin, end), dtype, count);
     for (let i = 0; i < data.length; i++) {
       if (!Number.isFinite(data[i])) {
         throw new ModelLoadError("non_finite_weights", `${source}: tensor ${name} contains NaN or Inf`);
       }
     }
-    tensors.set(name, { shape: entry.shape, data });
+    tensors.set(name, { shape, data });
   }
   return tensors;
+}
+
+/** A header entry must be {dtype: string, shape: [non-negative ints], data_offsets: [begin, end]}. */
+function checkEntry(entry: unknown, name: string, source: string) {
+  const bad = (what: string) => new ModelLoadError("malformed_file", `${source}: header entry of tensor ${name} ${what}`);
+  if (typeof entry !== "object" || entry === null || Array.isArray(entry)) throw bad("is not an object");
+  const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
+  const isIndex = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+  if (typeof dtype !== "string") throw bad("has no dtype");
+  if (!Array.isArray(shape) || !shape.every(isIndex)) throw bad("has no valid shape");
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isIndex) || offsets[0] > offsets[1]) {
+    throw bad("has no valid data_offsets");
+  }
+  return { dtype, shape: shape as number[], begin: offsets[0] as number, end: offsets[1] as number };
 }
 
 function decode(raw: Buffer, dtype: string, count: number): Float32Array {
@@ -63,6 +88,10 @@ function decode(raw: Buffer, dtype: string, count: number): Float32Array {
   if (dtype === "F32") {
     // Copy into an aligned buffer: the slice offset inside the file is not 4-byte aligned in general.
     new Uint8Array(out.buffer).set(raw);
+    return out;
+  }
+  if (dtype === "F64") {
+    for (let i = 0; i < count; i++) out[i] = raw.readDoubleLE(8 * i);
     return out;
   }
   const scratch = new DataView(new ArrayBuffer(4));

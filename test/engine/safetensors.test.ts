@@ -1,0 +1,78 @@
+import t from "tap";
+import { ModelLoadError } from "../../src/errors.js";
+import { parseSafetensors } from "../../src/engine/safetensors.js";
+
+/** Builds a safetensors file from raw little-endian tensor bytes. */
+function file(tensors: Record<string, { dtype: string; shape: number[]; bytes: Buffer }>, metadata?: Record<string, string>): Buffer {
+  const header: Record<string, unknown> = metadata ? { __metadata__: metadata } : {};
+  const parts: Buffer[] = [];
+  let offset = 0;
+  for (const [name, t] of Object.entries(tensors)) {
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes.length] };
+    parts.push(t.bytes);
+    offset += t.bytes.length;
+  }
+  const json = Buffer.from(JSON.stringify(header));
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([length, json, ...parts]);
+}
+
+const values = [0, 1, -2.5, 0.0999755859375, 65504, -0.000061035156];
+const f32 = Buffer.from(Float32Array.from(values).buffer);
+const f64 = Buffer.from(Float64Array.from(values).buffer);
+/** Float16 bits of `values` (all exactly representable). */
+const f16 = Buffer.from(Uint16Array.from([0x0000, 0x3c00, 0xc100, 0x2e66, 0x7bff, 0x8400]).buffer);
+/** BF16 is the top half of the float32 bits (these values truncate exactly except where noted). */
+const bf16 = Buffer.from(Uint16Array.from(Array.from(new Uint32Array(Float32Array.from([0, 1, -2.5, 0.5, 65536, -4]).buffer), (u) => u >>> 16)).buffer);
+
+t.test("F32, F64, F16 and BF16 tensors all read as float32 with their shapes", async (t) => {
+  const tensors = parseSafetensors(
+    file(
+      {
+        f32: { dtype: "F32", shape: [2, 3], bytes: f32 },
+        f64: { dtype: "F64", shape: [6], bytes: f64 },
+        f16: { dtype: "F16", shape: [3, 2], bytes: f16 },
+        bf16: { dtype: "BF16", shape: [6], bytes: bf16 },
+      },
+      { format: "pt" },
+    ),
+    "test.safetensors",
+  );
+  t.same([...tensors.keys()], ["f32", "f64", "f16", "bf16"], "metadata is not a tensor");
+  t.same(tensors.get("f32")!.shape, [2, 3]);
+  t.same(Array.from(tensors.get("f32")!.data), Array.from(Float32Array.from(values)));
+  t.same(Array.from(tensors.get("f64")!.data), Array.from(Float32Array.from(values)), "F64 narrowed to float32");
+  t.same(Array.from(tensors.get("f16")!.data), Array.from(Float32Array.from(values)), "F16 widened exactly");
+  t.same(Array.from(tensors.get("bf16")!.data), [0, 1, -2.5, 0.5, 65536, -4], "BF16 widened exactly");
+});
+
+t.test("integer tensors are skipped, not read as weights", async (t) => {
+  const tensors = parseSafetensors(
+    file({ ids: { dtype: "I64", shape: [2], bytes: Buffer.alloc(16) }, w: { dtype: "F32", shape: [6], bytes: f32 } }),
+    "test.safetensors",
+  );
+  t.same([...tensors.keys()], ["w"]);
+});
+
+t.test("an F16 infinity or NaN, and an F64 value beyond float32's range, are refused as non-finite", async (t) => {
+  for (const [dtype, bytes] of [
+    ["F16", Buffer.from(Uint16Array.from([0x3c00, 0x7c00]).buffer)],
+    ["F16", Buffer.from(Uint16Array.from([0x7e00, 0x3c00]).buffer)],
+    ["F64", Buffer.from(Float64Array.from([1, 1e300]).buffer)],
+  ] as const) {
+    t.throws(() => parseSafetensors(file({ w: { dtype, shape: [2], bytes } }), "x.safetensors"), {
+      constructor: ModelLoadError,
+      code: "non_finite_weights",
+      message: /x\.safetensors: tensor w/,
+    });
+  }
+});
+
+t.test("data_offsets that do not match dtype × shape, or run past the file, are refused as malformed", async (t) => {
+  const good = file({ w: { dtype: "F32", shape: [6], bytes: f32 } });
+  const wrongShape = file({ w: { dtype: "F32", shape: [7], bytes: f32 } });
+  t.throws(() => parseSafetensors(wrongShape, "x.safetensors"), { code: "malformed_file", message: /tensor w/ });
+  t.throws(() => parseSafetensors(good.subarray(0, good.length - 1), "x.safetensors"), { code: "malformed_file", message: /tensor w/ });
+  t.equal(parseSafetensors(good, "x.safetensors").get("w")!.data.length, 6);
+});
