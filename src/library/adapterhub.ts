@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { access, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ModelLoadError } from "../errors.js";
-import { readJson, type BackboneConfig } from "../engine/backbone.js";
+import type { BackboneConfig } from "../engine/backbone.js";
 import type { Activation, HeadType, PredictionHead } from "../engine/heads.js";
 import { transpose } from "../engine/linalg.js";
 import { parseSafetensors, type Tensor } from "../engine/safetensors.js";
@@ -184,8 +184,20 @@ export async function loadFusion(dir: string, backbone: BackboneConfig): Promise
   const fusionName = String(raw.name ?? "");
   const adapters = fusionName.split(",").filter(Boolean);
   if (adapters.length === 0) throw new ModelLoadError("malformed_file", `${configPath}: field 'name' does not list the fused adapters`);
+  if (new Set(adapters).size !== adapters.length) {
+    throw new ModelLoadError("malformed_file", `${configPath}: field 'name' lists an adapter twice ('${fusionName}')`);
+  }
+  if (raw.adapter_names !== undefined && (!Array.isArray(raw.adapter_names) || raw.adapter_names.join(",") !== fusionName)) {
+    throw new ModelLoadError(
+      "malformed_file",
+      `${configPath}: field 'adapter_names' ${JSON.stringify(raw.adapter_names)} does not match field 'name' '${fusionName}'`,
+    );
+  }
   checkHiddenSize(raw, backbone, configPath);
   checkFields(config, FUSION_REQUIRED, FUSION_IGNORED, configPath);
+  if (typeof (config.value ?? false) !== "boolean") {
+    throw new ModelLoadError("unsupported_config", `${configPath}: value ${JSON.stringify(config.value)} is not supported (true: dynamic, false: static)`);
+  }
   const hasValue = config.value === true;
 
   const weightsPath = await findWeights(dir, FUSION_WEIGHTS);
@@ -297,13 +309,17 @@ function labelsOf(config: Record<string, unknown>, source: string): string[] {
   return labels;
 }
 
+/** Fields whose value the adapters library lowercases before use (Activation_Function_Class). */
+const CASE_INSENSITIVE = new Set(["non_linearity"]);
+
 function checkFields(config: Record<string, unknown>, required: Record<string, unknown>, ignored: Set<string>, source: string) {
   for (const [field, value] of Object.entries(config)) {
     if (field in required) {
-      if (value !== required[field]) {
+      const normalized = CASE_INSENSITIVE.has(field) && typeof value === "string" ? value.toLowerCase() : value;
+      if (normalized !== required[field]) {
         throw new ModelLoadError(
           "unsupported_config",
-          `${source}: ${field} '${JSON.stringify(value)}' is not supported (supported: ${JSON.stringify(required[field])})`,
+          `${source}: ${field} ${JSON.stringify(value)} is not supported (supported: ${JSON.stringify(required[field])})`,
         );
       }
     } else if (!ignored.has(field)) {
@@ -351,12 +367,26 @@ function newFiles(): LoadedFiles & { bytes: number } {
   return { bytes: 0, hash: createHash("sha256") };
 }
 
-async function readTrackedJson(path: string, files: LoadedFiles & { bytes: number }) {
-  const value = await readJson(path);
-  const bytes = await readFile(path);
+/** Reads a JSON config once: the same bytes are hashed into the version and parsed. */
+async function readTrackedJson(path: string, files: LoadedFiles & { bytes: number }): Promise<Record<string, unknown>> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch {
+    throw new ModelLoadError("missing_file", `cannot read ${path}`);
+  }
   files.hash.update(bytes);
   files.bytes += bytes.length;
-  return value;
+  let value: unknown;
+  try {
+    value = JSON.parse(bytes.toString("utf8"));
+  } catch {
+    throw new ModelLoadError("malformed_file", `${path} is not valid JSON`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ModelLoadError("malformed_file", `${path} is not a JSON object`);
+  }
+  return value as Record<string, unknown>;
 }
 
 async function readTrackedSafetensors(path: string, files: LoadedFiles & { bytes: number }) {
