@@ -102,6 +102,16 @@ const ADAPTER_IGNORED = new Set([
 ]);
 
 const FUSION_REQUIRED: Record<string, unknown> = { key: true, query: true, query_before_ln: false, residual_before: false };
+/**
+ * Fields with no effect on the served computation:
+ * - value: read below (true: dynamic, false: static);
+ * - value_before_softmax: W_v has no bias, so Σ p_i W_v u_i = W_v Σ p_i u_i either way;
+ * - value_initialized, regularization, dropout_prob: training only;
+ * - temperature: the library divides the scores by T, starting at 50 and lowered by 0.05 on every
+ *   forward call until it reaches 1, and does not save T. A trained fusion has long reached T = 1,
+ *   so the server always uses T = 1 (a freshly reloaded Python model differs from it, and from
+ *   itself, during its first ~980 forward calls).
+ */
 const FUSION_IGNORED = new Set(["value", "value_before_softmax", "value_initialized", "regularization", "temperature", "dropout_prob"]);
 
 export async function loadAdapter(dir: string, backbone: BackboneConfig): Promise<AdapterModule> {
