@@ -1,0 +1,180 @@
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+/** Every setting of the server, validated. Built once from flags and environment by `loadConfig`. */
+export interface ServerConfig {
+  readonly library: string;
+  readonly host: string;
+  readonly port: number;
+  readonly device: "cpu" | "cuda";
+  readonly threads: number;
+  readonly maxBatchTokens: number;
+  readonly maxBatchSize: number;
+  readonly maxWaitMs: number;
+  readonly maxQueue: number;
+  readonly requestTimeoutMs: number;
+  readonly maxInputs: number;
+  readonly maxInputChars: number;
+  readonly maxBodyBytes: number;
+  /** Absent: 128, or the backbone's max_position_embeddings when that is smaller. */
+  readonly maxSeqLen: number | undefined;
+  readonly shutdownTimeoutMs: number;
+  readonly logLevel: LogLevel;
+}
+
+export type LogLevel = (typeof LOG_LEVELS)[number];
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+/** A setting that cannot be used; the message names the flag, the variable and the value. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+// dist/config.js and src/config.ts both sit one level below the package root.
+export const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+export const DEFAULT_LIBRARY = join(PACKAGE_ROOT, "models");
+export const DEFAULT_MAX_SEQ_LEN = 128;
+
+interface OptionSpec<K extends keyof ServerConfig> {
+  readonly key: K;
+  readonly flag: string;
+  readonly env: string;
+  /** As shown in --help and the README. */
+  readonly default: string;
+  readonly help: string;
+  readonly parse: (raw: string) => ServerConfig[K];
+}
+
+type AnyOption = { [K in keyof ServerConfig]: OptionSpec<K> }[keyof ServerConfig];
+
+const integer =
+  (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  (raw: string): number => {
+    const value = Number(raw);
+    if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
+      throw new Error(`must be an integer from ${min} to ${max === Number.MAX_SAFE_INTEGER ? "any" : max}`);
+    }
+    return value;
+  };
+
+const oneOf =
+  <T extends string>(allowed: readonly T[]) =>
+  (raw: string): T => {
+    if (!allowed.includes(raw as T)) throw new Error(`must be one of ${allowed.join(", ")}`);
+    return raw as T;
+  };
+
+const nonEmpty = (raw: string): string => {
+  if (!raw.trim()) throw new Error("must not be empty");
+  return raw;
+};
+
+export const OPTIONS: readonly AnyOption[] = [
+  { key: "library", flag: "library", env: "FUSION_LIBRARY", default: "models/ of this package", help: "model library folder (holds library.json)", parse: (raw) => resolve(nonEmpty(raw)) },
+  { key: "host", flag: "host", env: "HOST", default: "127.0.0.1", help: "address to listen on (0.0.0.0 for every interface)", parse: nonEmpty },
+  { key: "port", flag: "port", env: "PORT", default: "8080", help: "TCP port; 0 picks a free one", parse: integer(0, 65535) },
+  { key: "device", flag: "device", env: "FUSION_DEVICE", default: "cpu", help: "ONNX Runtime execution provider: cpu or cuda", parse: oneOf(["cpu", "cuda"] as const) },
+  { key: "threads", flag: "threads", env: "FUSION_THREADS", default: "0", help: "intra-op threads of the forward pass; 0 = one per core", parse: integer(0, 1024) },
+  { key: "maxBatchTokens", flag: "max-batch-tokens", env: "FUSION_MAX_BATCH_TOKENS", default: "4096", help: "token budget of one forward pass: inputs × longest input, padding included", parse: integer(1) },
+  { key: "maxBatchSize", flag: "max-batch-size", env: "FUSION_MAX_BATCH_SIZE", default: "32", help: "most inputs in one forward pass", parse: integer(1) },
+  { key: "maxWaitMs", flag: "max-wait-ms", env: "FUSION_MAX_WAIT_MS", default: "5", help: "longest an input waits for others to share its forward pass", parse: integer(0, 60_000) },
+  { key: "maxQueue", flag: "max-queue", env: "FUSION_MAX_QUEUE", default: "1024", help: "inputs waiting across all routes; beyond it requests get 429", parse: integer(1) },
+  { key: "requestTimeoutMs", flag: "request-timeout-ms", env: "FUSION_REQUEST_TIMEOUT_MS", default: "30000", help: "a prediction not answered in this time gets 503", parse: integer(1) },
+  { key: "maxInputs", flag: "max-inputs", env: "FUSION_MAX_INPUTS", default: "64", help: "most texts in one request", parse: integer(1) },
+  { key: "maxInputChars", flag: "max-input-chars", env: "FUSION_MAX_INPUT_CHARS", default: "10000", help: "longest text accepted, in characters (Unicode code points)", parse: integer(1) },
+  { key: "maxBodyBytes", flag: "max-body-bytes", env: "FUSION_MAX_BODY_BYTES", default: "1048576", help: "largest request body; beyond it 413", parse: integer(1) },
+  { key: "maxSeqLen", flag: "max-seq-len", env: "FUSION_MAX_SEQ_LEN", default: "128 (or the backbone's max positions, if smaller)", help: "tokens per input, special tokens included; longer texts are truncated", parse: integer(2) },
+  { key: "shutdownTimeoutMs", flag: "shutdown-timeout-ms", env: "FUSION_SHUTDOWN_TIMEOUT_MS", default: "30000", help: "on SIGTERM/SIGINT, longest wait for in-flight requests before exiting anyway", parse: integer(1) },
+  { key: "logLevel", flag: "log-level", env: "FUSION_LOG_LEVEL", default: "info", help: `pino log level: ${LOG_LEVELS.join(", ")}`, parse: oneOf(LOG_LEVELS) },
+];
+
+export const DEFAULT_CONFIG: ServerConfig = {
+  library: DEFAULT_LIBRARY,
+  host: "127.0.0.1",
+  port: 8080,
+  device: "cpu",
+  threads: 0,
+  maxBatchTokens: 4096,
+  maxBatchSize: 32,
+  maxWaitMs: 5,
+  maxQueue: 1024,
+  requestTimeoutMs: 30_000,
+  maxInputs: 64,
+  maxInputChars: 10_000,
+  maxBodyBytes: 1_048_576,
+  maxSeqLen: undefined,
+  shutdownTimeoutMs: 30_000,
+  logLevel: "info",
+};
+
+/** Thrown for --help: the caller prints the text and exits 0. */
+export class HelpRequested extends Error {
+  override readonly name = "HelpRequested";
+}
+
+/**
+ * Builds the configuration: a flag wins over its environment variable, which wins over the
+ * default. Any unknown flag, malformed value or inconsistent pair is a ConfigError.
+ */
+export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ServerConfig {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: {
+        help: { type: "boolean", short: "h" },
+        ...Object.fromEntries(OPTIONS.map((o) => [o.flag, { type: "string" as const }])),
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message}\n\n${usage()}`);
+  }
+  if (values.help) throw new HelpRequested(usage());
+
+  const config: Record<string, unknown> = { ...DEFAULT_CONFIG };
+  for (const option of OPTIONS) {
+    const fromFlag = values[option.flag];
+    const raw = typeof fromFlag === "string" ? fromFlag : env[option.env];
+    if (raw === undefined) continue;
+    const source = typeof fromFlag === "string" ? `--${option.flag}` : `${option.env} (--${option.flag})`;
+    try {
+      config[option.key] = option.parse(raw);
+    } catch (err) {
+      throw new ConfigError(`${source} ${(err as Error).message}, got '${raw}'`);
+    }
+  }
+  const result = config as unknown as ServerConfig;
+  checkConsistency(result);
+  return result;
+}
+
+function checkConsistency(c: ServerConfig): void {
+  if (c.maxQueue < c.maxInputs) {
+    throw new ConfigError(`--max-queue (${c.maxQueue}) must be at least --max-inputs (${c.maxInputs}), or a full request could never be queued`);
+  }
+  if (c.maxSeqLen !== undefined) checkBudget(c.maxSeqLen, c.maxBatchTokens);
+}
+
+function checkBudget(seqLen: number, maxBatchTokens: number): void {
+  if (maxBatchTokens < seqLen) {
+    throw new ConfigError(`--max-batch-tokens (${maxBatchTokens}) must be at least the sequence length (${seqLen}), or a long input could never run`);
+  }
+}
+
+/** The sequence length actually served, given the backbone's position limit. */
+export function effectiveMaxSeqLen(config: ServerConfig, maxPositions: number): number {
+  if (config.maxSeqLen !== undefined && config.maxSeqLen > maxPositions) {
+    throw new ConfigError(`--max-seq-len ${config.maxSeqLen} exceeds the backbone's max_position_embeddings (${maxPositions})`);
+  }
+  const seqLen = config.maxSeqLen ?? Math.min(DEFAULT_MAX_SEQ_LEN, maxPositions);
+  checkBudget(seqLen, config.maxBatchTokens);
+  return seqLen;
+}
+
+export function usage(): string {
+  const lines = OPTIONS.map((o) => `  --${o.flag} <value>`.padEnd(30) + `${o.help}\n${" ".repeat(30)}env ${o.env}, default ${o.default}`);
+  return ["Usage: node dist/main.js [options]", "", "Options (a flag wins over its environment variable):", ...lines, "  -h, --help".padEnd(30) + "print this help"].join("\n");
+}

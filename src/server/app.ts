@@ -1,0 +1,40 @@
+import Fastify, { type FastifyInstance } from "fastify";
+import type { ServerConfig } from "../config.js";
+import { errorsPlugin } from "./errors.js";
+import { metricsPlugin } from "./metrics.js";
+import { requestId, requestIdPlugin } from "./request-id.js";
+import { docsPlugin } from "./routes/docs.js";
+import { fusionsRoutes } from "./routes/fusions.js";
+import { healthRoutes } from "./routes/health.js";
+import { metricsRoutes } from "./routes/metrics.js";
+import { predictRoutes } from "./routes/predict.js";
+import { servingPlugin } from "./serving.js";
+
+/**
+ * The fastify application, without a model library: attach one with `app.serving.attach(runtime)`
+ * (until then /ready and the prediction routes answer 503). main.ts and the tests both build it here.
+ */
+export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: { level: config.logLevel },
+    genReqId: requestId,
+    bodyLimit: config.maxBodyBytes,
+    // Bounds how long a client may take to send its request.
+    requestTimeout: config.requestTimeoutMs,
+    return503OnClosing: true,
+    ajv: {
+      // A number where a string belongs is the client's bug: refuse it, never coerce it; refuse unknown fields too.
+      customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allowUnionTypes: true },
+    },
+  });
+  await app.register(metricsPlugin);
+  await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes });
+  await app.register(servingPlugin, { config });
+  await app.register(requestIdPlugin);
+  await app.register(docsPlugin);
+  await app.register(healthRoutes);
+  await app.register(metricsRoutes);
+  await app.register(fusionsRoutes);
+  await app.register(predictRoutes, { config });
+  return app;
+}

@@ -1,0 +1,36 @@
+import swagger from "@fastify/swagger";
+import swaggerUi from "@fastify/swagger-ui";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import fp from "fastify-plugin";
+import { PACKAGE_ROOT } from "../../config.js";
+
+const { version } = JSON.parse(readFileSync(join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string };
+
+/**
+ * The OpenAPI document, generated from the route schemas (they are the validation and the docs at
+ * once), and Swagger UI on /docs; the document itself is at /docs/json and /docs/yaml.
+ * Registered before the routes, whose schemas it collects as they are added.
+ */
+export const docsPlugin = fp(
+  async (app) => {
+    await app.register(swagger, {
+      openapi: {
+        openapi: "3.1.0",
+        info: {
+          title: "fusion-serve",
+          description: "Inference server for AdapterFusion models: one frozen backbone, many fused routes.",
+          version,
+        },
+        tags: [
+          { name: "predict", description: "Predictions" },
+          { name: "library", description: "What the model library serves" },
+          { name: "operations", description: "Health, readiness, metrics" },
+        ],
+      },
+      refResolver: { buildLocalReference: (json) => String(json.$id) },
+    });
+    await app.register(swaggerUi, { routePrefix: "/docs" });
+  },
+  { name: "docs" },
+);

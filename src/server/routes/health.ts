@@ -1,0 +1,29 @@
+import type { FastifyPluginAsync } from "fastify";
+
+const statusBody = (values: readonly string[]) =>
+  ({ type: "object", required: ["status"], properties: { status: { type: "string", enum: values } } }) as const;
+
+/** GET /health (the process answers) and GET /ready (the library is loaded and the server is not shutting down). */
+export const healthRoutes: FastifyPluginAsync = async (app) => {
+  app.get(
+    "/health",
+    { schema: { summary: "Liveness", tags: ["operations"], response: { 200: statusBody(["ok"]) } } },
+    async () => ({ status: "ok" }),
+  );
+
+  app.get(
+    "/ready",
+    {
+      schema: {
+        summary: "Readiness",
+        description: "200 once the model library is loaded; 503 while it loads and once shutdown has begun.",
+        tags: ["operations"],
+        response: { 200: statusBody(["ready"]), 503: statusBody(["loading", "draining"]) },
+      },
+    },
+    async (_request, reply) => {
+      const phase = app.serving.phase;
+      return reply.code(phase === "ready" ? 200 : 503).send({ status: phase });
+    },
+  );
+};

@@ -1,0 +1,20 @@
+import type { FastifyPluginAsync } from "fastify";
+
+/** GET /metrics — the server's registry in Prometheus text format. */
+export const metricsRoutes: FastifyPluginAsync = async (app) => {
+  app.get(
+    "/metrics",
+    {
+      schema: {
+        summary: "Prometheus metrics",
+        tags: ["operations"],
+        produces: ["text/plain"],
+        response: { 200: { type: "string", description: "Prometheus text exposition format 0.0.4" } },
+      },
+    },
+    async (_request, reply) => {
+      const { registry } = app.metrics;
+      return reply.type(registry.contentType).send(await registry.metrics());
+    },
+  );
+};

@@ -1,0 +1,171 @@
+import type { FastifyPluginAsync } from "fastify";
+import type { ServerConfig } from "../../config.js";
+import type { HeadOutput } from "../../engine/heads.js";
+import type { InputReadout } from "../../engine/readout.js";
+import { BadRequestError } from "../../errors.js";
+import type { FusionRoute } from "../../library/route.js";
+
+interface PredictBody {
+  inputs: string | string[];
+  explain: boolean;
+  raw_scores: boolean;
+}
+
+const labelMap = (description: string) => ({ type: "object", description, additionalProperties: { type: "number" } }) as const;
+
+const scored = {
+  label: { type: "string", description: "The most probable label" },
+  score: { type: "number", description: "Probability of `label`" },
+  scores: labelMap("Probability of every label: softmax over labels, or per-label sigmoid for multi-label heads"),
+  logits: labelMap("Raw head outputs by label (only with raw_scores)"),
+} as const;
+
+export const predictionSchema = {
+  $id: "Prediction",
+  type: "object",
+  description:
+    "One prediction per input, in input order. Classification heads: label, score, scores. Multi-label heads add `labels`, " +
+    "every label whose sigmoid score is at least 0.5. Tagging heads give `tokens` instead: one entry per token, " +
+    "special tokens included ([CLS] first, [SEP] last).",
+  properties: {
+    ...scored,
+    labels: { type: "array", items: { type: "string" }, description: "Multi-label heads: every label scoring at least 0.5" },
+    tokens: {
+      type: "array",
+      description: "Tagging heads: per-token predictions",
+      items: { type: "object", required: ["label", "score", "scores"], properties: scored },
+    },
+    fusion_weights: {
+      type: "array",
+      description:
+        "Only with explain: for every layer, the fusion attention each adapter received, averaged over the input's tokens " +
+        "(sums to 1 per layer; exactly 1 for a single-adapter route)",
+      items: labelMap("Attention weight by adapter name"),
+    },
+    truncated: { type: "boolean", description: "True when the text was longer than max-seq-len tokens and its tail was cut" },
+  },
+} as const;
+
+interface ScoredOutput {
+  label: string;
+  score: number;
+  scores: Record<string, number>;
+  logits?: Record<string, number>;
+}
+
+interface Prediction extends Partial<ScoredOutput> {
+  labels?: string[];
+  tokens?: ScoredOutput[];
+  fusion_weights?: Record<string, number>[];
+  truncated: boolean;
+}
+
+/** POST /v1/predict/:fusion — validate, tokenize, queue for the batcher, shape the heads' outputs. */
+export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async (app, { config }) => {
+  app.addSchema(predictionSchema);
+
+  app.post<{ Params: { fusion: string }; Body: PredictBody }>(
+    "/v1/predict/:fusion",
+    {
+      schema: {
+        summary: "Predict with one route",
+        description:
+          "Runs the texts through the route's adapters, fusion and head. Concurrent requests to one route share forward passes. " +
+          `Limits: at most ${config.maxInputs} texts of at most ${config.maxInputChars} characters each (400 beyond), ` +
+          `a body of at most ${config.maxBodyBytes} bytes (413 beyond). A text with no tokens (empty or whitespace only) is a 400. ` +
+          "Texts longer than max-seq-len tokens are truncated and marked `truncated: true`. " +
+          "429 when the queue is full, 503 when no answer came within the request timeout; both carry Retry-After.",
+        tags: ["predict"],
+        params: {
+          type: "object",
+          required: ["fusion"],
+          properties: { fusion: { type: "string", description: "Route name, as listed by GET /v1/fusions" } },
+        },
+        body: {
+          type: "object",
+          required: ["inputs"],
+          additionalProperties: false,
+          properties: {
+            inputs: {
+              type: ["string", "array"],
+              description: "One text, or a list of texts",
+              maxLength: config.maxInputChars,
+              minItems: 1,
+              maxItems: config.maxInputs,
+              items: { type: "string", maxLength: config.maxInputChars },
+            },
+            explain: { type: "boolean", default: false, description: "Add fusion_weights to every prediction" },
+            raw_scores: { type: "boolean", default: false, description: "Add the head's raw logits to every prediction" },
+          },
+        },
+        response: {
+          200: {
+            type: "object",
+            required: ["fusion", "version", "predictions"],
+            properties: {
+              fusion: { type: "string", description: "The route that answered" },
+              version: { type: "string", description: "Content hash of the route's adapters, fusion and head that answered" },
+              predictions: { type: "array", items: { $ref: "Prediction#" } },
+            },
+          },
+          "4xx": { $ref: "Error#" },
+          "5xx": { $ref: "Error#" },
+        },
+      },
+    },
+    async (request) => {
+      const { runtime, batcher } = app.serving.require();
+      const route = runtime.library.route(request.params.fusion);
+      request.fusionRoute = route.name;
+      const { inputs, explain, raw_scores: rawScores } = request.body;
+      const texts = typeof inputs === "string" ? [inputs] : inputs;
+      const encoded = texts.map((text, i) => {
+        const e = runtime.tokenizer.encode(text);
+        if (e.ids.length <= runtime.emptyLength) {
+          const where = typeof inputs === "string" ? "inputs" : `inputs[${i}]`;
+          throw new BadRequestError("empty_input", `${where} has no text to predict on: it is empty or only whitespace`);
+        }
+        return e;
+      });
+      const outputs = await batcher.submit(
+        route,
+        encoded.map((e) => e.ids),
+        explain,
+      );
+      return {
+        fusion: route.name,
+        version: route.version,
+        predictions: outputs.map((o, i) => formatPrediction(route, o, encoded[i].truncated, explain, rawScores)),
+      };
+    },
+  );
+};
+
+function formatPrediction(route: FusionRoute, readout: InputReadout, truncated: boolean, explain: boolean, rawScores: boolean): Prediction {
+  const { labels, type } = route.head;
+  const scoredOutput = (out: HeadOutput): ScoredOutput => {
+    let best = 0;
+    out.probabilities.forEach((p, i) => {
+      if (p > out.probabilities[best]) best = i;
+    });
+    const byLabel = (values: readonly number[]) => Object.fromEntries(labels.map((label, i) => [label, values[i]]));
+    return {
+      label: labels[best],
+      score: out.probabilities[best],
+      scores: byLabel(out.probabilities),
+      ...(rawScores ? { logits: byLabel(out.logits) } : {}),
+    };
+  };
+  const { output } = readout;
+  const prediction: Prediction =
+    "tokens" in output
+      ? { tokens: output.tokens.map(scoredOutput), truncated }
+      : { ...scoredOutput(output), truncated };
+  if (type === "multilabel_classification" && !("tokens" in output)) {
+    prediction.labels = labels.filter((_, i) => output.probabilities[i] >= 0.5);
+  }
+  if (explain && readout.fusionWeights) {
+    prediction.fusion_weights = readout.fusionWeights.map((layer) => Object.fromEntries(route.adapters.map((a, i) => [a.name, layer[i]])));
+  }
+  return prediction;
+}
