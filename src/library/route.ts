@@ -122,11 +122,21 @@ function fusionTensors(fusion: FusionModule, variant: "fused" | "literal"): Fusi
   return tensors;
 }
 
-/** No fusion: every score is 0 (softmax over one adapter is exactly 1) and the value is the identity. */
+const neutral = { fused: new Map<number, FusionInputs>(), literal: new Map<number, FusionInputs>() };
+
+/**
+ * No fusion: every score is 0 (softmax over one adapter is exactly 1) and the value is the
+ * identity. These inputs are the same for every single-adapter route and layer, so they exist once.
+ */
 function neutralFusion(d: number, variant: "fused" | "literal"): FusionInputs {
-  return variant === "fused"
-    ? { valueWeight: identity(d), scoreWeight: zeros(d, d), scoreBias: zeros(d) }
-    : { valueWeight: identity(d), queryWeight: zeros(d, d), queryBias: zeros(d), keyWeight: zeros(d, d), keyBias: zeros(d) };
+  const cached = neutral[variant].get(d);
+  if (cached) return cached;
+  const inputs: FusionInputs =
+    variant === "fused"
+      ? { valueWeight: identity(d), scoreWeight: zeros(d, d), scoreBias: zeros(d) }
+      : { valueWeight: identity(d), queryWeight: zeros(d, d), queryBias: zeros(d), keyWeight: zeros(d, d), keyBias: zeros(d) };
+  neutral[variant].set(d, inputs);
+  return inputs;
 }
 
 function zeros(...shape: number[]): Tensor {
