@@ -19,14 +19,14 @@ export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
     logger: { level: config.logLevel },
     genReqId: requestId,
     bodyLimit: config.maxBodyBytes,
-    // Bounds how long a client may take to send its request.
-    requestTimeout: config.requestTimeoutMs,
     return503OnClosing: true,
     ajv: {
       // A number where a string belongs is the client's bug: refuse it, never coerce it; refuse unknown fields too.
       customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allowUnionTypes: true },
     },
   });
+  // The API speaks JSON only: any other body is a 415, not a string that fails validation later.
+  app.removeContentTypeParser("text/plain");
   await app.register(metricsPlugin);
   await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes });
   await app.register(servingPlugin, { config });

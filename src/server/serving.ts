@@ -105,6 +105,11 @@ export const servingPlugin = fp<{ config: ServerConfig }>(
       return state && { adapters: state.adapters.size, fusions: state.fusions.size, routes: state.routes.size, queueDepth: serving.queueDepth };
     });
     app.addHook("preClose", async () => serving.drain());
+    // Keep-alive connections would hold the closing server open until they time out: answers
+    // given while draining tell the client to close the connection.
+    app.addHook("onSend", async (_request, reply) => {
+      if (serving.phase === "draining") reply.header("connection", "close");
+    });
     app.addHook("onClose", async () => serving.close());
   },
   { name: "serving", dependencies: ["metrics"] },

@@ -11,6 +11,7 @@ export const fusionsRoutes: FastifyPluginAsync = async (app) => {
         tags: ["library"],
         response: {
           200: {
+            description: "The routes, by name",
             type: "object",
             required: ["fusions"],
             properties: {
@@ -32,7 +33,7 @@ export const fusionsRoutes: FastifyPluginAsync = async (app) => {
               },
             },
           },
-          "5xx": { $ref: "Error#" },
+          "5xx": { description: "Not answered now: not_ready, timeout (with Retry-After), internal_error", $ref: "Error#" },
         },
       },
     },

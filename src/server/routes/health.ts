@@ -1,13 +1,13 @@
 import type { FastifyPluginAsync } from "fastify";
 
-const statusBody = (values: readonly string[]) =>
-  ({ type: "object", required: ["status"], properties: { status: { type: "string", enum: values } } }) as const;
+const statusBody = (description: string, values: readonly string[]) =>
+  ({ description, type: "object", required: ["status"], properties: { status: { type: "string", enum: values } } }) as const;
 
 /** GET /health (the process answers) and GET /ready (the library is loaded and the server is not shutting down). */
 export const healthRoutes: FastifyPluginAsync = async (app) => {
   app.get(
     "/health",
-    { schema: { summary: "Liveness", tags: ["operations"], response: { 200: statusBody(["ok"]) } } },
+    { schema: { summary: "Liveness", tags: ["operations"], response: { 200: statusBody("The process is up", ["ok"]) } } },
     async () => ({ status: "ok" }),
   );
 
@@ -18,7 +18,7 @@ export const healthRoutes: FastifyPluginAsync = async (app) => {
         summary: "Readiness",
         description: "200 once the model library is loaded; 503 while it loads and once shutdown has begun.",
         tags: ["operations"],
-        response: { 200: statusBody(["ready"]), 503: statusBody(["loading", "draining"]) },
+        response: { 200: statusBody("Serving predictions", ["ready"]), 503: statusBody("Loading, or shutting down", ["loading", "draining"]) },
       },
     },
     async (_request, reply) => {

@@ -100,6 +100,7 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
         },
         response: {
           200: {
+            description: "One prediction per input, in input order",
             type: "object",
             required: ["fusion", "version", "predictions"],
             properties: {
@@ -108,8 +109,8 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
               predictions: { type: "array", items: { $ref: "Prediction#" } },
             },
           },
-          "4xx": { $ref: "Error#" },
-          "5xx": { $ref: "Error#" },
+          "4xx": { description: "Refused: the error code says why (invalid_request, empty_input, route_not_found, payload_too_large, overloaded, ...)", $ref: "Error#" },
+          "5xx": { description: "Not answered now: not_ready, timeout (with Retry-After), internal_error", $ref: "Error#" },
         },
       },
     },

@@ -1,0 +1,16 @@
+import { DEFAULT_CONFIG, type ServerConfig } from "../config.js";
+import { buildApp } from "./app.js";
+
+/**
+ * The OpenAPI document of the routes as YAML. With the default configuration this is openapi.yaml
+ * at the repository root (`npm run openapi` rewrites it; a test fails when the two differ).
+ */
+export async function openApiYaml(config: ServerConfig = { ...DEFAULT_CONFIG, logLevel: "silent" }): Promise<string> {
+  const app = await buildApp(config);
+  try {
+    await app.ready();
+    return `${app.swagger({ yaml: true })}\n`;
+  } finally {
+    await app.close();
+  }
+}
