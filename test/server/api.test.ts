@@ -1,6 +1,7 @@
 import t from "tap";
 import { DEFAULT_CONFIG } from "../../src/config.js";
-import { post, request, startServer } from "./harness.js";
+import { buildApp } from "../../src/server/app.js";
+import { post, request, startServer, TINY_LIBRARY } from "./harness.js";
 
 const { url } = await startServer(t, { maxInputs: 4, maxInputChars: 200, maxBodyBytes: 2048 });
 const predict = (route: string, body: unknown, headers?: Record<string, string>) => post(`${url}/v1/predict/${route}`, body, headers);
@@ -125,4 +126,14 @@ t.test("docs: Swagger UI and the OpenAPI document", async (t) => {
   t.ok(doc.body.paths["/v1/predict/{fusion}"].post);
   t.equal(doc.body.paths["/v1/predict/{fusion}"].post.requestBody.content["application/json"].schema.properties.inputs.maxItems, 4, "limits shown are the server's own");
   t.not(DEFAULT_CONFIG.maxInputs, 4);
+});
+
+t.test("while the library loads: alive, not ready, predictions 503 not_ready", async (t) => {
+  const app = await buildApp({ ...DEFAULT_CONFIG, library: TINY_LIBRARY, logLevel: "silent" });
+  t.teardown(() => app.close());
+  const loading = await app.listen({ host: "127.0.0.1", port: 0 });
+  t.equal((await request(`${loading}/health`)).status, 200);
+  t.same(await request(`${loading}/ready`).then((r) => [r.status, r.body]), [503, { status: "loading" }]);
+  const res = await post(`${loading}/v1/predict/a1`, { inputs: "x" });
+  t.same([res.status, res.body.error, res.headers.get("retry-after")], [503, "not_ready", "1"]);
 });

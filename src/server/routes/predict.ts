@@ -5,6 +5,9 @@ import type { InputReadout } from "../../engine/readout.js";
 import { BadRequestError } from "../../errors.js";
 import type { FusionRoute } from "../../library/route.js";
 
+/** A multi-label head predicts every label whose sigmoid reaches this. */
+const MULTILABEL_THRESHOLD = 0.5;
+
 interface PredictBody {
   inputs: string | string[];
   explain: boolean;
@@ -128,11 +131,7 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
         }
         return e;
       });
-      const outputs = await batcher.submit(
-        route,
-        encoded.map((e) => e.ids),
-        explain,
-      );
+      const outputs = await batcher.submit(route, encoded.map((e) => e.ids), explain);
       return {
         fusion: route.name,
         version: route.version,
@@ -158,12 +157,12 @@ function formatPrediction(route: FusionRoute, readout: InputReadout, truncated: 
     };
   };
   const { output } = readout;
-  const prediction: Prediction =
-    "tokens" in output
-      ? { tokens: output.tokens.map(scoredOutput), truncated }
-      : { ...scoredOutput(output), truncated };
-  if (type === "multilabel_classification" && !("tokens" in output)) {
-    prediction.labels = labels.filter((_, i) => output.probabilities[i] >= 0.5);
+  let prediction: Prediction;
+  if ("tokens" in output) {
+    prediction = { tokens: output.tokens.map(scoredOutput), truncated };
+  } else {
+    prediction = { ...scoredOutput(output), truncated };
+    if (type === "multilabel_classification") prediction.labels = labels.filter((_, i) => output.probabilities[i] >= MULTILABEL_THRESHOLD);
   }
   if (explain && readout.fusionWeights) {
     prediction.fusion_weights = readout.fusionWeights.map((layer) => Object.fromEntries(route.adapters.map((a, i) => [a.name, layer[i]])));
