@@ -1,0 +1,121 @@
+import { join } from "node:path";
+import { loadBackbone, type Backbone } from "../src/engine/backbone.js";
+import { FusionEngine, type RouteFeeds, type TokenBatch } from "../src/engine/engine.js";
+import { readout } from "../src/engine/readout.js";
+import type { GraphVariant } from "../src/engine/bert-graph.js";
+import { loadAdapter, loadFusion, type AdapterModule } from "../src/library/adapterhub.js";
+import { assembleRoute, type FusionRoute } from "../src/library/route.js";
+import { benchIds } from "./inputs.js";
+import { timeRoundRobin, type RepeatPolicy } from "./stats.js";
+
+export const FUSION_SIZES = [1, 2, 5, 8] as const;
+export const MAIN_N = 5;
+
+/** The engine-level cases, timed round-robin per shape. */
+export const ENGINE_CASES = ["plain", "fused1", "fused2", "fused5", "fused8", "literal5"] as const;
+export type EngineCase = (typeof ENGINE_CASES)[number];
+
+export interface EngineResults {
+  readonly threads: number;
+  readonly shapes: readonly string[];
+  /** case -> shape "BxT" -> run times in ms */
+  readonly times: Record<EngineCase, Record<string, number[]>>;
+  readonly loadSeconds: number;
+}
+
+/** The bench library's fusions (N = 1, 2, 5, 8) as routes for one graph variant. */
+export async function loadRoutes(backbone: Backbone, weightsDir: string, variant: GraphVariant): Promise<Map<number, FusionRoute>> {
+  const adapters = new Map<string, AdapterModule>();
+  const routes = new Map<number, FusionRoute>();
+  for (const n of FUSION_SIZES) {
+    const fusion = await loadFusion(join(weightsDir, "fusions", `fuse${n}`, "1"), backbone.config);
+    const members: AdapterModule[] = [];
+    for (const name of fusion.adapters) {
+      if (!adapters.has(name)) adapters.set(name, await loadAdapter(join(weightsDir, "adapters", name, "1"), backbone.config));
+      members.push(adapters.get(name)!);
+    }
+    routes.set(n, assembleRoute(`fuse${n}`, backbone.config, members, fusion, fusion.head, variant));
+  }
+  return routes;
+}
+
+export interface Engines {
+  readonly backbone: Backbone;
+  readonly plain: FusionEngine;
+  readonly fused: FusionEngine;
+  readonly literal: FusionEngine;
+  readonly fusedRoutes: Map<number, FusionRoute>;
+  readonly literalRoutes: Map<number, FusionRoute>;
+  close(): Promise<void>;
+}
+
+export async function openEngines(backboneDir: string, weightsDir: string, threads: number): Promise<Engines> {
+  const backbone = await loadBackbone(backboneDir);
+  const create = (variant: GraphVariant) => FusionEngine.create(backbone, { device: "cpu", threads, variant });
+  const [plain, fused, literal] = [await create("plain"), await create("fused"), await create("literal")];
+  const fusedRoutes = await loadRoutes(backbone, weightsDir, "fused");
+  const literalRoutes = await loadRoutes(backbone, weightsDir, "literal");
+  return {
+    backbone,
+    plain,
+    fused,
+    literal,
+    fusedRoutes,
+    literalRoutes,
+    close: async () => {
+      await Promise.all([plain.close(), fused.close(), literal.close()]);
+    },
+  };
+}
+
+function runner(engines: Engines, c: EngineCase, batch: TokenBatch): () => Promise<unknown> {
+  if (c === "plain") return () => engines.plain.run(batch, {});
+  if (c === "literal5") {
+    const feeds: RouteFeeds = engines.literalRoutes.get(MAIN_N)!.feeds;
+    return () => engines.literal.run(batch, feeds);
+  }
+  const feeds = engines.fusedRoutes.get(Number(c.slice("fused".length)))!.feeds;
+  return () => engines.fused.run(batch, feeds);
+}
+
+export async function runEngineBench(
+  engines: Engines,
+  shapes: readonly string[],
+  policy: RepeatPolicy,
+  log: (line: string) => void,
+): Promise<Omit<EngineResults, "loadSeconds" | "threads">> {
+  const times = Object.fromEntries(ENGINE_CASES.map((c) => [c, {}])) as Record<EngineCase, Record<string, number[]>>;
+  for (const shape of shapes) {
+    const [b, t] = shape.split("x").map(Number);
+    const batch = benchIds(b, t);
+    const runs = await timeRoundRobin(
+      ENGINE_CASES.map((c) => runner(engines, c, batch)),
+      policy,
+    );
+    ENGINE_CASES.forEach((c, i) => (times[c][shape] = runs[i]));
+    const med = (c: EngineCase) => [...times[c][shape]].sort((x, y) => x - y)[Math.floor(times[c][shape].length / 2)].toFixed(1);
+    log(`engine ${shape}: ${ENGINE_CASES.map((c) => `${c} ${med(c)} ms`).join(", ")} (${runs[0].length} runs each)`);
+  }
+  return { shapes, times };
+}
+
+/** Fused N=5 on the parity input, for comparison with the reference's own output on the same weights. */
+export async function parityAgainst(
+  engines: Engines,
+  ref: { batch: number; seq: number; hidden: number[]; logits: number[] },
+): Promise<{ hidden: number; logits: number }> {
+  const route = engines.fusedRoutes.get(MAIN_N)!;
+  const batch = benchIds(ref.batch, ref.seq);
+  const result = await engines.fused.run(batch, route.feeds);
+  let hidden = 0;
+  result.hidden.forEach((v, i) => (hidden = Math.max(hidden, Math.abs(v - ref.hidden[i]))));
+  const d = engines.backbone.config.hiddenSize;
+  const outs = readout(route.head, result, batch, d, false);
+  const C = route.head.labels.length;
+  let logits = 0;
+  outs.forEach((o, b) => {
+    const l = (o.output as { logits: Float32Array | number[] }).logits;
+    for (let c = 0; c < C; c++) logits = Math.max(logits, Math.abs(l[c] - ref.logits[b * C + c]));
+  });
+  return { hidden, logits };
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""The AdapterHub reference for the benchmark: the `adapters` library's own forward pass (PyTorch, eval,
+torch.inference_mode) on a fusion loaded from its save directory, timed on the benchmark's inputs.
+
+Loads exactly what a user would: the backbone checkpoint, `load_adapter` for every fused adapter and
+`load_adapter_fusion(..., with_head=True)` for the fusion, then `set_active_adapters(Fuse(...))`.
+
+Inputs are the benchmark's deterministic token ids (the same formula as bench/inputs.ts), every token real.
+Writes JSON: per shape the sorted run times in ms, plus the reference hidden state and logits of a small
+parity input so the TypeScript side can confirm both engines computed on the same weights.
+
+Usage: python bench/reference.py --library DIR --fusion fuse5 --threads 2 --shapes 1x16,8x64 --out FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import torch
+from transformers.utils import logging as hf_logging
+
+import adapters
+from adapters import BertAdapterModel, Fuse
+
+CLS, SEP = 101, 102
+
+
+def bench_ids(batch: int, seq: int) -> torch.Tensor:
+    """Deterministic ids: [CLS] w... [SEP]; must match benchIds() in bench/inputs.ts."""
+    ids = torch.empty(batch, seq, dtype=torch.int64)
+    for b in range(batch):
+        for t in range(seq):
+            ids[b, t] = 1000 + (b * 7919 + t * 104729) % 29000
+        ids[b, 0] = CLS
+        ids[b, seq - 1] = SEP
+    return ids
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--library", required=True)
+    ap.add_argument("--fusion", default="fuse5")
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--shapes", required=True, help="comma separated BxT")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--min-reps", type=int, default=5)
+    ap.add_argument("--max-reps", type=int, default=30)
+    ap.add_argument("--min-seconds", type=float, default=1.0)
+    ap.add_argument("--parity-shape", default="2x16")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    hf_logging.set_verbosity_error()
+    logging.getLogger("adapters").setLevel(logging.ERROR)
+
+    lib = Path(args.library)
+    manifest = json.loads((lib / "library.json").read_text())
+    backbone = (lib / manifest["backbone"]).resolve()
+    fusion_dir = lib / "fusions" / args.fusion / manifest["fusions"][args.fusion]
+    fusion_cfg = json.loads((fusion_dir / "adapter_fusion_config.json").read_text())
+    names = fusion_cfg["adapter_names"]
+
+    t0 = time.perf_counter()
+    model = BertAdapterModel.from_pretrained(str(backbone))
+    for name in names:
+        model.load_adapter(str(lib / "adapters" / name / manifest["adapters"][name]), use_safetensors=True)
+    model.load_adapter_fusion(str(fusion_dir), use_safetensors=True, with_head=True)
+    model.set_active_adapters(Fuse(*names))
+    model.active_head = args.fusion
+    model.eval()
+    load_s = time.perf_counter() - t0
+
+    def forward(ids: torch.Tensor, hidden: bool = False):
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=hidden)
+
+    result = {
+        "fusion": args.fusion,
+        "adapters": names,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "adapters_version": adapters.__version__,
+        "attn_implementation": getattr(model.config, "_attn_implementation", "?"),
+        "python": platform.python_version(),
+        "load_s": round(load_s, 2),
+        "shapes": {},
+    }
+    with torch.inference_mode():
+        pb, pt = (int(v) for v in args.parity_shape.split("x"))
+        out = forward(bench_ids(pb, pt), hidden=True)
+        result["parity"] = {
+            "batch": pb,
+            "seq": pt,
+            "hidden": out.hidden_states[-1].flatten().tolist(),
+            "logits": out.logits.flatten().tolist(),
+        }
+        for shape in args.shapes.split(","):
+            b, t = (int(v) for v in shape.split("x"))
+            ids = bench_ids(b, t)
+            for _ in range(args.warmup):
+                forward(ids)
+            times = []
+            start = time.perf_counter()
+            while len(times) < args.max_reps and (len(times) < args.min_reps or time.perf_counter() - start < args.min_seconds):
+                t1 = time.perf_counter()
+                forward(ids)
+                times.append((time.perf_counter() - t1) * 1000)
+            result["shapes"][shape] = sorted(times)
+            print(f"reference {shape}: median {sorted(times)[len(times) // 2]:.1f} ms over {len(times)} runs", flush=True)
+    Path(args.out).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

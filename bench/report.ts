@@ -1,0 +1,173 @@
+import type { EngineCase, EngineResults } from "./engine-bench.js";
+import type { HttpResults } from "./http-bench.js";
+import type { BusyProcess } from "./machine.js";
+import { fmt, median } from "./stats.js";
+
+export interface ReferenceResults {
+  readonly ok: boolean;
+  /** Why the reference did not run (python missing, import failed, ...). */
+  readonly reason?: string;
+  readonly python: string;
+  readonly torch?: string;
+  readonly adaptersVersion?: string;
+  readonly attnImplementation?: string;
+  readonly times: Record<string, number[]>;
+}
+
+export interface BenchData {
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly seconds: number;
+  readonly command: string;
+  readonly mode: "full" | "quick";
+  readonly machine: string;
+  readonly threads: number;
+  readonly ortVersion: string;
+  readonly busyBefore: readonly BusyProcess[];
+  readonly busyAfter: readonly BusyProcess[];
+  readonly weights: Record<string, unknown>;
+  readonly reference: ReferenceResults;
+  readonly engine: EngineResults;
+  readonly parity?: { readonly hidden: number; readonly logits: number };
+  readonly http: HttpResults | { readonly skipped: string };
+  readonly gpu: string;
+  readonly plots: { readonly http?: string; readonly byN?: string; readonly note?: string };
+}
+
+export interface Target {
+  readonly id: string;
+  readonly what: string;
+  readonly figure: number;
+  readonly required: string;
+  readonly pass: boolean | null; // null: could not be measured
+  readonly note?: string;
+}
+
+const HEADLINE = "32x64";
+const SMALL = "1x16";
+
+function med(times: Record<string, number[]> | undefined, shape: string): number {
+  const t = times?.[shape];
+  return t && t.length ? median(t) : Number.NaN;
+}
+
+export function computeTargets(d: BenchData): Target[] {
+  const e = (c: EngineCase, s: string) => med(d.engine.times[c], s);
+  const ref = (s: string) => (d.reference.ok ? med(d.reference.times, s) : Number.NaN);
+  const check = (v: number, ok: (v: number) => boolean) => (Number.isFinite(v) ? ok(v) : null);
+  const refNote = d.reference.ok ? undefined : `reference did not run: ${d.reference.reason}`;
+  const t1a = ref(HEADLINE) / e("fused5", HEADLINE);
+  const t1b = ref(SMALL) / e("fused5", SMALL);
+  const t2 = e("fused5", HEADLINE) / e("plain", HEADLINE);
+  const t3 = e("fused8", HEADLINE) / e("fused2", HEADLINE);
+  const t4 = e("literal5", HEADLINE) / e("fused5", HEADLINE);
+  const targets: Target[] = [
+    { id: "1a", what: "fused N=5 / AdapterHub reference, throughput at 32×64", figure: t1a, required: "≥ 3×", pass: check(t1a, (v) => v >= 3), note: refNote },
+    { id: "1b", what: "AdapterHub reference / fused N=5, latency at 1×16", figure: t1b, required: "≥ 2.5×", pass: check(t1b, (v) => v >= 2.5), note: refNote },
+    { id: "2", what: "fused N=5 / plain backbone, time at 32×64", figure: t2, required: "≤ 1.3×", pass: check(t2, (v) => v <= 1.3) },
+    { id: "3", what: "time N=8 / time N=2 (fused), 32×64", figure: t3, required: "≤ 1.15×", pass: check(t3, (v) => v <= 1.15) },
+    { id: "4", what: "literal / rewritten fusion at N=5, time at 32×64", figure: t4, required: "> 1×", pass: check(t4, (v) => v > 1) },
+  ];
+  if ("steps" in d.http) {
+    const ratio = d.http.saturationRatio;
+    targets.push({
+      id: "5",
+      what: `HTTP at saturation / engine-only throughput, same tweets (${fmt(d.http.saturationRps)} vs ${fmt(d.http.engineOnly.seqPerSec)} seq/s)`,
+      figure: ratio,
+      required: "≥ 0.85",
+      pass: check(ratio, (v) => v >= 0.85),
+    });
+  } else {
+    targets.push({ id: "5", what: "HTTP at saturation / engine-only throughput", figure: Number.NaN, required: "≥ 0.85", pass: null, note: d.http.skipped });
+  }
+  return targets;
+}
+
+const verdict = (t: Target) => (t.pass === null ? "NOT RUN" : t.pass ? "PASS" : "MISS");
+
+export function targetLines(targets: readonly Target[]): string[] {
+  return targets.map((t) => `${verdict(t).padEnd(7)} target ${t.id.padEnd(2)} ${t.what}: ${fmt(t.figure, 2)} (required ${t.required})${t.note ? ` — ${t.note}` : ""}`);
+}
+
+const COLUMNS: { key: EngineCase | "reference"; title: string }[] = [
+  { key: "reference", title: "AdapterHub ref N=5" },
+  { key: "fused5", title: "fused N=5" },
+  { key: "plain", title: "plain" },
+  { key: "literal5", title: "literal N=5" },
+  { key: "fused1", title: "fused N=1" },
+  { key: "fused2", title: "fused N=2" },
+  { key: "fused8", title: "fused N=8" },
+];
+
+export function renderMarkdown(d: BenchData, targets: readonly Target[]): string {
+  const L: string[] = [];
+  const timesOf = (k: EngineCase | "reference") => (k === "reference" ? (d.reference.ok ? d.reference.times : undefined) : d.engine.times[k]);
+  L.push(`# Benchmark results (${d.mode} run)`, "");
+  L.push(`- Started ${d.startedAt}, took ${fmt(d.seconds, 0)} s. Command: \`${d.command}\``);
+  L.push(`- Machine: ${d.machine}. Threads: ${d.threads} (ONNX Runtime intraOpNumThreads and torch.set_num_threads alike).`);
+  L.push(`- ONNX Runtime (onnxruntime-node) ${d.ortVersion}, CPU execution provider.`);
+  L.push(
+    d.reference.ok
+      ? `- Reference: Python \`adapters\` ${d.reference.adaptersVersion}, torch ${d.reference.torch} (CPU), attention '${d.reference.attnImplementation}', eval + torch.inference_mode, interpreter ${d.reference.python}.`
+      : `- Reference: **could not run** (${d.reference.python}): ${d.reference.reason}`,
+  );
+  L.push(`- Weights: 8 random seq_bn adapters (reduction factor 16) and dynamic fusions N=1,2,5,8 on all-MiniLM-L6-v2, written by the \`adapters\` library (bench/make_weights.py); both sides load the same files.`);
+  if (d.parity) {
+    L.push(`- Same weights, same result: fused N=5 vs the reference on a 2×16 input, max |diff| ${d.parity.hidden.toExponential(1)} (last hidden state), ${d.parity.logits.toExponential(1)} (logits).`);
+  }
+  const busy = [...d.busyBefore.map((p) => ({ ...p, when: "before" })), ...d.busyAfter.map((p) => ({ ...p, when: "after" }))];
+  L.push(
+    busy.length
+      ? `- **Caveat: other processes were using the CPU** (${busy.map((p) => `${p.when}: pid ${p.pid} ${p.cpuPercent}% \`${p.command}\``).join("; ")}); the timings are distorted.`
+      : "- No other process was using the CPU before or after the run.",
+  );
+  L.push(`- GPU: ${d.gpu}`, "");
+
+  L.push("## Targets (issue 6)", "", "| # | measure | figure | required | result |", "|---|---|---|---|---|");
+  for (const t of targets) L.push(`| ${t.id} | ${t.what} | ${fmt(t.figure, 2)} | ${t.required} | ${verdict(t)}${t.note ? ` (${t.note})` : ""} |`);
+  L.push("");
+
+  L.push("## Engine level, CPU", "");
+  L.push("Median of the timed runs after warm-up; every token real (no padding). Cases of one shape are timed round-robin, so they share the same machine conditions.", "");
+  const shapes = d.engine.shapes;
+  const label = (s: string) => s.replace("x", " × ");
+  L.push("### Latency (ms per batch, median)", "");
+  L.push(`| batch × tokens | ${COLUMNS.map((c) => c.title).join(" | ")} | ref / fused | fused / plain | literal / fused | N=8 / N=2 |`);
+  L.push(`|---|${COLUMNS.map(() => "---:").join("|")}|---:|---:|---:|---:|`);
+  for (const s of shapes) {
+    const m = (k: EngineCase | "reference") => med(timesOf(k), s);
+    L.push(
+      `| ${label(s)} | ${COLUMNS.map((c) => fmt(m(c.key), m(c.key) < 10 ? 2 : 1)).join(" | ")} | ${fmt(m("reference") / m("fused5"), 2)} | ${fmt(m("fused5") / m("plain"), 2)} | ${fmt(m("literal5") / m("fused5"), 2)} | ${fmt(m("fused8") / m("fused2"), 2)} |`,
+    );
+  }
+  L.push("", "### Throughput (sequences/s)", "");
+  L.push(`| batch × tokens | ${COLUMNS.map((c) => c.title).join(" | ")} |`);
+  L.push(`|---|${COLUMNS.map(() => "---:").join("|")}|`);
+  for (const s of shapes) {
+    const b = Number(s.split("x")[0]);
+    L.push(`| ${label(s)} | ${COLUMNS.map((c) => fmt((b * 1000) / med(timesOf(c.key), s), 0)).join(" | ")} |`);
+  }
+  const runs = (k: EngineCase | "reference") => Math.min(...shapes.map((s) => timesOf(k)?.[s]?.length ?? 0));
+  L.push("", `Timed runs per cell: engine ≥ ${runs("fused5")}${d.reference.ok ? `, reference ≥ ${runs("reference")}` : ""}.`, "");
+
+  L.push("## HTTP level", "");
+  if ("steps" in d.http) {
+    const h = d.http;
+    L.push(h.description, "");
+    L.push("| concurrency | requests/s | p50 ms | p99 ms | errors | batches | mean batch size | batch sizes (server histogram, count per bucket) |");
+    L.push("|---:|---:|---:|---:|---:|---:|---:|---|");
+    for (const s of h.steps) {
+      L.push(`| ${s.concurrency} | ${fmt(s.rps, 1)} | ${fmt(s.p50, 1)} | ${fmt(s.p99, 1)} | ${s.errors} | ${s.batches ?? "n/a"} | ${fmt(s.meanBatch ?? Number.NaN, 1)} | ${s.histogram ?? "n/a"} |`);
+    }
+    L.push("", `Engine only, same tweets tokenized with src/engine/tokenizer.ts and batched as the server would at its maximum batch (${h.engineOnly.description}): **${fmt(h.engineOnly.seqPerSec, 1)} sequences/s** (median batch ${fmt(h.engineOnly.medianMs, 1)} ms).`);
+    L.push(`HTTP at saturation (best step): ${fmt(h.saturationRps, 1)} requests/s = **${fmt(h.saturationRatio * 100, 0)}%** of engine-only.`, "");
+  } else {
+    L.push(`Not run: ${d.http.skipped}`, "");
+  }
+
+  L.push("## Plots", "");
+  if (d.plots.http) L.push(`![HTTP latency against throughput](${d.plots.http})`, "");
+  if (d.plots.byN) L.push(`![Time against number of fused adapters](${d.plots.byN})`, "");
+  if (d.plots.note) L.push(d.plots.note, "");
+  return L.join("\n") + "\n";
+}
