@@ -21,6 +21,9 @@ export interface ServerConfig {
   readonly maxSeqLen: number | undefined;
   readonly shutdownTimeoutMs: number;
   readonly logLevel: LogLevel;
+  /** Bearer token of the admin API; absent: the admin routes are not served. */
+  readonly adminToken: string | undefined;
+  readonly maxUploadBytes: number;
 }
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -86,6 +89,18 @@ export const OPTIONS: readonly AnyOption[] = [
   { key: "maxBodyBytes", flag: "max-body-bytes", env: "FUSION_MAX_BODY_BYTES", default: "1048576", help: "largest request body; beyond it 413", parse: integer(1) },
   { key: "maxSeqLen", flag: "max-seq-len", env: "FUSION_MAX_SEQ_LEN", default: "128 (or the backbone's max positions, if smaller)", help: "tokens per input, special tokens included; longer texts are truncated", parse: integer(2) },
   { key: "shutdownTimeoutMs", flag: "shutdown-timeout-ms", env: "FUSION_SHUTDOWN_TIMEOUT_MS", default: "30000", help: "on SIGTERM/SIGINT, longest wait for in-flight requests before exiting anyway", parse: integer(1) },
+  {
+    key: "adminToken",
+    flag: "admin-token",
+    env: "ADMIN_TOKEN",
+    default: "unset: no admin API",
+    help: "bearer token of /v1/admin (at least 16 characters); prefer the variable, flags show in ps",
+    parse: (raw) => {
+      if (raw.trim().length < 16) throw new Error("must be at least 16 characters");
+      return raw.trim();
+    },
+  },
+  { key: "maxUploadBytes", flag: "max-upload-bytes", env: "FUSION_MAX_UPLOAD_BYTES", default: "67108864", help: "largest file of an admin upload; beyond it 413", parse: integer(1) },
   { key: "logLevel", flag: "log-level", env: "FUSION_LOG_LEVEL", default: "info", help: `pino log level: ${LOG_LEVELS.join(", ")}`, parse: oneOf(LOG_LEVELS) },
 ];
 
@@ -106,6 +121,8 @@ export const DEFAULT_CONFIG: ServerConfig = {
   maxSeqLen: undefined,
   shutdownTimeoutMs: 30_000,
   logLevel: "info",
+  adminToken: undefined,
+  maxUploadBytes: 64 * 2 ** 20,
 };
 
 /** Thrown for --help: the caller prints the text and exits 0. */
@@ -143,7 +160,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     try {
       config[option.key] = option.parse(raw);
     } catch (err) {
-      throw new ConfigError(`${source} ${(err as Error).message}, got '${raw}'`);
+      const shown = option.key === "adminToken" ? "<hidden>" : raw;
+      throw new ConfigError(`${source} ${(err as Error).message}, got '${shown}'`);
     }
   }
   const result = config as unknown as ServerConfig;

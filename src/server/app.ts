@@ -1,5 +1,6 @@
 import Fastify, { type FastifyInstance } from "fastify";
 import type { ServerConfig } from "../config.js";
+import { adminPlugin } from "./admin/plugin.js";
 import { errorsPlugin } from "./errors.js";
 import { metricsPlugin } from "./metrics.js";
 import { requestId, requestIdPlugin } from "./request-id.js";
@@ -36,5 +37,15 @@ export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
   await app.register(metricsRoutes);
   await app.register(fusionsRoutes);
   await app.register(predictRoutes, { config });
+  if (config.adminToken) {
+    await app.register(adminPlugin, {
+      token: config.adminToken,
+      registry: app.metrics.registry,
+      maxUploadBytes: config.maxUploadBytes,
+      library: () => app.serving.require().runtime.library,
+    });
+  } else {
+    app.log.info("admin API disabled: set ADMIN_TOKEN to serve /v1/admin");
+  }
   return app;
 }

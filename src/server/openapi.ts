@@ -2,10 +2,13 @@ import { DEFAULT_CONFIG, type ServerConfig } from "../config.js";
 import { buildApp } from "./app.js";
 
 /**
- * The OpenAPI document of the routes as YAML. With the default configuration this is openapi.yaml
- * at the repository root (`npm run openapi` rewrites it; a test fails when the two differ).
+ * The OpenAPI document of the routes as YAML. With the default configuration and an admin token,
+ * so that the admin routes are documented too, this is openapi.yaml at the repository root
+ * (`npm run openapi` rewrites it; a test fails when the two differ).
  */
-export async function openApiYaml(config: ServerConfig = { ...DEFAULT_CONFIG, logLevel: "silent" }): Promise<string> {
+export async function openApiYaml(
+  config: ServerConfig = { ...DEFAULT_CONFIG, logLevel: "silent", adminToken: "documentation-only-token" },
+): Promise<string> {
   const app = await buildApp(config);
   try {
     await app.ready();

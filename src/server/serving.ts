@@ -1,4 +1,4 @@
-import { join } from "node:path";
+import { resolve } from "node:path";
 import fp from "fastify-plugin";
 import type { FastifyBaseLogger } from "fastify";
 import { effectiveMaxSeqLen, type ServerConfig } from "../config.js";
@@ -25,7 +25,7 @@ export interface ModelRuntime {
 export async function loadRuntime(config: ServerConfig, log: FastifyBaseLogger): Promise<ModelRuntime> {
   const started = Date.now();
   const manifest = await readManifest(config.library);
-  const backboneDir = join(config.library, manifest.backbone);
+  const backboneDir = resolve(config.library, manifest.backbone);
   const backbone = await loadBackbone(backboneDir);
   const maxSeqLen = effectiveMaxSeqLen(config, backbone.config.maxPositions);
   const library = await AdapterLibrary.open(config.library, backbone.config);

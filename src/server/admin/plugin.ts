@@ -10,7 +10,8 @@ import type { ModuleKind } from "../../library/store.js";
 import { receiveUpload } from "./upload.js";
 
 export interface AdminOptions {
-  readonly library: AdapterLibrary;
+  /** The live library; throws (503) while it is still loading. */
+  readonly library: () => AdapterLibrary;
   readonly token: string;
   readonly registry: Registry;
   readonly maxUploadBytes: number;
@@ -26,10 +27,8 @@ const KINDS: Record<string, ModuleKind> = { adapters: "adapters", fusions: "fusi
  * call leaves what is serving untouched.
  */
 export async function adminPlugin(app: FastifyInstance, options: AdminOptions): Promise<void> {
-  const { library, registry } = options;
   const expected = digest(options.token);
-  const metrics = adminMetrics(registry);
-  publishVersions(metrics, library.state);
+  const metrics = adminMetrics(options.registry, options.library);
 
   await app.register(multipart);
 
@@ -45,7 +44,7 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
   for (const [segment, kind] of Object.entries(KINDS)) {
     const tag = { tags: ["admin"], security: [{ bearer: [] }] };
     app.get(`/v1/admin/${segment}`, { schema: { ...tag, summary: `List ${segment}`, response: { 200: listSchema } } }, async () => {
-      return listModules(library.state, kind);
+      return listModules(options.library().state, kind);
     });
 
     app.put<{ Params: { name: string }; Body: { path?: string } }>(
@@ -62,7 +61,7 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
           body: {
             content: {
               "application/json": { schema: { type: "object", properties: { path: { type: "string", minLength: 1 } }, required: ["path"], additionalProperties: false } },
-              "multipart/form-data": { schema: { type: "object" } },
+              "multipart/form-data": { schema: { description: "the files of the save directory, each under its own file name" } },
             },
           },
           response: { 200: changeSchema },
@@ -71,6 +70,7 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
       async (request, reply) =>
         change(request, reply, "put", kind, async () => {
           const name = checkName(request.params.name);
+          const library = options.library();
           const put = (dir: string) => (kind === "adapters" ? library.putAdapter(name, dir) : library.putFusion(name, dir));
           if (request.isMultipart()) {
             const upload = await receiveUpload(request, options.maxUploadBytes);
@@ -87,13 +87,13 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
     app.delete<{ Params: { name: string } }>(
       `/v1/admin/${segment}/:name`,
       { schema: { ...tag, summary: `Delete ${kind === "adapters" ? "an adapter (409 while a fusion uses it)" : "a fusion route"}`, params: nameParams, response: { 200: changeSchema } } },
-      async (request, reply) => change(request, reply, "delete", kind, () => library.remove(kind, checkName(request.params.name))),
+      async (request, reply) => change(request, reply, "delete", kind, () => options.library().remove(kind, checkName(request.params.name))),
     );
 
     app.post<{ Params: { name: string } }>(
       `/v1/admin/${segment}/:name/rollback`,
       { schema: { ...tag, summary: "Return to the version before the last change", params: nameParams, response: { 200: changeSchema } } },
-      async (request, reply) => change(request, reply, "rollback", kind, () => library.rollback(kind, checkName(request.params.name))),
+      async (request, reply) => change(request, reply, "rollback", kind, () => options.library().rollback(kind, checkName(request.params.name))),
     );
   }
 
@@ -103,7 +103,6 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
       const result = await run();
       stop();
       metrics.changes.inc({ kind, action, result: "ok" });
-      publishVersions(metrics, library.state);
       audit(request, action, kind, request.params.name, "ok", result.folder ?? undefined);
       reply.code(200);
       return result;
@@ -140,30 +139,51 @@ function listModules(state: LibraryState, kind: ModuleKind) {
   }));
 }
 
-function adminMetrics(registry: Registry) {
+function adminMetrics(registry: Registry, library: () => AdapterLibrary) {
+  // Version gauges are computed from the live state at each scrape, so they can never lag a change.
+  const live = (): LibraryState | undefined => {
+    try {
+      return library().state;
+    } catch {
+      return undefined;
+    }
+  };
   return {
-    changes: new Counter({ name: "admin_changes_total", help: "Admin changes by kind, action and result", labelNames: ["kind", "action", "result"], registers: [registry] }),
+    changes: new Counter({ name: "admin_changes_total", help: "Admin changes by kind, action and result (ok, refused, error)", labelNames: ["kind", "action", "result"], registers: [registry] }),
     loadSeconds: new Histogram({
       name: "admin_load_validate_seconds",
-      help: "Time to load, validate and publish an admin change",
+      help: "Time to load, validate, write through and publish an admin change",
       labelNames: ["kind", "action"],
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
-    moduleVersion: new Gauge({ name: "library_module_version_info", help: "Live version of each adapter and fusion (value 1)", labelNames: ["kind", "name", "version", "folder"], registers: [registry] }),
-    routeVersion: new Gauge({ name: "route_version_info", help: "Live version of each route (value 1)", labelNames: ["route", "version"], registers: [registry] }),
+    moduleVersion: new Gauge({
+      name: "library_module_version_info",
+      help: "Live version of each adapter and fusion (value 1)",
+      labelNames: ["kind", "name", "version", "folder"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        const state = live();
+        if (!state) return;
+        for (const kind of ["adapters", "fusions"] as const) {
+          for (const [name, m] of kind === "adapters" ? state.adapters : state.fusions) {
+            this.set({ kind, name, version: m.version, folder: state.manifest[kind][name] }, 1);
+          }
+        }
+      },
+    }),
+    routeVersion: new Gauge({
+      name: "route_version_info",
+      help: "Live version of each route (value 1)",
+      labelNames: ["route", "version"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const route of live()?.routes.values() ?? []) this.set({ route: route.name, version: route.version }, 1);
+      },
+    }),
   };
-}
-
-function publishVersions(metrics: ReturnType<typeof adminMetrics>, state: LibraryState) {
-  metrics.moduleVersion.reset();
-  metrics.routeVersion.reset();
-  for (const kind of ["adapters", "fusions"] as const) {
-    for (const [name, m] of kind === "adapters" ? state.adapters : state.fusions) {
-      metrics.moduleVersion.set({ kind, name, version: m.version, folder: state.manifest[kind][name] }, 1);
-    }
-  }
-  for (const route of state.routes.values()) metrics.routeVersion.set({ route: route.name, version: route.version }, 1);
 }
 
 function digest(token: string): Buffer {

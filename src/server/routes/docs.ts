@@ -26,7 +26,9 @@ export const docsPlugin = fp(
           { name: "predict", description: "Predictions" },
           { name: "library", description: "What the model library serves" },
           { name: "operations", description: "Health, readiness, metrics" },
+          { name: "admin", description: "Hot swap of adapters and fusion routes; served only when ADMIN_TOKEN is set" },
         ],
+        components: { securitySchemes: { bearer: { type: "http", scheme: "bearer", description: "ADMIN_TOKEN" } } },
       },
       refResolver: { buildLocalReference: (json) => String(json.$id) },
     });
