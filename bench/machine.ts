@@ -8,8 +8,17 @@ export interface BusyProcess {
   readonly command: string;
 }
 
+interface ProcSample {
+  readonly ticks: number;
+  readonly ppid: number;
+}
+
 function cpuTicks(): Map<number, number> {
-  const out = new Map<number, number>();
+  return new Map([...procSamples()].map(([pid, s]) => [pid, s.ticks]));
+}
+
+function procSamples(): Map<number, ProcSample> {
+  const out = new Map<number, ProcSample>();
   let entries: string[] = [];
   try {
     entries = readdirSync("/proc").filter((e) => /^\d+$/.test(e));
@@ -20,7 +29,7 @@ function cpuTicks(): Map<number, number> {
     try {
       const stat = readFileSync(`/proc/${e}/stat`, "utf8");
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      out.set(Number(e), Number(fields[11]) + Number(fields[12])); // utime + stime
+      out.set(Number(e), { ticks: Number(fields[11]) + Number(fields[12]), ppid: Number(fields[1]) }); // utime + stime
     } catch {
       // process ended meanwhile
     }
@@ -56,4 +65,73 @@ export async function busyProcesses(ms = 1000, threshold = 15, exclude: readonly
 export function machineLine(): string {
   const c = cpus();
   return `${availableParallelism()} cores (${c[0]?.model.trim() ?? "?"}), load average ${loadavg().map((v) => v.toFixed(2)).join(" ")}, Node ${process.version}`;
+}
+
+/**
+ * Samples, during the whole run, how much CPU processes outside this one's process tree use
+ * (the reference and the server are children, so they do not count). A 2-core machine shared
+ * with a training job or a test suite gives wrong timings; the report says when that happened.
+ */
+export class CpuMonitor {
+  private last = procSamples();
+  private lastAt = performance.now();
+  private readonly timer: NodeJS.Timeout;
+  intervals = 0;
+  busyIntervals = 0;
+  peakPercent = 0;
+  readonly culprits = new Map<string, number>(); // command -> peak %
+
+  constructor(
+    private readonly threshold = 25,
+    periodMs = 2000,
+  ) {
+    this.timer = setInterval(() => this.sample(), periodMs);
+    this.timer.unref();
+  }
+
+  private sample(): void {
+    const now = procSamples();
+    const at = performance.now();
+    const seconds = (at - this.lastAt) / 1000;
+    const ours = new Set([process.pid]);
+    let grew = true;
+    while (grew) {
+      grew = false;
+      for (const [pid, s] of now) if (!ours.has(pid) && ours.has(s.ppid)) (ours.add(pid), (grew = true));
+    }
+    let others = 0;
+    const heavy: [number, number][] = [];
+    for (const [pid, s] of now) {
+      if (ours.has(pid)) continue;
+      const pct = ((s.ticks - (this.last.get(pid)?.ticks ?? s.ticks)) / 100 / seconds) * 100;
+      others += pct;
+      if (pct >= this.threshold) heavy.push([pid, pct]);
+    }
+    this.intervals++;
+    if (others >= this.threshold) {
+      this.busyIntervals++;
+      this.peakPercent = Math.max(this.peakPercent, others);
+      for (const [pid, pct] of heavy) {
+        let command = "?";
+        try {
+          command = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim().slice(0, 80);
+        } catch {
+          // gone
+        }
+        this.culprits.set(command, Math.max(this.culprits.get(command) ?? 0, Math.round(pct)));
+      }
+    }
+    this.last = now;
+    this.lastAt = at;
+  }
+
+  stop(): { intervals: number; busyIntervals: number; peakPercent: number; culprits: { command: string; peakPercent: number }[] } {
+    clearInterval(this.timer);
+    return {
+      intervals: this.intervals,
+      busyIntervals: this.busyIntervals,
+      peakPercent: Math.round(this.peakPercent),
+      culprits: [...this.culprits].map(([command, peakPercent]) => ({ command, peakPercent })).slice(0, 8),
+    };
+  }
 }

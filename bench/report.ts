@@ -25,6 +25,8 @@ export interface BenchData {
   readonly ortVersion: string;
   readonly busyBefore: readonly BusyProcess[];
   readonly busyAfter: readonly BusyProcess[];
+  /** Other processes' CPU use sampled every 2 s through the run. */
+  readonly contention: { readonly intervals: number; readonly busyIntervals: number; readonly peakPercent: number; readonly culprits: readonly { command: string; peakPercent: number }[] };
   readonly weights: Record<string, unknown>;
   readonly reference: ReferenceResults;
   readonly engine: EngineResults;
@@ -116,10 +118,12 @@ export function renderMarkdown(d: BenchData, targets: readonly Target[]): string
     L.push(`- Same weights, same result: fused N=5 vs the reference on a 2×16 input, max |diff| ${d.parity.hidden.toExponential(1)} (last hidden state), ${d.parity.logits.toExponential(1)} (logits).`);
   }
   const busy = [...d.busyBefore.map((p) => ({ ...p, when: "before" })), ...d.busyAfter.map((p) => ({ ...p, when: "after" }))];
+  const c = d.contention;
   L.push(
-    busy.length
-      ? `- **Caveat: other processes were using the CPU** (${busy.map((p) => `${p.when}: pid ${p.pid} ${p.cpuPercent}% \`${p.command}\``).join("; ")}); the timings are distorted.`
-      : "- No other process was using the CPU before or after the run.",
+    busy.length || c.busyIntervals > 0
+      ? `- **Caveat: other processes were using the CPU**: in ${c.busyIntervals} of ${c.intervals} two-second samples during the run (peak ${c.peakPercent}% of a core: ${c.culprits.map((p) => `\`${p.command}\` ${p.peakPercent}%`).join(", ") || "short-lived processes"})` +
+          `${busy.length ? `; ${busy.map((p) => `${p.when}: pid ${p.pid} ${p.cpuPercent}% \`${p.command}\``).join("; ")}` : ""}. The timings are distorted.`
+      : `- No other process used the CPU (≥ 25% of a core) before, during (${c.intervals} two-second samples) or after the run.`,
   );
   L.push(`- GPU: ${d.gpu}`, "");
 

@@ -8,6 +8,7 @@
  *   --no-http           skip the HTTP level
  *   --name NAME         results file name under bench/results/ (default: timestamp)
  *   --publish           also write bench/RESULTS.md and its plots (the committed report)
+ *   --wait-quiet MIN    first wait up to MIN minutes until no other process uses the CPU
  *
  * Environment: PYTHON (default .venv/bin/python if present, else python3), TWEETEVAL_DIR
  * (default ../shared/data/tweeteval).
@@ -19,7 +20,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { MAIN_N, openEngines, parityAgainst, runEngineBench } from "./engine-bench.js";
 import { runHttpBench } from "./http-bench.js";
-import { busyProcesses, machineLine } from "./machine.js";
+import { busyProcesses, CpuMonitor, machineLine } from "./machine.js";
 import { resolvePython, runPython } from "./python.js";
 import { computeTargets, renderMarkdown, targetLines, type BenchData, type ReferenceResults } from "./report.js";
 import { FULL, QUICK } from "./stats.js";
@@ -40,6 +41,7 @@ const { values: args } = parseArgs({
     "no-http": { type: "boolean", default: false },
     name: { type: "string" },
     publish: { type: "boolean", default: false },
+    "wait-quiet": { type: "string" },
   },
 });
 
@@ -54,8 +56,20 @@ const name = args.name ?? started.toISOString().replace(/[:.]/g, "-").slice(0, 1
 mkdirSync(RESULTS, { recursive: true });
 
 log(`bench: ${args.quick ? "quick" : "full"} run, ${threads} threads, python '${python}'`);
+if (args["wait-quiet"]) {
+  const deadline = Date.now() + Number(args["wait-quiet"]) * 60_000;
+  let quiet = 0;
+  let polls = 0;
+  while (quiet < 5 && Date.now() < deadline) {
+    const busy = await busyProcesses(2000);
+    quiet = busy.length ? 0 : quiet + 1;
+    if (busy.length && polls++ % 15 === 0) log(`waiting for a quiet machine: ${busy.map((p) => `${p.cpuPercent}% ${p.command.slice(0, 60)}`).join("; ")}`);
+  }
+  log(quiet >= 5 ? "machine quiet for 10 s; starting" : "machine still busy; starting anyway");
+}
 const busyBefore = await busyProcesses();
 for (const p of busyBefore) log(`WARNING: pid ${p.pid} uses ${p.cpuPercent}% of a core (${p.command}): timings will be distorted`);
+const monitor = new CpuMonitor();
 
 // 1. Weights, written by the adapters library (cached; rebuilt when the format changes).
 const readMeta = () => (existsSync(join(WEIGHTS, "meta.json")) ? JSON.parse(readFileSync(join(WEIGHTS, "meta.json"), "utf8")) : null);
@@ -110,6 +124,7 @@ await engines.close();
 // 4. HTTP level.
 const http = args["no-http"] ? { skipped: "skipped (--no-http)" } : await runHttpBench({ root: ROOT, quick: args.quick!, threads, weightsDir: WEIGHTS, serverLog: join(RESULTS, `${name}.server.log`), log });
 
+const contention = monitor.stop();
 const busyAfter = await busyProcesses();
 const ortVersion = JSON.parse(readFileSync(join(ROOT, "node_modules", "onnxruntime-node", "package.json"), "utf8")).version;
 const data: BenchData = {
@@ -123,6 +138,7 @@ const data: BenchData = {
   ortVersion,
   busyBefore,
   busyAfter,
+  contention,
   weights,
   reference,
   engine,
@@ -157,5 +173,7 @@ if (args.publish) {
 console.log("");
 for (const line of targetLines(targets)) console.log(line);
 if (!reference.ok) console.log(`NOTE: the AdapterHub reference could not run: ${reference.reason}`);
-if (busyBefore.length || busyAfter.length) console.log("NOTE: other processes used the CPU during this run; the figures are distorted.");
+if (busyBefore.length || busyAfter.length || contention.busyIntervals > 0) {
+  console.log(`NOTE: other processes used the CPU during this run (${contention.busyIntervals} of ${contention.intervals} samples); the figures are distorted.`);
+}
 console.log(`\nreport: ${relative(ROOT, mdPath)}${args.publish ? " (and bench/RESULTS.md)" : ""}`);
