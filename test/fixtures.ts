@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseSafetensors, type Tensor } from "../src/engine/safetensors.js";
 
@@ -41,4 +41,11 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let max = 0;
   for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
   return max;
+}
+
+const REPO_ROOT = join(FIXTURES, "..", "..");
+
+/** TweetEval lives outside the repository (it may not be committed): ../shared/data/tweeteval, or TWEETEVAL_DIR. */
+export function tweetevalDir(): string {
+  return resolve(REPO_ROOT, process.env.TWEETEVAL_DIR ?? join("..", "shared", "data", "tweeteval"));
 }

@@ -1,10 +1,10 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { dirname, isAbsolute, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import t from "tap";
 import { ModelLoadError } from "../../src/errors.js";
 import { TextTokenizer } from "../../src/engine/tokenizer.js";
+import { FIXTURES, TINY_BACKBONE, tweetevalDir } from "../fixtures.js";
 
 /**
  * Acceptance 2 of issue 2: the TypeScript tokenizer (@huggingface/tokenizers reading the backbone's
@@ -13,14 +13,8 @@ import { TextTokenizer } from "../../src/engine/tokenizer.js";
  * and python/fixtures/make_engine_fixtures.py (tiny backbone cases).
  */
 
-const REPO = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const FIXTURES = join(REPO, "test", "fixtures");
-const MINILM = join(REPO, "models", "backbones", "all-MiniLM-L6-v2");
-const TINY_BACKBONE = join(FIXTURES, "engine", "backbone");
-const TWEETEVAL = (() => {
-  const dir = process.env.TWEETEVAL_DIR ?? "../shared/data/tweeteval";
-  return isAbsolute(dir) ? dir : resolve(REPO, dir);
-})();
+const MINILM = join(FIXTURES, "..", "..", "models", "backbones", "all-MiniLM-L6-v2");
+const TWEETEVAL = tweetevalDir();
 /** Large enough that no tweet or test string is cut, so the ids compare with the untruncated reference. */
 const NO_TRUNCATION = 512;
 const NON_LATIN = /[^\p{Script=Latin}\p{Script=Common}\p{Script=Inherited}]/u;
