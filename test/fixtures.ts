@@ -1,4 +1,6 @@
 import { readFileSync } from "node:fs";
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseSafetensors, type Tensor } from "../src/engine/safetensors.js";
@@ -48,4 +50,42 @@ const REPO_ROOT = join(FIXTURES, "..", "..");
 /** TweetEval lives outside the repository (it may not be committed): ../shared/data/tweeteval, or TWEETEVAL_DIR. */
 export function tweetevalDir(): string {
   return resolve(REPO_ROOT, process.env.TWEETEVAL_DIR ?? join("..", "shared", "data", "tweeteval"));
+}
+
+/** A writable copy of the tiny library (its backbone path pointed back at the fixtures), removed at teardown. */
+export async function writableLibrary(t: { teardown(fn: () => unknown): void }): Promise<string> {
+  const root = await mkdtemp(join(tmpdir(), "library-"));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  await cp(join(FIXTURES, "tiny-library"), root, { recursive: true, dereference: true });
+  const manifest = JSON.parse(readFileSync(join(root, "library.json"), "utf8"));
+  manifest.backbone = TINY_BACKBONE;
+  await writeFile(join(root, "library.json"), JSON.stringify(manifest));
+  return root;
+}
+
+/**
+ * Copies a fixture save directory into <root>/incoming/<as>, transforming one weights file:
+ * the way operators stage a retrained adapter before a path-based PUT.
+ */
+export async function stage(
+  root: string,
+  source: string,
+  as: string,
+  weightsFile: string,
+  transform: (bytes: Buffer, dataStart: number) => void,
+): Promise<string> {
+  const dir = join(root, "incoming", as);
+  await mkdir(join(root, "incoming"), { recursive: true });
+  await cp(join(ENGINE_FIXTURES, source), dir, { recursive: true });
+  const file = join(dir, weightsFile);
+  const bytes = await readFile(file);
+  transform(bytes, 8 + Number(bytes.readBigUInt64LE(0)));
+  await writeFile(file, bytes);
+  return `incoming/${as}`;
+}
+
+export function scaleFloats(factor: number) {
+  return (bytes: Buffer, start: number) => {
+    for (let o = start; o + 4 <= bytes.length; o += 4) bytes.writeFloatLE(bytes.readFloatLE(o) * factor, o);
+  };
 }

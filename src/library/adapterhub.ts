@@ -132,23 +132,13 @@ export async function loadAdapter(dir: string, backbone: BackboneConfig): Promis
   const weightsPath = await findWeights(dir, ADAPTER_WEIGHTS);
   const tensors = await readTrackedSafetensors(weightsPath, files);
   const d = backbone.hiddenSize;
-  const pattern = /(?:^|\.)encoder\.layer\.(\d+)\.output\.adapters\.(.+)\.adapter_(down\.0|up)\.(weight|bias)$/;
-  const perLayer = new Map<number, Map<string, Tensor>>();
-  for (const [tensorName, tensor] of tensors) {
-    const m = pattern.exec(tensorName);
-    if (!m || m[2] !== name) {
-      throw new ModelLoadError("unsupported_config", `${weightsPath}: unexpected tensor ${tensorName} for adapter '${name}'`);
-    }
-    const layer = Number(m[1]);
-    if (layer >= backbone.numLayers) {
-      throw new ModelLoadError(
-        "shape_mismatch",
-        `${weightsPath}: adapter has weights for layer ${layer}, the backbone has ${backbone.numLayers} layers`,
-      );
-    }
-    if (!perLayer.has(layer)) perLayer.set(layer, new Map());
-    perLayer.get(layer)!.set(`${m[3]}.${m[4]}`, tensor);
-  }
+  const perLayer = tensorsByLayer(
+    tensors,
+    /(?:^|\.)encoder\.layer\.(\d+)\.output\.adapters\.(.+)\.adapter_(down\.0|up)\.(weight|bias)$/,
+    { what: "adapter", name },
+    weightsPath,
+    backbone,
+  );
 
   const layers: (AdapterLayer | null)[] = [];
   for (let l = 0; l < backbone.numLayers; l++) {
@@ -213,20 +203,13 @@ export async function loadFusion(dir: string, backbone: BackboneConfig): Promise
   const weightsPath = await findWeights(dir, FUSION_WEIGHTS);
   const tensors = await readTrackedSafetensors(weightsPath, files);
   const d = backbone.hiddenSize;
-  const pattern = /(?:^|\.)encoder\.layer\.(\d+)\.output\.adapter_fusion_layer\.(.+)\.(query|key|value)\.(weight|bias)$/;
-  const perLayer = new Map<number, Map<string, Tensor>>();
-  for (const [tensorName, tensor] of tensors) {
-    const m = pattern.exec(tensorName);
-    if (!m || m[2] !== fusionName) {
-      throw new ModelLoadError("unsupported_config", `${weightsPath}: unexpected tensor ${tensorName} for fusion '${fusionName}'`);
-    }
-    const layer = Number(m[1]);
-    if (layer >= backbone.numLayers) {
-      throw new ModelLoadError("shape_mismatch", `${weightsPath}: fusion has weights for layer ${layer}, the backbone has ${backbone.numLayers} layers`);
-    }
-    if (!perLayer.has(layer)) perLayer.set(layer, new Map());
-    perLayer.get(layer)!.set(`${m[3]}.${m[4]}`, tensor);
-  }
+  const perLayer = tensorsByLayer(
+    tensors,
+    /(?:^|\.)encoder\.layer\.(\d+)\.output\.adapter_fusion_layer\.(.+)\.(query|key|value)\.(weight|bias)$/,
+    { what: "fusion", name: fusionName },
+    weightsPath,
+    backbone,
+  );
   const layers: FusionLayer[] = [];
   for (let l = 0; l < backbone.numLayers; l++) {
     const parts = perLayer.get(l);
@@ -256,6 +239,34 @@ export async function loadFusion(dir: string, backbone: BackboneConfig): Promise
     layers,
     head,
   };
+}
+
+/**
+ * Groups a save file's tensors by encoder layer, keyed `<module>.<weight|bias>`. `pattern`
+ * captures (layer, owner name, module, weight|bias); any other tensor, one of another owner, or
+ * one for a layer the backbone does not have is refused.
+ */
+function tensorsByLayer(
+  tensors: Map<string, Tensor>,
+  pattern: RegExp,
+  owner: { what: string; name: string },
+  source: string,
+  backbone: BackboneConfig,
+): Map<number, Map<string, Tensor>> {
+  const perLayer = new Map<number, Map<string, Tensor>>();
+  for (const [tensorName, tensor] of tensors) {
+    const m = pattern.exec(tensorName);
+    if (!m || m[2] !== owner.name) {
+      throw new ModelLoadError("unsupported_config", `${source}: unexpected tensor ${tensorName} for ${owner.what} '${owner.name}'`);
+    }
+    const layer = Number(m[1]);
+    if (layer >= backbone.numLayers) {
+      throw new ModelLoadError("shape_mismatch", `${source}: ${owner.what} has weights for layer ${layer}, the backbone has ${backbone.numLayers} layers`);
+    }
+    if (!perLayer.has(layer)) perLayer.set(layer, new Map());
+    perLayer.get(layer)!.set(`${m[3]}.${m[4]}`, tensor);
+  }
+  return perLayer;
 }
 
 const HEAD_TYPES: HeadType[] = ["classification", "multilabel_classification", "tagging"];
@@ -377,8 +388,8 @@ function newFiles(): LoadedFiles & { bytes: number } {
   return { bytes: 0, hash: createHash("sha256") };
 }
 
-/** Reads a JSON config once: the same bytes are hashed into the version and parsed. */
-async function readTrackedJson(path: string, files: LoadedFiles & { bytes: number }): Promise<Record<string, unknown>> {
+/** Reads a file once, counting its bytes into the module's size and content version. */
+async function readTracked(path: string, files: LoadedFiles & { bytes: number }): Promise<Buffer> {
   let bytes: Buffer;
   try {
     bytes = await readFile(path);
@@ -387,6 +398,11 @@ async function readTrackedJson(path: string, files: LoadedFiles & { bytes: numbe
   }
   files.hash.update(bytes);
   files.bytes += bytes.length;
+  return bytes;
+}
+
+async function readTrackedJson(path: string, files: LoadedFiles & { bytes: number }): Promise<Record<string, unknown>> {
+  const bytes = await readTracked(path, files);
   let value: unknown;
   try {
     value = JSON.parse(bytes.toString("utf8"));
@@ -400,15 +416,7 @@ async function readTrackedJson(path: string, files: LoadedFiles & { bytes: numbe
 }
 
 async function readTrackedSafetensors(path: string, files: LoadedFiles & { bytes: number }) {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch {
-    throw new ModelLoadError("missing_file", `cannot read ${path}`);
-  }
-  files.hash.update(bytes);
-  files.bytes += bytes.length;
-  return parseSafetensors(bytes, path);
+  return parseSafetensors(await readTracked(path, files), path);
 }
 
 /** Content-addressed: the same files always give the same version, across restarts and copies. */

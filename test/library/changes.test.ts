@@ -1,39 +1,20 @@
-import { cp, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
 import { loadBackbone } from "../../src/engine/backbone.js";
 import { ConflictError, ModelLoadError, BadRequestError } from "../../src/errors.js";
 import { AdapterLibrary } from "../../src/library/library.js";
-import { ENGINE_FIXTURES, FIXTURES, TINY_BACKBONE } from "../fixtures.js";
+import { ENGINE_FIXTURES, scaleFloats, stage, TINY_BACKBONE, writableLibrary } from "../fixtures.js";
 
 const backbone = await loadBackbone(TINY_BACKBONE);
 
-/** A writable copy of the tiny library whose backbone path still points at the fixtures. */
-async function libraryCopy(t: { teardown(fn: () => unknown): void }): Promise<string> {
-  const root = await mkdtemp(join(tmpdir(), "library-"));
-  t.teardown(() => rm(root, { recursive: true, force: true }));
-  await cp(join(FIXTURES, "tiny-library"), root, { recursive: true, dereference: true });
-  const manifest = JSON.parse(await readFile(join(root, "library.json"), "utf8"));
-  manifest.backbone = TINY_BACKBONE;
-  await writeFile(join(root, "library.json"), JSON.stringify(manifest));
-  return root;
-}
-
 /** A retrained-looking copy of an adapter: same files, every weight scaled. */
 async function scaledAdapter(root: string, name: string, factor: number): Promise<string> {
-  const dir = join(root, "incoming", `${name}-x${factor}`);
-  await cp(join(ENGINE_FIXTURES, "adapters", name), dir, { recursive: true });
-  const file = join(dir, "adapter.safetensors");
-  const bytes = await readFile(file);
-  const start = 8 + Number(bytes.readBigUInt64LE(0));
-  for (let o = start; o + 4 <= bytes.length; o += 4) bytes.writeFloatLE(bytes.readFloatLE(o) * factor, o);
-  await writeFile(file, bytes);
-  return dir;
+  return join(root, await stage(root, `adapters/${name}`, `${name}-x${factor}`, "adapter.safetensors", scaleFloats(factor)));
 }
 
 t.test("replacing an adapter publishes a new version of every route that uses it, and only those", async (t) => {
-  const root = await libraryCopy(t);
+  const root = await writableLibrary(t);
   const library = await AdapterLibrary.open(root, backbone.config);
   const before = library.state;
   const result = await library.putAdapter("a1", await scaledAdapter(root, "a1", 1.5));
@@ -46,7 +27,7 @@ t.test("replacing an adapter publishes a new version of every route that uses it
 });
 
 t.test("a restart serves exactly what was live, and rollback works after it", async (t) => {
-  const root = await libraryCopy(t);
+  const root = await writableLibrary(t);
   const library = await AdapterLibrary.open(root, backbone.config);
   const original = library.route("dyn2").version;
   await library.putAdapter("a2", await scaledAdapter(root, "a2", 0.5));
@@ -64,7 +45,7 @@ t.test("a restart serves exactly what was live, and rollback works after it", as
 });
 
 t.test("a refused change leaves the live state and the files untouched", async (t) => {
-  const root = await libraryCopy(t);
+  const root = await writableLibrary(t);
   const library = await AdapterLibrary.open(root, backbone.config);
   const state = library.state;
   const manifest = await readFile(join(root, "library.json"), "utf8");
@@ -77,7 +58,7 @@ t.test("a refused change leaves the live state and the files untouched", async (
 });
 
 t.test("an adapter in use by a fusion cannot be deleted; a fusion can, then the adapter", async (t) => {
-  const root = await libraryCopy(t);
+  const root = await writableLibrary(t);
   const library = await AdapterLibrary.open(root, backbone.config);
   await t.rejects(library.remove("adapters", "a3"), ConflictError);
   await library.remove("fusions", "dyn5");
@@ -90,13 +71,13 @@ t.test("an adapter in use by a fusion cannot be deleted; a fusion can, then the 
 });
 
 t.test("rollback without a previous version is a conflict", async (t) => {
-  const root = await libraryCopy(t);
+  const root = await writableLibrary(t);
   const library = await AdapterLibrary.open(root, backbone.config);
   await t.rejects(library.rollback("fusions", "dyn2"), ConflictError);
 });
 
 t.test("operator paths must stay inside the library root", async (t) => {
-  const root = await libraryCopy(t);
+  const root = await writableLibrary(t);
   const library = await AdapterLibrary.open(root, backbone.config);
   for (const bad of ["/etc", "../x", "adapters/../../x", "adapters/a1/../../.."]) {
     t.throws(() => library.resolveInside(bad), BadRequestError, bad);
