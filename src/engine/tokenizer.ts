@@ -5,6 +5,8 @@ import { ModelLoadError } from "../errors.js";
 
 export interface Encoded {
   readonly ids: number[];
+  /** The tokens as strings, one per id (e.g. "[CLS]", "hello", "##ing"). */
+  readonly tokens: string[];
   /** True when the text was longer than the maximum and its tail was cut. */
   readonly truncated: boolean;
 }
@@ -35,8 +37,9 @@ export class TextTokenizer {
   }
 
   encode(text: string): Encoded {
-    const ids = this.tokenizer.encode(text).ids;
-    if (ids.length <= this.maxLength) return { ids, truncated: false };
-    return { ids: [...ids.slice(0, this.maxLength - 1), ids[ids.length - 1]], truncated: true };
+    const { ids, tokens } = this.tokenizer.encode(text);
+    if (ids.length <= this.maxLength) return { ids, tokens, truncated: false };
+    const cut = <T>(all: T[]) => [...all.slice(0, this.maxLength - 1), all[all.length - 1]];
+    return { ids: cut(ids), tokens: cut(tokens), truncated: true };
   }
 }

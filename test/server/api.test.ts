@@ -69,7 +69,8 @@ t.test("multi-label and tagging heads", async (t) => {
   t.ok(Object.values<number>(ml.scores).every((p) => p > 0 && p < 1), "per-label sigmoids");
   const tag = (await predict("tagger", { inputs: ["a b", "a b c d e"], raw_scores: true })).body.predictions;
   t.ok(tag[1].tokens.length > tag[0].tokens.length, "one entry per token");
-  t.match(tag[0].tokens[0], { label: /^TAGGER_/, score: Number, scores: Object, logits: Object });
+  t.match(tag[0].tokens[0], { token: "[CLS]", label: /^TAGGER_/, score: Number, scores: Object, logits: Object });
+  t.same(tag[0].tokens.map((tok: { token: string }) => tok.token), ["[CLS]", "a", "b", "[SEP]"], "each entry names its token");
   t.equal(tag[0].label, undefined, "no sequence label for tagging heads");
 });
 

@@ -2,6 +2,7 @@ import type { FastifyPluginAsync } from "fastify";
 import type { ServerConfig } from "../../config.js";
 import type { HeadOutput } from "../../engine/heads.js";
 import type { InputReadout } from "../../engine/readout.js";
+import type { Encoded } from "../../engine/tokenizer.js";
 import { BadRequestError } from "../../errors.js";
 import type { FusionRoute } from "../../library/route.js";
 
@@ -36,7 +37,11 @@ export const predictionSchema = {
     tokens: {
       type: "array",
       description: "Tagging heads: per-token predictions",
-      items: { type: "object", required: ["label", "score", "scores"], properties: scored },
+      items: {
+        type: "object",
+        required: ["token", "label", "score", "scores"],
+        properties: { token: { type: "string", description: "The token as the tokenizer wrote it (e.g. ##ing)" }, ...scored },
+      },
     },
     fusion_weights: {
       type: "array",
@@ -58,7 +63,7 @@ interface ScoredOutput {
 
 interface Prediction extends Partial<ScoredOutput> {
   labels?: string[];
-  tokens?: ScoredOutput[];
+  tokens?: (ScoredOutput & { token: string })[];
   fusion_weights?: Record<string, number>[];
   truncated: boolean;
 }
@@ -135,13 +140,14 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
       return {
         fusion: route.name,
         version: route.version,
-        predictions: outputs.map((o, i) => formatPrediction(route, o, encoded[i].truncated, explain, rawScores)),
+        predictions: outputs.map((o, i) => formatPrediction(route, o, encoded[i], explain, rawScores)),
       };
     },
   );
 };
 
-function formatPrediction(route: FusionRoute, readout: InputReadout, truncated: boolean, explain: boolean, rawScores: boolean): Prediction {
+function formatPrediction(route: FusionRoute, readout: InputReadout, encoded: Encoded, explain: boolean, rawScores: boolean): Prediction {
+  const { truncated } = encoded;
   const { labels, type } = route.head;
   const scoredOutput = (out: HeadOutput): ScoredOutput => {
     let best = 0;
@@ -159,7 +165,7 @@ function formatPrediction(route: FusionRoute, readout: InputReadout, truncated: 
   const { output } = readout;
   let prediction: Prediction;
   if ("tokens" in output) {
-    prediction = { tokens: output.tokens.map(scoredOutput), truncated };
+    prediction = { tokens: output.tokens.map((o, t) => ({ token: encoded.tokens[t], ...scoredOutput(o) })), truncated };
   } else {
     prediction = { ...scoredOutput(output), truncated };
     if (type === "multilabel_classification") prediction.labels = labels.filter((_, i) => output.probabilities[i] >= MULTILABEL_THRESHOLD);
