@@ -17,8 +17,6 @@ export interface ModelRuntime {
   readonly tokenizer: TextTokenizer;
   readonly hiddenSize: number;
   readonly maxSeqLen: number;
-  /** Tokens of a text with no content (the special tokens alone). */
-  readonly emptyLength: number;
 }
 
 /** Loads the backbone named by the library's manifest, the library itself, the tokenizer and the engine. */
@@ -36,7 +34,7 @@ export async function loadRuntime(config: ServerConfig, log: FastifyBaseLogger):
     { library: config.library, backbone: backboneDir, routes: [...routes.keys()], adapters: adapters.size, fusions: fusions.size, maxSeqLen, ms: Date.now() - started },
     "model library loaded",
   );
-  return { library, engine, tokenizer, hiddenSize: backbone.config.hiddenSize, maxSeqLen, emptyLength: tokenizer.encode("").ids.length };
+  return { library, engine, tokenizer, hiddenSize: backbone.config.hiddenSize, maxSeqLen };
 }
 
 export type ServingPhase = "loading" | "ready" | "draining";

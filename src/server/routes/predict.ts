@@ -3,7 +3,6 @@ import type { ServerConfig } from "../../config.js";
 import type { HeadOutput } from "../../engine/heads.js";
 import type { InputReadout } from "../../engine/readout.js";
 import type { Encoded } from "../../engine/tokenizer.js";
-import { BadRequestError } from "../../errors.js";
 import type { FusionRoute } from "../../library/route.js";
 
 /** A multi-label head predicts every label whose sigmoid reaches this. */
@@ -80,7 +79,7 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
         description:
           "Runs the texts through the route's adapters, fusion and head. Concurrent requests to one route share forward passes. " +
           `Limits: at most ${config.maxInputs} texts of at most ${config.maxInputChars} characters each (400 beyond), ` +
-          `a body of at most ${config.maxBodyBytes} bytes (413 beyond). A text with no tokens (empty or whitespace only) is a 400. ` +
+          `a body of at most ${config.maxBodyBytes} bytes (413 beyond). An empty or whitespace-only text is served as the model sees it, [CLS] [SEP] alone, as the adapters library does (data sets hold such texts). ` +
           "Texts longer than max-seq-len tokens are truncated and marked `truncated: true`. " +
           "429 when the queue is full, 503 when no answer came within the request timeout; both carry Retry-After.",
         tags: ["predict"],
@@ -117,7 +116,7 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
               predictions: { type: "array", items: { $ref: "Prediction#" } },
             },
           },
-          "4xx": { description: "Refused: the error code says why (invalid_request, empty_input, route_not_found, payload_too_large, overloaded, ...)", $ref: "Error#" },
+          "4xx": { description: "Refused: the error code says why (invalid_request, route_not_found, payload_too_large, overloaded, ...)", $ref: "Error#" },
           "5xx": { description: "Not answered now: not_ready, timeout (with Retry-After), internal_error", $ref: "Error#" },
         },
       },
@@ -128,14 +127,7 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
       request.fusionRoute = route.name;
       const { inputs, explain, raw_scores: rawScores } = request.body;
       const texts = typeof inputs === "string" ? [inputs] : inputs;
-      const encoded = texts.map((text, i) => {
-        const e = runtime.tokenizer.encode(text);
-        if (e.ids.length <= runtime.emptyLength) {
-          const where = typeof inputs === "string" ? "inputs" : `inputs[${i}]`;
-          throw new BadRequestError("empty_input", `${where} has no text to predict on: it is empty or only whitespace`);
-        }
-        return e;
-      });
+      const encoded = texts.map((text) => runtime.tokenizer.encode(text));
       const outputs = await batcher.submit(route, encoded.map((e) => e.ids), explain);
       return {
         fusion: route.name,
