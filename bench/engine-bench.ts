@@ -6,7 +6,7 @@ import type { GraphVariant } from "../src/engine/bert-graph.js";
 import { loadAdapter, loadFusion, type AdapterModule } from "../src/library/adapterhub.js";
 import { assembleRoute, type FusionRoute } from "../src/library/route.js";
 import { benchIds } from "./inputs.js";
-import { timeRoundRobin, type RepeatPolicy } from "./stats.js";
+import { timeInBlocks, type Guard, type RepeatPolicy } from "./stats.js";
 
 export const FUSION_SIZES = [1, 2, 5, 8] as const;
 export const MAIN_N = 5;
@@ -20,6 +20,8 @@ export interface EngineResults {
   readonly shapes: readonly string[];
   /** case -> shape "BxT" -> run times in ms */
   readonly times: Record<EngineCase, Record<string, number[]>>;
+  /** case -> shape -> CPU (% of a core) other processes used while it was measured, after retries */
+  readonly othersPercent: Record<EngineCase, Record<string, number>>;
   readonly loadSeconds: number;
 }
 
@@ -82,21 +84,27 @@ export async function runEngineBench(
   engines: Engines,
   shapes: readonly string[],
   policy: RepeatPolicy,
+  guard: Guard,
   log: (line: string) => void,
 ): Promise<Omit<EngineResults, "loadSeconds" | "threads">> {
   const times = Object.fromEntries(ENGINE_CASES.map((c) => [c, {}])) as Record<EngineCase, Record<string, number[]>>;
+  const othersPercent = Object.fromEntries(ENGINE_CASES.map((c) => [c, {}])) as Record<EngineCase, Record<string, number>>;
   for (const shape of shapes) {
     const [b, t] = shape.split("x").map(Number);
     const batch = benchIds(b, t);
-    const runs = await timeRoundRobin(
-      ENGINE_CASES.map((c) => runner(engines, c, batch)),
+    const runs = await timeInBlocks(
+      ENGINE_CASES.map((c) => ({ label: `${c} ${shape}`, run: runner(engines, c, batch) })),
       policy,
+      guard,
     );
-    ENGINE_CASES.forEach((c, i) => (times[c][shape] = runs[i]));
+    ENGINE_CASES.forEach((c, i) => {
+      times[c][shape] = runs.times[i];
+      othersPercent[c][shape] = runs.othersPercent[i];
+    });
     const med = (c: EngineCase) => [...times[c][shape]].sort((x, y) => x - y)[Math.floor(times[c][shape].length / 2)].toFixed(1);
-    log(`engine ${shape}: ${ENGINE_CASES.map((c) => `${c} ${med(c)} ms`).join(", ")} (${runs[0].length} runs each)`);
+    log(`engine ${shape}: ${ENGINE_CASES.map((c) => `${c} ${med(c)} ms`).join(", ")} (${runs.times[0].length} runs each)`);
   }
-  return { shapes, times };
+  return { shapes, times, othersPercent };
 }
 
 /** Fused N=5 on the parity input, for comparison with the reference's own output on the same weights. */

@@ -12,7 +12,7 @@ import { AdapterLibrary } from "../src/library/library.js";
 import { readManifest } from "../src/library/manifest.js";
 import type { FusionRoute } from "../src/library/route.js";
 import { loadTweets } from "./inputs.js";
-import { median } from "./stats.js";
+import { median, type Guard } from "./stats.js";
 
 export interface HttpStep {
   readonly concurrency: number;
@@ -23,6 +23,10 @@ export interface HttpStep {
   readonly batches?: number;
   readonly meanBatch?: number;
   readonly histogram?: string;
+  /** Mean time of the server's forward passes in this step (fusion_inference_seconds), ms. */
+  readonly passMs?: number;
+  /** CPU (% of a core) used by processes outside the bench and its server during the step. */
+  readonly othersPercent: number;
 }
 
 export interface HttpResults {
@@ -30,7 +34,7 @@ export interface HttpResults {
   readonly library: string;
   readonly route: string;
   readonly steps: readonly HttpStep[];
-  readonly engineOnly: { readonly seqPerSec: number; readonly medianMs: number; readonly description: string };
+  readonly engineOnly: { readonly seqPerSec: number; readonly medianMs: number; readonly description: string; readonly othersPercent: number };
   readonly saturationRps: number;
   readonly saturationRatio: number;
 }
@@ -43,6 +47,9 @@ export interface HttpOptions {
   readonly weightsDir: string;
   /** Where the server's log goes. */
   readonly serverLog: string;
+  readonly guard: Guard;
+  /** Server entry point relative to the repository (default src/main.ts; experiments in bench/experiments/). */
+  readonly serverEntry?: string;
   readonly log: (line: string) => void;
 }
 
@@ -91,6 +98,8 @@ interface BatchHistogram {
   readonly buckets: Map<string, number>; // le -> cumulative count
   readonly sum: number;
   readonly count: number;
+  /** fusion_inference_seconds sum, for the mean pass time. */
+  readonly inferenceSum: number;
 }
 
 async function readBatchHistogram(base: string, route: string): Promise<BatchHistogram> {
@@ -98,7 +107,10 @@ async function readBatchHistogram(base: string, route: string): Promise<BatchHis
   const buckets = new Map<string, number>();
   let sum = 0;
   let count = 0;
+  let inferenceSum = 0;
   for (const line of text.split("\n")) {
+    const inf = /^fusion_inference_seconds_sum\{([^}]*)\}\s+(\S+)/.exec(line);
+    if (inf && inf[1].includes(`fusion="${route}"`)) inferenceSum = Number(inf[2]);
     const m = /^fusion_batch_size_(bucket|sum|count)\{([^}]*)\}\s+(\S+)/.exec(line);
     if (!m || !m[2].includes(`fusion="${route}"`)) continue;
     const value = Number(m[3]);
@@ -106,7 +118,7 @@ async function readBatchHistogram(base: string, route: string): Promise<BatchHis
     else if (m[1] === "count") count = value;
     else buckets.set(/le="([^"]+)"/.exec(m[2])![1], value);
   }
-  return { buckets, sum, count };
+  return { buckets, sum, count, inferenceSum };
 }
 
 /** Per-bucket counts of the batches formed between two scrapes, e.g. "17–32: 40, 9–16: 3". */
@@ -126,11 +138,22 @@ function histogramDiff(before: BatchHistogram, after: BatchHistogram): string {
   return parts.join(", ") || "none";
 }
 
+/** Waits (up to 30 s) until the server has no queued input and no request in flight but the scrape itself. */
+async function drained(base: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const gauge = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text)?.[1] ?? 0);
+    if (gauge("fusion_queue_depth") === 0 && gauge("http_requests_in_flight") <= 1) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 async function startServer(opts: HttpOptions, library: string, port: number): Promise<ChildProcess> {
   const logFd = openSync(opts.serverLog, "w");
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", join(opts.root, "src", "main.ts"), "--library", library, "--port", String(port), "--threads", String(opts.threads)],
+    ["--import", "tsx", join(opts.root, opts.serverEntry ?? join("src", "main.ts")), "--library", library, "--port", String(port), "--threads", String(opts.threads)],
     { cwd: opts.root, stdio: ["ignore", logFd, logFd] },
   );
   closeSync(logFd);
@@ -177,20 +200,24 @@ async function engineOnly(libraryDir: string, routeName: string, tweets: readonl
   const d = backbone.config.hiddenSize;
   const pass = async (batch: (typeof batches)[number]) => readout(route.head, await engine.run(batch, route.feeds), batch, d, false);
   for (const b of batches.slice(0, 3)) await pass(b);
-  const times: number[] = [];
-  const t0 = performance.now();
-  for (const b of batches) {
-    const t1 = performance.now();
-    await pass(b);
-    times.push(performance.now() - t1);
-  }
-  const seconds = (performance.now() - t0) / 1000;
+  const { value, othersPercent } = await opts.guard("engine only", async () => {
+    const times: number[] = [];
+    const t0 = performance.now();
+    for (const b of batches) {
+      const t1 = performance.now();
+      await pass(b);
+      times.push(performance.now() - t1);
+    }
+    return { times, seconds: (performance.now() - t0) / 1000 };
+  });
+  const { times, seconds } = value;
   await engine.close();
   const meanWidth = batches.reduce((a, b) => a + b.seqLen, 0) / batches.length;
   const meanLen = seqs.reduce((a, s) => a + s.length, 0) / seqs.length;
   return {
     seqPerSec: seqs.length / seconds,
     medianMs: median(times),
+    othersPercent,
     description:
       `${seqs.length} tweets (mean ${meanLen.toFixed(1)} tokens) in ${batches.length} batches of up to ${DEFAULT_CONFIG.maxBatchSize} inputs / ` +
       `${DEFAULT_CONFIG.maxBatchTokens} padded tokens, mean padded width ${meanWidth.toFixed(1)}; engine.run + head readout timed`,
@@ -239,11 +266,14 @@ export async function runHttpBench(opts: HttpOptions): Promise<HttpResults | { s
       });
     await load(16, opts.quick ? 1 : 3); // warm-up
     for (const c of opts.quick ? [1, 16, 64] : CONCURRENCY) {
-      next = 0; // every step sends the tweets in the same order as engine-only batches them
-      const before = await readBatchHistogram(base, route.name);
-      const r = await load(c, opts.quick ? 2 : 10);
-      await new Promise((res) => setTimeout(res, 300)); // let the last batch finish before scraping
-      const after = await readBatchHistogram(base, route.name);
+      const { value, othersPercent } = await opts.guard(`HTTP c=${c}`, async () => {
+        next = 0; // every step sends the tweets in the same order as engine-only batches them
+        const before = await readBatchHistogram(base, route.name);
+        const r = await load(c, opts.quick ? 2 : 10);
+        await drained(base); // requests autocannon abandoned at the end still finish their batches
+        return { before, r, after: await readBatchHistogram(base, route.name) };
+      });
+      const { before, r, after } = value;
       const batches = after.count - before.count;
       const step: HttpStep = {
         concurrency: c,
@@ -254,11 +284,13 @@ export async function runHttpBench(opts: HttpOptions): Promise<HttpResults | { s
         batches,
         meanBatch: batches > 0 ? (after.sum - before.sum) / batches : Number.NaN,
         histogram: histogramDiff(before, after),
+        passMs: batches > 0 ? ((after.inferenceSum - before.inferenceSum) * 1000) / batches : Number.NaN,
+        othersPercent,
       };
       steps.push(step);
       opts.log(
         `HTTP c=${c}: ${step.rps.toFixed(1)} req/s, p50 ${step.p50.toFixed(1)} ms, p99 ${step.p99.toFixed(1)} ms, ` +
-          `${step.errors} errors, mean batch ${step.meanBatch?.toFixed(1)} (${step.histogram})`,
+          `${step.errors} errors, mean batch ${step.meanBatch?.toFixed(1)} (${step.histogram}), mean pass ${step.passMs?.toFixed(1)} ms`,
       );
     }
   } finally {
@@ -267,7 +299,7 @@ export async function runHttpBench(opts: HttpOptions): Promise<HttpResults | { s
   const saturationRps = Math.max(...steps.map((s) => s.rps));
   return {
     description:
-      `autocannon against \`node src/main.ts --library ${libraryDir.startsWith(opts.root) ? libraryDir.slice(opts.root.length + 1) : libraryDir} --threads ${opts.threads}\` ` +
+      `autocannon against \`node ${opts.serverEntry ?? "src/main.ts"} --library ${libraryDir.startsWith(opts.root) ? libraryDir.slice(opts.root.length + 1) : libraryDir} --threads ${opts.threads}\` ` +
       `(every other setting at its default: max batch ${DEFAULT_CONFIG.maxBatchSize} inputs / ${DEFAULT_CONFIG.maxBatchTokens} tokens, max wait ${DEFAULT_CONFIG.maxWaitMs} ms, log level ${DEFAULT_CONFIG.logLevel}), ` +
       `route '${route.name}' (${route.adapters.length} adapters), one tweet per request from ${tweets.length} TweetEval validation tweets, in a fixed order; ` +
       `${opts.quick ? 2 : 10} s per step on a keep-alive connection per client. Batch sizes from the server's fusion_batch_size histogram, scraped before and after each step.`,

@@ -93,12 +93,7 @@ export class CpuMonitor {
     const now = procSamples();
     const at = performance.now();
     const seconds = (at - this.lastAt) / 1000;
-    const ours = new Set([process.pid]);
-    let grew = true;
-    while (grew) {
-      grew = false;
-      for (const [pid, s] of now) if (!ours.has(pid) && ours.has(s.ppid)) (ours.add(pid), (grew = true));
-    }
+    const ours = ourTree(now);
     let others = 0;
     const heavy: [number, number][] = [];
     for (const [pid, s] of now) {
@@ -133,5 +128,68 @@ export class CpuMonitor {
       peakPercent: Math.round(this.peakPercent),
       culprits: [...this.culprits].map(([command, peakPercent]) => ({ command, peakPercent })).slice(0, 8),
     };
+  }
+}
+
+/** Pids of this process and all its descendants, from a /proc snapshot. */
+function ourTree(samples: Map<number, ProcSample>): Set<number> {
+  const ours = new Set([process.pid]);
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const [pid, s] of samples) if (!ours.has(pid) && ours.has(s.ppid)) (ours.add(pid), (grew = true));
+  }
+  return ours;
+}
+
+/**
+ * Starts measuring the CPU used by processes outside this process tree; the returned function
+ * stops and gives their use in percent of one core over the interval.
+ */
+export function othersProbe(): () => number {
+  const before = procSamples();
+  const t0 = performance.now();
+  return () => {
+    const after = procSamples();
+    const seconds = (performance.now() - t0) / 1000;
+    const ours = ourTree(after);
+    let ticks = 0;
+    for (const [pid, s] of after) {
+      if (ours.has(pid)) continue;
+      const prev = before.get(pid);
+      ticks += s.ticks - (prev?.ticks ?? s.ticks);
+    }
+    return seconds > 0 ? (ticks / 100 / seconds) * 100 : 0;
+  };
+}
+
+/** Waits until other processes use less than `threshold` % of a core for 2 s in a row (at most `maxMs`). */
+export async function waitForQuiet(threshold: number, maxMs: number): Promise<boolean> {
+  const deadline = Date.now() + maxMs;
+  while (Date.now() < deadline) {
+    const stop = othersProbe();
+    await new Promise((r) => setTimeout(r, 2000));
+    if (stop() < threshold) return true;
+  }
+  return false;
+}
+
+/**
+ * Guards a measurement against other processes: runs it, and when others used the CPU meanwhile
+ * (≥ threshold % of a core), waits for a quiet machine and measures again, up to `retries` times.
+ * Returns the last measurement and how much CPU the others used during it.
+ */
+export async function guarded<T>(
+  what: string,
+  measure: () => Promise<T>,
+  opts: { threshold: number; retries: number; log: (line: string) => void },
+): Promise<{ value: T; othersPercent: number }> {
+  for (let attempt = 0; ; attempt++) {
+    const stop = othersProbe();
+    const value = await measure();
+    const othersPercent = stop();
+    if (othersPercent < opts.threshold || attempt >= opts.retries) return { value, othersPercent };
+    opts.log(`  ${what}: other processes used ${othersPercent.toFixed(0)}% of a core meanwhile; waiting for a quiet machine to measure again`);
+    await waitForQuiet(opts.threshold, 90_000);
   }
 }

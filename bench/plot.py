@@ -27,6 +27,12 @@ def main() -> None:
     # time against N: fused N=1,2,5,8 per shape, with plain and literal N=5 as reference marks
     times = data["engine"]["times"]
     shapes = [s for s in data["engine"]["shapes"] if s.startswith("32x") or s in ("8x64", "1x16")]
+    if shapes:
+        plot_n(data, times, shapes, prefix, mode)
+    plot_http(data, prefix, mode)
+
+
+def plot_n(data, times, shapes, prefix, mode) -> None:
     fig, (ax, rel) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120)
     ns = [1, 2, 5, 8]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -61,6 +67,8 @@ def main() -> None:
     fig.savefig(f"{prefix}-n.png")
     plt.close(fig)
 
+
+def plot_http(data, prefix, mode) -> None:
     http = data.get("http", {})
     if "steps" in http:
         steps = http["steps"]

@@ -20,7 +20,7 @@ import type { RouteFeeds, TokenBatch } from "../src/engine/engine.js";
 import { FUSION_SIZES, loadRoutes } from "./engine-bench.js";
 import { benchIds } from "./inputs.js";
 import { bottleneckFeeds, buildBottleneckGraph } from "./proto/bottleneck-fusion.js";
-import { FULL, QUICK, median, timeRoundRobin } from "./stats.js";
+import { FULL, QUICK, median, timeInBlocks } from "./stats.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const RESULTS = join(ROOT, "bench", "results");
@@ -88,7 +88,11 @@ const inputsOf = (batch: TokenBatch, feeds: RouteFeeds) => ({
     const cases: [string, () => Promise<unknown>][] = [["plain", () => plain.run(inputsOf(batch, {}))]];
     for (const n of FUSION_SIZES) cases.push([`fused${n}`, () => fused.run(inputsOf(batch, fusedFeeds.get(n)!))]);
     for (const n of FUSION_SIZES) cases.push([`proto${n}`, () => proto.run(inputsOf(batch, protoFeeds.get(n)!))]);
-    const times = await timeRoundRobin(cases.map((c) => c[1]), policy);
+    const { times } = await timeInBlocks(
+      cases.map(([label, run]) => ({ label, run })),
+      policy,
+      async (_what, measure) => ({ value: await measure(), othersPercent: 0 }),
+    );
     const med = Object.fromEntries(cases.map(([name], i) => [name, median(times[i])]));
     console.log(`\n${shape} (median ms of ${times[0].length} runs): ` + cases.map(([name]) => `${name} ${med[name].toFixed(1)}`).join(", "));
     console.log(

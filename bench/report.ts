@@ -12,6 +12,8 @@ export interface ReferenceResults {
   readonly adaptersVersion?: string;
   readonly attnImplementation?: string;
   readonly times: Record<string, number[]>;
+  /** shape -> CPU (% of a core) other processes used while it was measured, after retries */
+  readonly othersPercent?: Record<string, number>;
 }
 
 export interface BenchData {
@@ -46,6 +48,8 @@ export interface Target {
 }
 
 const HEADLINE = "32x64";
+/** A measurement during which other processes used at least this share of one core is marked †. */
+export const DISTURBED = 25;
 const SMALL = "1x16";
 
 function med(times: Record<string, number[]> | undefined, shape: string): number {
@@ -132,16 +136,21 @@ export function renderMarkdown(d: BenchData, targets: readonly Target[]): string
   L.push("");
 
   L.push("## Engine level, CPU", "");
-  L.push("Median of the timed runs after warm-up; every token real (no padding). Cases of one shape are timed round-robin, so they share the same machine conditions.", "");
+  L.push("Median of the timed runs after warm-up; every token real (no padding). Cases of one shape are timed in blocks (pause, warm-up, timed runs), in two rounds over the cases so slow drift reaches all alike; strict alternation between ONNX Runtime sessions is avoided because a session's worker threads spin for a while after each run and slow down the next session's run.", "");
   const shapes = d.engine.shapes;
   const label = (s: string) => s.replace("x", " × ");
   L.push("### Latency (ms per batch, median)", "");
   L.push(`| batch × tokens | ${COLUMNS.map((c) => c.title).join(" | ")} | ref / fused | fused / plain | literal / fused | N=8 / N=2 |`);
   L.push(`|---|${COLUMNS.map(() => "---:").join("|")}|---:|---:|---:|---:|`);
+  const others = (k: EngineCase | "reference", s: string) =>
+    (k === "reference" ? d.reference.othersPercent?.[s] : d.engine.othersPercent?.[k]?.[s]) ?? 0;
+  const mark = (k: EngineCase | "reference", s: string) => (others(k, s) >= DISTURBED ? "†" : "");
+  let disturbed = 0;
+  for (const s of shapes) for (const c of COLUMNS) if (timesOf(c.key)?.[s] && mark(c.key, s)) disturbed++;
   for (const s of shapes) {
     const m = (k: EngineCase | "reference") => med(timesOf(k), s);
     L.push(
-      `| ${label(s)} | ${COLUMNS.map((c) => fmt(m(c.key), m(c.key) < 10 ? 2 : 1)).join(" | ")} | ${fmt(m("reference") / m("fused5"), 2)} | ${fmt(m("fused5") / m("plain"), 2)} | ${fmt(m("literal5") / m("fused5"), 2)} | ${fmt(m("fused8") / m("fused2"), 2)} |`,
+      `| ${label(s)} | ${COLUMNS.map((c) => fmt(m(c.key), m(c.key) < 10 ? 2 : 1) + mark(c.key, s)).join(" | ")} | ${fmt(m("reference") / m("fused5"), 2)} | ${fmt(m("fused5") / m("plain"), 2)} | ${fmt(m("literal5") / m("fused5"), 2)} | ${fmt(m("fused8") / m("fused2"), 2)} |`,
     );
   }
   L.push("", "### Throughput (sequences/s)", "");
@@ -152,18 +161,24 @@ export function renderMarkdown(d: BenchData, targets: readonly Target[]): string
     L.push(`| ${label(s)} | ${COLUMNS.map((c) => fmt((b * 1000) / med(timesOf(c.key), s), 0)).join(" | ")} |`);
   }
   const runs = (k: EngineCase | "reference") => Math.min(...shapes.map((s) => timesOf(k)?.[s]?.length ?? 0));
-  L.push("", `Timed runs per cell: engine ≥ ${runs("fused5")}${d.reference.ok ? `, reference ≥ ${runs("reference")}` : ""}.`, "");
+  L.push("", `Timed runs per cell: engine ≥ ${runs("fused5")}${d.reference.ok ? `, reference ≥ ${runs("reference")}` : ""}.`);
+  L.push(
+    disturbed
+      ? `† ${disturbed} cell(s) measured while other processes used ≥ ${DISTURBED}% of a core even after waiting and measuring again (up to 3 times): read them with care.`
+      : `Every cell was measured while no other process used ≥ ${DISTURBED}% of a core (a disturbed measurement is waited out and repeated).`,
+    "",
+  );
 
   L.push("## HTTP level", "");
   if ("steps" in d.http) {
     const h = d.http;
     L.push(h.description, "");
-    L.push("| concurrency | requests/s | p50 ms | p99 ms | errors | batches | mean batch size | batch sizes (server histogram, count per bucket) |");
-    L.push("|---:|---:|---:|---:|---:|---:|---:|---|");
+    L.push("| concurrency | requests/s | p50 ms | p99 ms | errors | batches | mean batch size | batch sizes (server histogram, count per bucket) | mean pass ms | others' CPU % |");
+    L.push("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
     for (const s of h.steps) {
-      L.push(`| ${s.concurrency} | ${fmt(s.rps, 1)} | ${fmt(s.p50, 1)} | ${fmt(s.p99, 1)} | ${s.errors} | ${s.batches ?? "n/a"} | ${fmt(s.meanBatch ?? Number.NaN, 1)} | ${s.histogram ?? "n/a"} |`);
+      L.push(`| ${s.concurrency} | ${fmt(s.rps, 1)} | ${fmt(s.p50, 1)} | ${fmt(s.p99, 1)} | ${s.errors} | ${s.batches ?? "n/a"} | ${fmt(s.meanBatch ?? Number.NaN, 1)} | ${s.histogram ?? "n/a"} | ${fmt(s.passMs ?? Number.NaN, 1)} | ${fmt(s.othersPercent, 0)}${s.othersPercent >= DISTURBED ? " †" : ""} |`);
     }
-    L.push("", `Engine only, same tweets tokenized with src/engine/tokenizer.ts and batched as the server would at its maximum batch (${h.engineOnly.description}): **${fmt(h.engineOnly.seqPerSec, 1)} sequences/s** (median batch ${fmt(h.engineOnly.medianMs, 1)} ms).`);
+    L.push("", `Engine only, same tweets tokenized with src/engine/tokenizer.ts and batched as the server would at its maximum batch (${h.engineOnly.description}): **${fmt(h.engineOnly.seqPerSec, 1)} sequences/s** (median batch ${fmt(h.engineOnly.medianMs, 1)} ms; others' CPU ${fmt(h.engineOnly.othersPercent, 0)}%${h.engineOnly.othersPercent >= DISTURBED ? " †" : ""}).`);
     L.push(`HTTP at saturation (best step): ${fmt(h.saturationRps, 1)} requests/s = **${fmt(h.saturationRatio * 100, 0)}%** of engine-only.`, "");
   } else {
     L.push(`Not run: ${d.http.skipped}`, "");

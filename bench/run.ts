@@ -6,6 +6,8 @@
  *   --shapes 1x16,...   engine-level shapes (default: batch 1, 8, 32 × 16, 64, 128 tokens)
  *   --no-reference      skip the Python AdapterHub reference
  *   --no-http           skip the HTTP level
+ *   --no-engine         skip the engine level (development of the HTTP level)
+ *   --server FILE       server entry for the HTTP level (default src/main.ts), e.g. bench/experiments/serve-yield.ts
  *   --name NAME         results file name under bench/results/ (default: timestamp)
  *   --publish           also write bench/RESULTS.md and its plots (the committed report)
  *   --wait-quiet MIN    first wait up to MIN minutes until no other process uses the CPU
@@ -20,10 +22,10 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { MAIN_N, openEngines, parityAgainst, runEngineBench } from "./engine-bench.js";
 import { runHttpBench } from "./http-bench.js";
-import { busyProcesses, CpuMonitor, machineLine } from "./machine.js";
+import { busyProcesses, CpuMonitor, guarded, machineLine } from "./machine.js";
 import { resolvePython, runPython } from "./python.js";
 import { computeTargets, renderMarkdown, targetLines, type BenchData, type ReferenceResults } from "./report.js";
-import { FULL, QUICK } from "./stats.js";
+import { FULL, QUICK, type Guard } from "./stats.js";
 
 const WEIGHTS_FORMAT = 1; // FORMAT in bench/make_weights.py
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -39,6 +41,8 @@ const { values: args } = parseArgs({
     shapes: { type: "string", default: "1x16,1x64,1x128,8x16,8x64,8x128,32x16,32x64,32x128" },
     "no-reference": { type: "boolean", default: false },
     "no-http": { type: "boolean", default: false },
+    "no-engine": { type: "boolean", default: false },
+    server: { type: "string" },
     name: { type: "string" },
     publish: { type: "boolean", default: false },
     "wait-quiet": { type: "string" },
@@ -51,6 +55,9 @@ const log = (line: string) => console.log(`[${((performance.now() - t0) / 1000).
 const threads = args.threads ? Number(args.threads) : availableParallelism();
 const shapes = args.shapes!.split(",");
 const policy = args.quick ? QUICK : FULL;
+/** Other processes above this share of one core during a measurement make it count as disturbed. */
+const CONTENTION_THRESHOLD = 25;
+const guard: Guard = (what, measure) => guarded(what, measure, { threshold: CONTENTION_THRESHOLD, retries: args.quick ? 0 : 3, log });
 const python = resolvePython(ROOT);
 const name = args.name ?? started.toISOString().replace(/[:.]/g, "-").slice(0, 19);
 mkdirSync(RESULTS, { recursive: true });
@@ -97,13 +104,14 @@ if (!args["no-reference"]) {
       ...["--library", WEIGHTS, "--fusion", `fuse${MAIN_N}`, "--threads", String(threads), "--shapes", shapes.join(",")],
       ...["--warmup", String(policy.warmup), "--min-reps", String(policy.minReps), "--max-reps", String(policy.maxReps)],
       ...["--min-seconds", String(policy.minSeconds), "--out", out],
+      ...["--threshold", String(CONTENTION_THRESHOLD), "--retries", args.quick ? "0" : "3"],
     ],
     ROOT,
     log,
   );
   if (r.ok) {
     const j = JSON.parse(readFileSync(out, "utf8"));
-    reference = { ok: true, python, torch: j.torch, adaptersVersion: j.adapters_version, attnImplementation: j.attn_implementation, times: j.shapes };
+    reference = { ok: true, python, torch: j.torch, adaptersVersion: j.adapters_version, attnImplementation: j.attn_implementation, times: j.shapes, othersPercent: j.others_percent };
     refParity = j.parity;
   } else {
     reference = { ok: false, python, reason: `'${python}' exited with ${r.code}: ${r.errorTail.split("\n").pop()}`, times: {} };
@@ -118,11 +126,11 @@ const engines = await openEngines(BACKBONE, WEIGHTS, threads);
 const loadSeconds = (performance.now() - loadStart) / 1000;
 const parity = refParity ? await parityAgainst(engines, refParity) : undefined;
 if (parity) log(`parity with the reference: max |diff| hidden ${parity.hidden.toExponential(1)}, logits ${parity.logits.toExponential(1)}`);
-const engine = { threads, loadSeconds, ...(await runEngineBench(engines, shapes, policy, log)) };
+const engine = { threads, loadSeconds, ...(await runEngineBench(engines, args["no-engine"] ? [] : shapes, policy, guard, log)) };
 await engines.close();
 
 // 4. HTTP level.
-const http = args["no-http"] ? { skipped: "skipped (--no-http)" } : await runHttpBench({ root: ROOT, quick: args.quick!, threads, weightsDir: WEIGHTS, serverLog: join(RESULTS, `${name}.server.log`), log });
+const http = args["no-http"] ? { skipped: "skipped (--no-http)" } : await runHttpBench({ root: ROOT, quick: args.quick!, threads, weightsDir: WEIGHTS, serverLog: join(RESULTS, `${name}.server.log`), guard, serverEntry: args.server, log });
 
 const contention = monitor.stop();
 const busyAfter = await busyProcesses();
@@ -155,7 +163,7 @@ const plotRun = await runPython(python, [join(BENCH, "plot.py"), jsonPath, join(
 const plots = plotRun.ok
   ? {
       http: existsSync(join(RESULTS, `${name}-http.png`)) ? `${name}-http.png` : undefined,
-      byN: `${name}-n.png`,
+      byN: existsSync(join(RESULTS, `${name}-n.png`)) ? `${name}-n.png` : undefined,
     }
   : { note: `Plots not drawn: '${python}' could not run bench/plot.py (${plotRun.errorTail.split("\n").pop()}).` };
 const final: BenchData = { ...data, plots };
