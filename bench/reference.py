@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--max-reps", type=int, default=30)
     ap.add_argument("--min-seconds", type=float, default=1.0)
     ap.add_argument("--parity-shape", default="2x16")
+    ap.add_argument("--plain-shapes", default="1x16,32x64", help="shapes also timed without adapters (PyTorch backbone alone)")
     ap.add_argument("--threshold", type=float, default=25.0, help="others' CPU (%% of a core) that disturbs a measurement")
     ap.add_argument("--retries", type=int, default=3)
     ap.add_argument("--out", required=True)
@@ -145,7 +146,7 @@ def main() -> None:
             "hidden": out.hidden_states[-1].flatten().tolist(),
             "logits": out.logits.flatten().tolist(),
         }
-        for shape in args.shapes.split(","):
+        def measure(shape: str, label: str):
             b, t = (int(v) for v in shape.split("x"))
             ids = bench_ids(b, t)
             for attempt in range(args.retries + 1):
@@ -161,11 +162,19 @@ def main() -> None:
                 others = stop()
                 if others < args.threshold or attempt == args.retries:
                     break
-                print(f"reference {shape}: other processes used {others:.0f}% of a core meanwhile; waiting for a quiet machine to measure again", flush=True)
+                print(f"{label} {shape}: other processes used {others:.0f}% of a core meanwhile; waiting for a quiet machine to measure again", flush=True)
                 wait_for_quiet(args.threshold)
-            result["shapes"][shape] = sorted(times)
-            result["others_percent"][shape] = round(others, 1)
-            print(f"reference {shape}: median {sorted(times)[len(times) // 2]:.1f} ms over {len(times)} runs", flush=True)
+            times.sort()
+            print(f"{label} {shape}: median {times[len(times) // 2]:.1f} ms over {len(times)} runs", flush=True)
+            return times, round(others, 1)
+
+        for shape in args.shapes.split(","):
+            result["shapes"][shape], result["others_percent"][shape] = measure(shape, "reference")
+        # The same model with no adapter active: PyTorch's plain backbone, for context.
+        model.set_active_adapters(None)
+        result["plain_shapes"], result["plain_others_percent"] = {}, {}
+        for shape in filter(None, args.plain_shapes.split(",")):
+            result["plain_shapes"][shape], result["plain_others_percent"][shape] = measure(shape, "PyTorch plain backbone")
     Path(args.out).write_text(json.dumps(result))
 
 

@@ -14,6 +14,8 @@ export interface ReferenceResults {
   readonly times: Record<string, number[]>;
   /** shape -> CPU (% of a core) other processes used while it was measured, after retries */
   readonly othersPercent?: Record<string, number>;
+  /** The same PyTorch model with no adapter active (backbone alone), for context. */
+  readonly plainTimes?: Record<string, number[]>;
 }
 
 export interface BenchData {
@@ -159,6 +161,20 @@ export function renderMarkdown(d: BenchData, targets: readonly Target[]): string
   for (const s of shapes) {
     const b = Number(s.split("x")[0]);
     L.push(`| ${label(s)} | ${COLUMNS.map((c) => fmt((b * 1000) / med(timesOf(c.key), s), 0)).join(" | ")} |`);
+  }
+  const torchPlain = Object.keys(d.reference.plainTimes ?? {});
+  if (d.reference.ok && torchPlain.length) {
+    L.push(
+      "",
+      "For context, PyTorch's own plain backbone (the reference model with no adapter active): " +
+        torchPlain
+          .map((s) => {
+            const t = med(d.reference.plainTimes, s);
+            return `${label(s)}: ${fmt(t, t < 10 ? 2 : 1)} ms, ${fmt(t / med(d.engine.times.plain, s), 2)}× this engine's plain backbone; reference N=5 ${fmt(med(d.reference.times, s) / t, 2)}× it`;
+          })
+          .join("; ") +
+        ".",
+    );
   }
   const runs = (k: EngineCase | "reference") => Math.min(...shapes.map((s) => timesOf(k)?.[s]?.length ?? 0));
   L.push("", `Timed runs per cell: engine ≥ ${runs("fused5")}${d.reference.ok ? `, reference ≥ ${runs("reference")}` : ""}.`);
