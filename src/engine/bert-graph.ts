@@ -4,7 +4,8 @@ import { FLOAT, INT32, INT64, OnnxGraph } from "./onnx/graph.js";
 /**
  * Which computation follows each layer's FFN:
  * - `plain`: the backbone alone, no adapter inputs at all;
- * - `fused`: every adapter of the route in one pass, fusion in its rewritten form (DESIGN.md §2);
+ * - `fused`: every adapter of the route in one pass, fusion rewritten (DESIGN.md §2) and carried
+ *   into the bottleneck space, so that no per-adapter d-sized tensor exists (see `fusedTail`);
  * - `literal`: the same adapters, fusion as the library writes it (keys and values per adapter),
  *   kept to check the rewrite and to measure what it saves.
  */
@@ -12,13 +13,14 @@ export type GraphVariant = "plain" | "fused" | "literal";
 
 /** Names of the per-route graph inputs of layer `l`; shapes in comments (N adapters, R bottleneck). */
 export const routeInputs = (l: number) => ({
-  downWeight: `l${l}.down_w`, // [d, N·R]
-  downBias: `l${l}.down_b`, // [N·R]
-  upWeight: `l${l}.up_w`, // [N, R, d]
-  upBias: `l${l}.up_b`, // [N, 1, d]
-  scoreWeight: `l${l}.score_w`, // fused: [d, d] = W_qᵀ W_k
-  scoreBias: `l${l}.score_b`, // fused: [d] = b_q W_k
-  valueWeight: `l${l}.value_w`, // [d, d] = W_vᵀ (identity where the fusion has no value)
+  inWeight: `l${l}.in_w`, // fused: [d, 2K + N] = [W_down | M·W_upᵀ | M·b_upᵀ], K = N·R
+  inBias: `l${l}.in_b`, // fused: [2K + N] = [b_down | m·W_upᵀ | m·b_upᵀ]
+  outWeight: `l${l}.out_w`, // fused: [K + N, d] = [W_up·W_v ; b_up·W_v]
+  downWeight: `l${l}.down_w`, // literal: [d, N·R]
+  downBias: `l${l}.down_b`, // literal: [N·R]
+  upWeight: `l${l}.up_w`, // literal: [N, R, d]
+  upBias: `l${l}.up_b`, // literal: [N, 1, d]
+  valueWeight: `l${l}.value_w`, // literal: [d, d] = W_vᵀ (identity where the fusion has no value)
   queryWeight: `l${l}.query_w`, // literal: [d, d]
   queryBias: `l${l}.query_b`, // literal: [d]
   keyWeight: `l${l}.key_w`, // literal: [d, d]
@@ -63,7 +65,7 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant): Uint8
   const maskIndex = g.op("Cast", [mask], { to: INT32 });
   const eps = { float: config.layerNormEps };
 
-  const adapters = variant === "plain" ? null : adapterShapes(g, d);
+  const shapes = variant === "plain" ? null : variant === "fused" ? fusedShapes(g, d) : literalShapes(g, d);
   const probsPerLayer: string[] = [];
 
   backbone.layers.forEach((w, l) => {
@@ -108,20 +110,13 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant): Uint8
       { epsilon: eps },
       { domain: "ms", outputs: [x, "", "", s] },
     );
-    if (!adapters) {
+    if (!shapes) {
       hidden = x;
       return;
     }
-    const names = routeInputs(l);
-    const flat = g.op("Reshape", [x, adapters.flatHidden]);
-    const down = g.op("Relu", [g.op("Add", [g.op("MatMul", [flat, g.input(names.downWeight, FLOAT, [d, "NR"])]), g.input(names.downBias, FLOAT, ["NR"])])]);
-    const perAdapter = g.op("Transpose", [g.op("Reshape", [down, adapters.bottleneckShape])], { perm: [1, 0, 2] });
-    const up = g.op("Add", [
-      g.op("MatMul", [perAdapter, g.input(names.upWeight, FLOAT, ["N", "R", d])]),
-      g.input(names.upBias, FLOAT, ["N", 1, d]),
-    ]);
-    const fusion = variant === "fused" ? rewrittenFusion(g, names, flat, up, d) : literalFusion(g, names, flat, up, d);
-    probsPerLayer.push(g.op("Unsqueeze", [g.op("Squeeze", [fusion.probs, g.ints(`${p}.axis2`, [2])]), g.ints(`${p}.axis0`, [0])]));
+    const flat = g.op("Reshape", [x, shapes.flatHidden]);
+    const fusion = "perAdapter" in shapes ? fusedTail(g, routeInputs(l), flat, shapes, d) : literalTail(g, routeInputs(l), flat, shapes, d);
+    probsPerLayer.push(g.op("Unsqueeze", [fusion.probs, g.ints(`${p}.axis0`, [0])]));
     const [out] = g.node(
       "SkipLayerNormalization",
       [g.op("Reshape", [fusion.context, g.op("Shape", [x])]), s, gamma, beta],
@@ -133,40 +128,73 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant): Uint8
 
   g.node("Identity", [hidden], {}, { outputs: [GRAPH_OUTPUTS.hidden] });
   g.output(GRAPH_OUTPUTS.hidden, FLOAT, ["B", "T", d]);
-  if (adapters) {
+  if (shapes) {
     g.node("Concat", probsPerLayer, { axis: 0 }, { outputs: [GRAPH_OUTPUTS.fusionProbs] });
     g.output(GRAPH_OUTPUTS.fusionProbs, FLOAT, [config.numLayers, "N", "BT"]);
   }
   return g.toBytes(`bert-${variant}`);
 }
 
-/** Shapes shared by every layer, derived once from layer 0's up-projection input [N, R, d]. */
-function adapterShapes(g: OnnxGraph, d: number) {
-  const nr = g.op("Shape", [routeInputs(0).upWeight], { start: 0, end: 2 });
-  return {
-    flatHidden: g.ints("const.flat_hidden", [-1, d]),
-    bottleneckShape: g.op("Concat", [g.ints("const.minus1", [-1]), nr], { axis: 0 }),
-  };
-}
+type Names = ReturnType<typeof routeInputs>;
 
 interface FusionOutput {
   readonly context: string; // [B·T, d]
-  readonly probs: string; // [N, B·T, 1]
+  readonly probs: string; // [N, B·T]
 }
 
-/** p = softmax_i(r · u_i), r = x·(W_qᵀW_k) + b_q W_k; c = (Σ p_i u_i)·W_vᵀ. */
-function rewrittenFusion(g: OnnxGraph, names: ReturnType<typeof routeInputs>, x: string, up: string, d: number): FusionOutput {
-  const r = g.op("Add", [g.op("MatMul", [x, g.input(names.scoreWeight, FLOAT, [d, d])]), g.input(names.scoreBias, FLOAT, [d])]);
-  const probs = g.op("Softmax", [g.op("ReduceSum", [g.op("Mul", [up, r]), g.ints(`${names.scoreWeight}.axes`, [2])], { keepdims: 1 })], { axis: 0 });
-  const mixed = g.op("ReduceSum", [g.op("Mul", [up, probs]), g.ints(`${names.valueWeight}.axes`, [0])], { keepdims: 0 });
-  return { context: g.op("MatMul", [mixed, g.input(names.valueWeight, FLOAT, [d, d])]), probs };
+/** Shapes shared by every layer, derived once from layer 0's inputs: K + N rows of out_w, 2K + N of in_b. */
+function fusedShapes(g: OnnxGraph, d: number) {
+  const l0 = routeInputs(0);
+  const kn = g.op("Shape", [l0.outWeight], { start: 0, end: 1 });
+  const k = g.op("Sub", [g.op("Shape", [l0.inBias]), kn]);
+  const n = g.op("Sub", [kn, k]);
+  const minus1 = g.ints("const.minus1", [-1]);
+  return {
+    flatHidden: g.ints("const.flat_hidden", [-1, d]),
+    split: g.op("Concat", [k, k, n], { axis: 0 }),
+    perAdapter: g.op("Concat", [minus1, n, g.op("Div", [k, n])], { axis: 0 }), // [B·T, N, R]
+    flatBottleneck: g.op("Concat", [minus1, k], { axis: 0 }), // [B·T, K]
+  };
 }
 
-/** The library's formula: q = W_q x + b_q, k_i = W_k u_i + b_k, c = Σ p_i W_v u_i. */
-function literalFusion(g: OnnxGraph, names: ReturnType<typeof routeInputs>, x: string, up: string, d: number): FusionOutput {
+/**
+ * Fusion in the bottleneck space. With h_i = relu(x·W_down_i + b_down_i) (R values) and
+ * u_i = h_i·W_up_i + b_up_i, everything the fusion needs is linear in h_i:
+ *   r·u_i = h_i·(W_up_i·rᵀ) + b_up_i·r,  r = x·M + m  (M = W_qᵀW_k, m = b_q W_k: DESIGN.md §2)
+ *   (Σ_i p_i u_i)·W_v = [p⊙h | p]·[W_up·W_v ; b_up·W_v]
+ * so one GEMM x·in_w yields the down projections and every score term, and one GEMM ·out_w the
+ * valued mix; the d×d score and value products are folded into in_w and out_w when the route is
+ * assembled. Per token and layer that is 3·K·d + 2·N·d multiply-adds, K = N·R, instead of
+ * 2·d² + 2·K·d plus passes over an [N, B·T, d] tensor.
+ */
+function fusedTail(g: OnnxGraph, names: Names, x: string, shapes: ReturnType<typeof fusedShapes>, d: number): FusionOutput {
+  const projected = g.op("Add", [g.op("MatMul", [x, g.input(names.inWeight, FLOAT, [d, "IN"])]), g.input(names.inBias, FLOAT, ["IN"])]);
+  const [down, scoreTerms, scoreBias] = g.node("Split", [projected, shapes.split], { axis: 1 }, { outputs: 3 });
+  const h = g.op("Reshape", [g.op("Relu", [down]), shapes.perAdapter]);
+  const scored = g.op("Mul", [h, g.op("Reshape", [scoreTerms, shapes.perAdapter])]);
+  const probs = g.op("Softmax", [g.op("Add", [g.op("ReduceSum", [scored, g.ints(`${names.inWeight}.axes`, [2])], { keepdims: 0 }), scoreBias])], { axis: -1 });
+  const weighted = g.op("Reshape", [g.op("Mul", [h, g.op("Unsqueeze", [probs, g.ints(`${names.outWeight}.axes`, [2])])]), shapes.flatBottleneck]);
+  const context = g.op("MatMul", [g.op("Concat", [weighted, probs], { axis: 1 }), g.input(names.outWeight, FLOAT, ["OUT", d])]);
+  return { context, probs: g.op("Transpose", [probs], { perm: [1, 0] }) };
+}
+
+function literalShapes(g: OnnxGraph, d: number) {
+  const nr = g.op("Shape", [routeInputs(0).upWeight], { start: 0, end: 2 });
+  return {
+    flatHidden: g.ints("const.flat_hidden", [-1, d]),
+    bottleneck: g.op("Concat", [g.ints("const.minus1", [-1]), nr], { axis: 0 }),
+  };
+}
+
+/** The library's formula: u_i for every adapter, q = W_q x + b_q, k_i = W_k u_i + b_k, c = Σ p_i W_v u_i. */
+function literalTail(g: OnnxGraph, names: Names, x: string, shapes: ReturnType<typeof literalShapes>, d: number): FusionOutput {
+  const down = g.op("Relu", [g.op("Add", [g.op("MatMul", [x, g.input(names.downWeight, FLOAT, [d, "NR"])]), g.input(names.downBias, FLOAT, ["NR"])])]);
+  const perAdapter = g.op("Transpose", [g.op("Reshape", [down, shapes.bottleneck])], { perm: [1, 0, 2] });
+  const up = g.op("Add", [g.op("MatMul", [perAdapter, g.input(names.upWeight, FLOAT, ["N", "R", d])]), g.input(names.upBias, FLOAT, ["N", 1, d])]);
   const q = g.op("Add", [g.op("MatMul", [x, g.input(names.queryWeight, FLOAT, [d, d])]), g.input(names.queryBias, FLOAT, [d])]);
   const k = g.op("Add", [g.op("MatMul", [up, g.input(names.keyWeight, FLOAT, [d, d])]), g.input(names.keyBias, FLOAT, [d])]);
   const probs = g.op("Softmax", [g.op("ReduceSum", [g.op("Mul", [k, q]), g.ints(`${names.keyWeight}.axes`, [2])], { keepdims: 1 })], { axis: 0 });
   const values = g.op("MatMul", [up, g.input(names.valueWeight, FLOAT, [d, d])]);
-  return { context: g.op("ReduceSum", [g.op("Mul", [values, probs]), g.ints(`${names.valueWeight}.axes`, [0])], { keepdims: 0 }), probs };
+  const context = g.op("ReduceSum", [g.op("Mul", [values, probs]), g.ints(`${names.valueWeight}.axes`, [0])], { keepdims: 0 });
+  return { context, probs: g.op("Squeeze", [probs, g.ints(`${names.queryWeight}.axes`, [2])]) };
 }

@@ -213,30 +213,42 @@ for (const { dim, n, std, label } of [
     }));
     const feeds = assembleRoute("random", config, adapters, fusion, fusion.head, "fused").feeds;
     const names = routeInputs(0);
-    const scoreWeight = feeds[names.scoreWeight].data as Float32Array;
-    const scoreBias = feeds[names.scoreBias].data as Float32Array;
-    const valueWeight = feeds[names.valueWeight].data as Float32Array;
-    t.same(feeds[names.scoreWeight].dims, [dim, dim]);
-    t.same(feeds[names.scoreBias].dims, [dim]);
+    const R = 4;
+    const K = n * R;
+    const inWeight = feeds[names.inWeight].data as Float32Array;
+    const inBias = feeds[names.inBias].data as Float32Array;
+    const outWeight = feeds[names.outWeight].data as Float32Array;
+    t.same(feeds[names.inWeight].dims, [dim, 2 * K + n]);
+    t.same(feeds[names.outWeight].dims, [K + n, dim]);
 
     let probDiff = 0;
     let contextDiff = 0;
     let scoreSpread = 0;
     for (let trial = 0; trial < 20; trial++) {
       const x = rand(dim, 1);
-      const u = Array.from({ length: n }, () => rand(dim, 1));
-      // Literal: q = W_q x + b_q, k_i = W_k u_i + b_k, p = softmax(q·k_i), c = Σ p_i W_v u_i.
+      // Literal: h_i = relu(x·W_down_i + b_down_i), u_i = h_i·W_up_i + b_up_i,
+      // q = W_q x + b_q, k_i = W_k u_i + b_k, p = softmax(q·k_i), c = Σ p_i W_v u_i.
+      const h = adapters.map((a) => {
+        const { downWeight, downBias } = a.layers[0]!;
+        return Array.from({ length: R }, (_, j) => Math.max(0, downBias.data[j] + dot(x, Array.from({ length: dim }, (_, i) => downWeight.data[i * R + j]))));
+      });
+      const u = adapters.map((a, i) => {
+        const { upWeight, upBias } = a.layers[0]!;
+        return Float64Array.from({ length: dim }, (_, o) => upBias.data[o] + h[i].reduce((sum, hj, j) => sum + hj * upWeight.data[j * dim + o], 0));
+      });
       const q = affine(layer.queryWeight, x, layer.queryBias);
       const literalScores = u.map((ui) => dot(q, affine(layer.keyWeight, ui, layer.keyBias)));
       const pLiteral = softmax64(literalScores);
       const cLiteral = new Float64Array(dim);
       u.forEach((ui, i) => affine(layer.valueWeight!, ui).forEach((v, o) => (cLiteral[o] += pLiteral[i] * v)));
-      // Rewritten, from the feeds: r = x·score_w + score_b, p = softmax(r·u_i), c = (Σ p_i u_i)·value_w.
-      const r = rowTimes(x, scoreWeight, dim).map((v, o) => v + scoreBias[o]);
-      const pRewritten = softmax64(u.map((ui) => dot(r, ui)));
-      const mixed = new Float64Array(dim);
-      u.forEach((ui, i) => ui.forEach((v, o) => (mixed[o] += pRewritten[i] * v)));
-      const cRewritten = rowTimes(mixed, valueWeight, dim);
+      // From the feeds (bert-graph.ts fusedTail): [down | t | c] = x·in_w + in_b,
+      // score_i = h_i·t_i + c_i, p = softmax, context = [p⊙h | p]·out_w.
+      const projected = Float64Array.from({ length: 2 * K + n }, (_, col) => inBias[col] + x.reduce((sum, xi, i) => sum + xi * inWeight[i * (2 * K + n) + col], 0));
+      const hFeeds = Array.from({ length: K }, (_, j) => Math.max(0, projected[j]));
+      const scores = Array.from({ length: n }, (_, i) => projected[2 * K + i] + Array.from({ length: R }, (_, j) => hFeeds[i * R + j] * projected[K + i * R + j]).reduce((a, b) => a + b, 0));
+      const pRewritten = softmax64(scores);
+      const mixedRow = [...hFeeds.map((v, j) => v * pRewritten[Math.floor(j / R)]), ...pRewritten];
+      const cRewritten = Float64Array.from({ length: dim }, (_, o) => mixedRow.reduce((sum, v, row) => sum + v * outWeight[row * dim + o], 0));
 
       probDiff = Math.max(probDiff, maxAbsDiff(pLiteral, pRewritten));
       contextDiff = Math.max(contextDiff, maxAbsDiff(cLiteral, cRewritten));
@@ -249,15 +261,22 @@ for (const { dim, n, std, label } of [
   });
 }
 
-t.test("static fusion and single-adapter routes feed the identity as value, and a route without fusion feeds zero scores", async (t) => {
+t.test("static fusion and single-adapter routes apply no value (out_w is the bare up-projection), and a route without fusion has zero scores", async (t) => {
   const static5 = await loadFusion(join(ENGINE_FIXTURES, "fusions", "static5"), backbone.config);
   t.equal(static5.layers[0].valueWeight, null, "a static fusion has no value weights");
   const adapters = await Promise.all(ROUTES[1].adapters.map(adapter));
   const feeds = assembleRoute("static5", backbone.config, adapters, static5, static5.head, "fused").feeds;
   const single = assembleRoute("a1", backbone.config, [adapters[0]], null, adapters[0].head!, "fused").feeds;
   for (let l = 0; l < L; l++) {
-    const value = feeds[routeInputs(l).valueWeight].data as Float32Array;
-    t.ok(value.every((v, i) => v === (Math.floor(i / d) === i % d ? 1 : 0)), `static5 layer ${l}: value is the identity`);
-    t.ok((single[routeInputs(l).scoreWeight].data as Float32Array).every((v) => v === 0), `single adapter layer ${l}: zero score weights`);
+    const names = routeInputs(l);
+    const K = feeds[names.outWeight].dims[0] - adapters.length;
+    const out = feeds[names.outWeight].data as Float32Array;
+    const up = adapters.flatMap((a) => [...a.layers[l]!.upWeight.data, ...new Float32Array((K / adapters.length - a.layers[l]!.downBias.shape[0]) * d)]);
+    const upBias = adapters.flatMap((a) => [...a.layers[l]!.upBias.data]);
+    t.same([...out], [...up, ...upBias], `static5 layer ${l}: out_w = [W_up ; b_up], no value`);
+    const inW = single[names.inWeight].data as Float32Array;
+    const [, width] = single[names.inWeight].dims;
+    const k1 = (width - 1) / 2;
+    t.ok(Array.from({ length: d }, (_, row) => [...inW.subarray(row * width + k1, (row + 1) * width)]).flat().every((v) => v === 0), `single adapter layer ${l}: zero score columns`);
   }
 });
