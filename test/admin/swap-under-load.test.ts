@@ -61,19 +61,23 @@ t.test("swaps and rollbacks under load: no failed request, every version was liv
   // until the end of the call that replaced it.
   const timeline: { from: number; until: number; versions: Record<string, string> }[] = [{ from: 0, until: Infinity, versions: await routeVersions(url) }];
   const plan = [
-    ...Array.from({ length: 30 }, (_, i) => ({ method: "PUT", path: "/v1/admin/adapters/a1", body: { path: adapterVersions[i % 2] } })),
-    ...Array.from({ length: 5 }, (_, i) => ({ method: "PUT", path: "/v1/admin/fusions/dyn2", body: { path: fusionVersions[i % 2] } })),
+    ...Array.from({ length: 30 }, () => ({ method: "PUT", path: "/v1/admin/adapters/a1", body: { path: "" } })),
+    ...Array.from({ length: 5 }, () => ({ method: "PUT", path: "/v1/admin/fusions/dyn2", body: { path: "" } })),
     ...Array.from({ length: 5 }, (_, i) => ({ method: "POST", path: i % 2 ? "/v1/admin/fusions/dyn2/rollback" : "/v1/admin/adapters/a1/rollback", body: undefined })),
   ];
   // Interleave: fusion swaps and rollbacks spread among the adapter swaps.
   const order = plan.map((_, i) => i).sort((a, b) => (a % 8) - (b % 8) || a - b);
   const busy = performance.now();
   let done = false;
+  let adapterPuts = 0;
+  let fusionPuts = 0;
   const swapping = (async () => {
     const gap = PHASE_MS / (plan.length + 1);
     for (const index of order) {
       await new Promise((r) => setTimeout(r, gap));
       const step = plan[index];
+      // Each PUT brings the version the previous PUT of its kind did not, so every swap changes weights.
+      if (step.method === "PUT") step.body = { path: step.path.includes("adapters") ? adapterVersions[adapterPuts++ % 2] : fusionVersions[fusionPuts++ % 2] };
       const from = performance.now();
       const answer = await admin(url, step.method, step.path, step.body);
       t.equal(answer.status, 200, `${step.method} ${step.path}: ${answer.text}`);
