@@ -148,19 +148,42 @@ function ourTree(samples: Map<number, ProcSample>): Set<number> {
  */
 export function othersProbe(): () => number {
   const before = procSamples();
+  const busyBefore = systemBusyTicks();
+  const reapedBefore = reapedChildTicks();
   const t0 = performance.now();
   return () => {
     const after = procSamples();
+    const busy = systemBusyTicks() - busyBefore;
     const seconds = (performance.now() - t0) / 1000;
-    const ours = ourTree(after);
-    let ticks = 0;
-    for (const [pid, s] of after) {
-      if (ours.has(pid)) continue;
-      const prev = before.get(pid);
-      ticks += s.ticks - (prev?.ticks ?? s.ticks);
-    }
-    return seconds > 0 ? (ticks / 100 / seconds) * 100 : 0;
+    // Everything the CPUs did, minus what this process tree did: live members (new ones from 0)
+    // plus the children that ended and were reaped meanwhile. Counting from the system total also
+    // catches short-lived processes (compilers, test workers) that a per-process scan misses.
+    let ours = reapedChildTicks() - reapedBefore;
+    for (const pid of ourTree(after)) ours += after.get(pid)!.ticks - (before.get(pid)?.ticks ?? 0);
+    const others = Math.max(0, busy - ours);
+    return seconds > 0 ? (others / 100 / seconds) * 100 : 0;
   };
+}
+
+/** Busy ticks of all CPUs together (user, nice, system, irq, softirq) from /proc/stat. */
+function systemBusyTicks(): number {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    return f[0] + f[1] + f[2] + f[5] + f[6];
+  } catch {
+    return 0;
+  }
+}
+
+/** cutime + cstime of this process: CPU of its children that have ended. */
+function reapedChildTicks(): number {
+  try {
+    const stat = readFileSync("/proc/self/stat", "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[13]) + Number(fields[14]);
+  } catch {
+    return 0;
+  }
 }
 
 /** Waits until other processes use less than `threshold` % of a core for 2 s in a row (at most `maxMs`). */

@@ -42,34 +42,27 @@ def bench_ids(batch: int, seq: int) -> torch.Tensor:
     return ids
 
 
-def cpu_ticks() -> dict[int, int]:
-    """utime + stime of every process but this one (Linux /proc; empty elsewhere)."""
-    out = {}
+def busy_ticks() -> int:
+    """Busy ticks of all CPUs together (user, nice, system, irq, softirq) from /proc/stat; 0 elsewhere."""
     try:
-        entries = [e for e in os.listdir("/proc") if e.isdigit()]
-    except OSError:
-        return out
-    me = os.getpid()
-    for e in entries:
-        if int(e) == me:
-            continue
-        try:
-            with open(f"/proc/{e}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            out[int(e)] = int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return out
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[0] + v[1] + v[2] + v[5] + v[6]
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def others_probe():
-    """Starts measuring other processes' CPU; the returned function gives their use in % of one core."""
-    before, t0 = cpu_ticks(), time.perf_counter()
+    """Starts measuring other processes' CPU (all CPUs' busy time minus this process's own);
+    the returned function gives their use in % of one core."""
+    hz = os.sysconf("SC_CLK_TCK")
+    busy0, own0, t0 = busy_ticks(), os.times(), time.perf_counter()
 
     def stop() -> float:
-        after, seconds = cpu_ticks(), time.perf_counter() - t0
-        ticks = sum(v - before.get(pid, v) for pid, v in after.items())
-        return ticks / os.sysconf("SC_CLK_TCK") / seconds * 100 if seconds > 0 else 0.0
+        busy, own, seconds = busy_ticks() - busy0, os.times(), time.perf_counter() - t0
+        mine = (own.user + own.system + own.children_user + own.children_system
+                - own0.user - own0.system - own0.children_user - own0.children_system) * hz
+        return max(0.0, busy - mine) / hz / seconds * 100 if seconds > 0 else 0.0
 
     return stop
 
