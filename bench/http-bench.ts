@@ -34,9 +34,12 @@ export interface HttpResults {
   readonly library: string;
   readonly route: string;
   readonly steps: readonly HttpStep[];
-  readonly engineOnly: { readonly seqPerSec: number; readonly medianMs: number; readonly description: string; readonly othersPercent: number };
+  readonly engineOnly: EngineOnly;
+  /** Best throughput among the steps with concurrency ≥ 2 × the server's max batch (a full batch waits while one runs). */
   readonly saturationRps: number;
   readonly saturationRatio: number;
+  /** Which steps count as saturation. */
+  readonly saturationSteps: readonly number[];
 }
 
 export interface HttpOptions {
@@ -182,12 +185,28 @@ async function stopServer(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
+/** Sorts each window of `window` consecutive inputs by length: what a length-aware batcher could do with that many queued. */
+export function lengthSorted(seqs: readonly (readonly number[])[], window: number): (readonly number[])[] {
+  const out: (readonly number[])[] = [];
+  for (let i = 0; i < seqs.length; i += window) out.push(...[...seqs.slice(i, i + window)].sort((a, b) => a.length - b.length));
+  return out;
+}
+
+export interface EngineOnly {
+  readonly seqPerSec: number;
+  readonly medianMs: number;
+  readonly description: string;
+  readonly othersPercent: number;
+  /** The same tweets with each window of 128 sorted by length before batching: what length-aware batching could reach. */
+  readonly sorted: { readonly seqPerSec: number; readonly meanWidth: number; readonly othersPercent: number };
+}
+
 /**
  * The engine alone on the same tweets: tokenized with the backbone's tokenizer, split in arrival
  * order into the batches the server forms at its maximum (default batch limits), each run through
  * the engine with the route's weights and its head applied, as the batcher does, minus HTTP.
  */
-async function engineOnly(libraryDir: string, routeName: string, tweets: readonly string[], opts: HttpOptions) {
+async function engineOnly(libraryDir: string, routeName: string, tweets: readonly string[], opts: HttpOptions): Promise<EngineOnly> {
   const manifest = await readManifest(libraryDir);
   const backboneDir = join(libraryDir, manifest.backbone);
   const backbone = await loadBackbone(backboneDir);
@@ -195,32 +214,39 @@ async function engineOnly(libraryDir: string, routeName: string, tweets: readonl
   const route = library.route(routeName);
   const tokenizer = await TextTokenizer.load(backboneDir, effectiveMaxSeqLen(DEFAULT_CONFIG, backbone.config.maxPositions));
   const seqs = tweets.map((t) => tokenizer.encode(t).ids);
-  const batches = serverBatches(seqs, DEFAULT_CONFIG.maxBatchSize, DEFAULT_CONFIG.maxBatchTokens).map((b) => padBatch(b));
+  const batchesOf = (order: readonly (readonly number[])[]) =>
+    serverBatches(order, DEFAULT_CONFIG.maxBatchSize, DEFAULT_CONFIG.maxBatchTokens).map((b) => padBatch(b));
   const engine = await FusionEngine.create(backbone, { device: "cpu", threads: opts.threads, variant: "fused" });
   const d = backbone.config.hiddenSize;
-  const pass = async (batch: (typeof batches)[number]) => readout(route.head, await engine.run(batch, route.feeds), batch, d, false);
-  for (const b of batches.slice(0, 3)) await pass(b);
-  const { value, othersPercent } = await opts.guard("engine only", async () => {
-    const times: number[] = [];
-    const t0 = performance.now();
-    for (const b of batches) {
-      const t1 = performance.now();
-      await pass(b);
-      times.push(performance.now() - t1);
-    }
-    return { times, seconds: (performance.now() - t0) / 1000 };
-  });
-  const { times, seconds } = value;
+  type Batch = ReturnType<typeof padBatch>;
+  const pass = async (batch: Batch) => readout(route.head, await engine.run(batch, route.feeds), batch, d, false);
+  const timeAll = async (what: string, batches: Batch[]) => {
+    for (const b of batches.slice(0, 3)) await pass(b);
+    const { value, othersPercent } = await opts.guard(what, async () => {
+      const times: number[] = [];
+      const t0 = performance.now();
+      for (const b of batches) {
+        const t1 = performance.now();
+        await pass(b);
+        times.push(performance.now() - t1);
+      }
+      return { times, seconds: (performance.now() - t0) / 1000 };
+    });
+    const meanWidth = batches.reduce((a, b) => a + b.seqLen, 0) / batches.length;
+    return { ...value, othersPercent, meanWidth, count: batches.length };
+  };
+  const arrival = await timeAll("engine only", batchesOf(seqs));
+  const sorted = await timeAll("engine only, length-sorted", batchesOf(lengthSorted(seqs, 128)));
   await engine.close();
-  const meanWidth = batches.reduce((a, b) => a + b.seqLen, 0) / batches.length;
   const meanLen = seqs.reduce((a, s) => a + s.length, 0) / seqs.length;
   return {
-    seqPerSec: seqs.length / seconds,
-    medianMs: median(times),
-    othersPercent,
+    seqPerSec: seqs.length / arrival.seconds,
+    medianMs: median(arrival.times),
+    othersPercent: arrival.othersPercent,
     description:
-      `${seqs.length} tweets (mean ${meanLen.toFixed(1)} tokens) in ${batches.length} batches of up to ${DEFAULT_CONFIG.maxBatchSize} inputs / ` +
-      `${DEFAULT_CONFIG.maxBatchTokens} padded tokens, mean padded width ${meanWidth.toFixed(1)}; engine.run + head readout timed`,
+      `${seqs.length} tweets (mean ${meanLen.toFixed(1)} tokens) in ${arrival.count} batches of up to ${DEFAULT_CONFIG.maxBatchSize} inputs / ` +
+      `${DEFAULT_CONFIG.maxBatchTokens} padded tokens, mean padded width ${arrival.meanWidth.toFixed(1)}; engine.run + head readout timed`,
+    sorted: { seqPerSec: seqs.length / sorted.seconds, meanWidth: sorted.meanWidth, othersPercent: sorted.othersPercent },
   };
 }
 
@@ -241,6 +267,7 @@ export async function runHttpBench(opts: HttpOptions): Promise<HttpResults | { s
   const engineTweets = tweets.slice(0, opts.quick ? 256 : 2048);
   const eo = await engineOnly(libraryDir, route.name, engineTweets, opts);
   opts.log(`engine only, same tweets: ${eo.seqPerSec.toFixed(1)} seq/s (${eo.description})`);
+  opts.log(`engine only, same tweets length-sorted per 128: ${eo.sorted.seqPerSec.toFixed(1)} seq/s (mean padded width ${eo.sorted.meanWidth.toFixed(1)})`);
 
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
@@ -296,7 +323,9 @@ export async function runHttpBench(opts: HttpOptions): Promise<HttpResults | { s
   } finally {
     await stopServer(server);
   }
-  const saturationRps = Math.max(...steps.map((s) => s.rps));
+  const maxConcurrency = Math.max(...steps.map((s) => s.concurrency));
+  const saturated = steps.filter((s) => s.concurrency >= Math.min(2 * DEFAULT_CONFIG.maxBatchSize, maxConcurrency));
+  const saturationRps = Math.max(...saturated.map((s) => s.rps));
   return {
     description:
       `autocannon against \`node ${opts.serverEntry ?? "src/main.ts"} --library ${libraryDir.startsWith(opts.root) ? libraryDir.slice(opts.root.length + 1) : libraryDir} --threads ${opts.threads}\` ` +
@@ -309,5 +338,6 @@ export async function runHttpBench(opts: HttpOptions): Promise<HttpResults | { s
     engineOnly: eo,
     saturationRps,
     saturationRatio: saturationRps / eo.seqPerSec,
+    saturationSteps: saturated.map((s) => s.concurrency),
   };
 }

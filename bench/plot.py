@@ -81,6 +81,9 @@ def plot_http(data, prefix, mode) -> None:
         eo = http["engineOnly"]["seqPerSec"]
         ax.axvline(eo, color="gray", ls=":", label=f"engine only, same tweets ({eo:.0f}/s)")
         ax.axvline(0.85 * eo, color="red", ls=":", lw=1, label="85 % of engine only")
+        srt = http["engineOnly"].get("sorted", {}).get("seqPerSec")
+        if srt:
+            ax.axvline(srt, color="green", ls="-.", lw=1, label=f"engine only, length-sorted batches ({srt:.0f}/s)")
         ax.set_yscale("log")
         ax.set_xlabel("throughput (requests/s)")
         ax.set_ylabel("latency (ms, log scale)")
