@@ -125,10 +125,13 @@ export function renderMarkdown(d: BenchData, targets: readonly Target[]): string
   }
   const busy = [...d.busyBefore.map((p) => ({ ...p, when: "before" })), ...d.busyAfter.map((p) => ({ ...p, when: "after" }))];
   const c = d.contention;
+  const culprits = c.culprits.map((p) => `\`${p.command}\` ${p.peakPercent}%`).join(", ") || "short-lived processes";
+  const around = busy.map((p) => `${p.when} the run: pid ${p.pid} ${p.cpuPercent}% \`${p.command}\``).join("; ");
   L.push(
     busy.length || c.busyIntervals > 0
-      ? `- **Caveat: other processes were using the CPU**: in ${c.busyIntervals} of ${c.intervals} two-second samples during the run (peak ${c.peakPercent}% of a core: ${c.culprits.map((p) => `\`${p.command}\` ${p.peakPercent}%`).join(", ") || "short-lived processes"})` +
-          `${busy.length ? `; ${busy.map((p) => `${p.when}: pid ${p.pid} ${p.cpuPercent}% \`${p.command}\``).join("; ")}` : ""}. The timings are distorted.`
+      ? `- Other processes used the CPU in ${c.busyIntervals} of ${c.intervals} two-second samples during the run (peak ${c.peakPercent}% of a core: ${culprits})${around ? `; ${around}` : ""}. ` +
+          "Each measurement they disturbed was waited out and repeated (up to 3 times); what stayed disturbed is marked †" +
+          (c.busyIntervals > c.intervals / 10 ? ". **Caveat: a large part of the run was disturbed; read the figures with care.**" : ".")
       : `- No other process used the CPU (≥ 25% of a core) before, during (${c.intervals} two-second samples) or after the run.`,
   );
   L.push(`- GPU: ${d.gpu}`, "");
