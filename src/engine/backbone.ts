@@ -92,19 +92,27 @@ export function parseBackboneConfig(raw: Record<string, unknown>, source: string
 }
 
 export async function readJson(path: string): Promise<Record<string, unknown>> {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(path, "utf8");
+    bytes = await readFile(path);
   } catch {
     throw new ModelLoadError("missing_file", `cannot read ${path}`);
   }
+  return parseJsonObject(bytes, path);
+}
+
+/** A JSON object or a ModelLoadError naming the file. */
+export function parseJsonObject(bytes: Buffer, path: string): Record<string, unknown> {
+  let value: unknown;
   try {
-    const value = JSON.parse(text);
-    if (typeof value !== "object" || value === null || Array.isArray(value)) throw new Error("not an object");
-    return value;
+    value = JSON.parse(bytes.toString("utf8"));
   } catch {
+    throw new ModelLoadError("malformed_file", `${path} is not valid JSON`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new ModelLoadError("malformed_file", `${path} is not a JSON object`);
   }
+  return value as Record<string, unknown>;
 }
 
 /** Loads a Hugging Face checkpoint folder (config.json + model.safetensors) of the BERT family. */

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { access, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ModelLoadError } from "../errors.js";
-import type { BackboneConfig } from "../engine/backbone.js";
+import { parseJsonObject, type BackboneConfig } from "../engine/backbone.js";
 import type { Activation, HeadType, PredictionHead } from "../engine/heads.js";
 import { transpose } from "../engine/linalg.js";
 import { parseSafetensors, type Tensor } from "../engine/safetensors.js";
@@ -402,17 +402,7 @@ async function readTracked(path: string, files: LoadedFiles & { bytes: number })
 }
 
 async function readTrackedJson(path: string, files: LoadedFiles & { bytes: number }): Promise<Record<string, unknown>> {
-  const bytes = await readTracked(path, files);
-  let value: unknown;
-  try {
-    value = JSON.parse(bytes.toString("utf8"));
-  } catch {
-    throw new ModelLoadError("malformed_file", `${path} is not valid JSON`);
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new ModelLoadError("malformed_file", `${path} is not a JSON object`);
-  }
-  return value as Record<string, unknown>;
+  return parseJsonObject(await readTracked(path, files), path);
 }
 
 async function readTrackedSafetensors(path: string, files: LoadedFiles & { bytes: number }) {
