@@ -3,6 +3,7 @@ import { loadBackbone, type Backbone } from "../src/engine/backbone.js";
 import { FusionEngine, type RouteFeeds, type TokenBatch } from "../src/engine/engine.js";
 import { readout } from "../src/engine/readout.js";
 import type { GraphVariant } from "../src/engine/bert-graph.js";
+import type { Precision } from "../src/engine/products.js";
 import { loadAdapter, loadFusion, type AdapterModule } from "../src/library/adapterhub.js";
 import { assembleRoute, type FusionRoute } from "../src/library/route.js";
 import { benchIds } from "./inputs.js";
@@ -11,8 +12,11 @@ import { timeInBlocks, type Guard, type RepeatPolicy } from "./stats.js";
 export const FUSION_SIZES = [1, 2, 5, 8] as const;
 export const MAIN_N = 5;
 
-/** The engine-level cases, timed round-robin per shape. */
-export const ENGINE_CASES = ["plain", "fused1", "fused2", "fused5", "fused8", "literal5"] as const;
+/**
+ * The engine-level cases, timed round-robin per shape. `_int8` cases run the same weights with
+ * --precision int8 (the literal graph has no int8 form).
+ */
+export const ENGINE_CASES = ["plain", "fused1", "fused2", "fused5", "fused8", "literal5", "plain_int8", "fused2_int8", "fused5_int8", "fused8_int8"] as const;
 export type EngineCase = (typeof ENGINE_CASES)[number];
 
 export interface EngineResults {
@@ -46,6 +50,8 @@ export interface Engines {
   readonly plain: FusionEngine;
   readonly fused: FusionEngine;
   readonly literal: FusionEngine;
+  readonly plainInt8: FusionEngine;
+  readonly fusedInt8: FusionEngine;
   readonly fusedRoutes: Map<number, FusionRoute>;
   readonly literalRoutes: Map<number, FusionRoute>;
   close(): Promise<void>;
@@ -53,8 +59,9 @@ export interface Engines {
 
 export async function openEngines(backboneDir: string, weightsDir: string, threads: number): Promise<Engines> {
   const backbone = await loadBackbone(backboneDir);
-  const create = (variant: GraphVariant) => FusionEngine.create(backbone, { device: "cpu", threads, variant });
+  const create = (variant: GraphVariant, precision: Precision = "float32") => FusionEngine.create(backbone, { device: "cpu", threads, variant, precision });
   const [plain, fused, literal] = [await create("plain"), await create("fused"), await create("literal")];
+  const [plainInt8, fusedInt8] = [await create("plain", "int8"), await create("fused", "int8")];
   const fusedRoutes = await loadRoutes(backbone, weightsDir, "fused");
   const literalRoutes = await loadRoutes(backbone, weightsDir, "literal");
   return {
@@ -62,22 +69,27 @@ export async function openEngines(backboneDir: string, weightsDir: string, threa
     plain,
     fused,
     literal,
+    plainInt8,
+    fusedInt8,
     fusedRoutes,
     literalRoutes,
     close: async () => {
-      await Promise.all([plain.close(), fused.close(), literal.close()]);
+      await Promise.all([plain, fused, literal, plainInt8, fusedInt8].map((e) => e.close()));
     },
   };
 }
 
 function runner(engines: Engines, c: EngineCase, batch: TokenBatch): () => Promise<unknown> {
   if (c === "plain") return () => engines.plain.run(batch, {});
+  if (c === "plain_int8") return () => engines.plainInt8.run(batch, {});
   if (c === "literal5") {
     const feeds: RouteFeeds = engines.literalRoutes.get(MAIN_N)!.feeds;
     return () => engines.literal.run(batch, feeds);
   }
-  const feeds = engines.fusedRoutes.get(Number(c.slice("fused".length)))!.feeds;
-  return () => engines.fused.run(batch, feeds);
+  const [name, precision] = c.split("_");
+  const feeds = engines.fusedRoutes.get(Number(name.slice("fused".length)))!.feeds;
+  const engine = precision === "int8" ? engines.fusedInt8 : engines.fused;
+  return () => engine.run(batch, feeds);
 }
 
 export async function runEngineBench(

@@ -24,7 +24,7 @@ def main() -> None:
     prefix = sys.argv[2]
     mode = "" if data["mode"] == "full" else f" ({data['mode']} run)"
 
-    # time against N: fused N=1,2,5,8 per shape, with plain and literal N=5 as reference marks
+    # time against N: fused N=1,2,5,8 per shape (int8: N=2,5,8), with plain and literal N=5 as reference marks
     times = data["engine"]["times"]
     shapes = [s for s in data["engine"]["shapes"] if s.startswith("32x") or s in ("8x64", "1x16")]
     if shapes:
@@ -46,14 +46,24 @@ def plot_n(data, times, shapes, prefix, mode) -> None:
         ax.plot([5], [median(times["literal5"][shape])], "x", color=c, ms=9, mew=2)
         rel.plot(ns, [y / plain for y in ys], "o-", color=c, label=f"fused, {label}")
         rel.plot([5], [median(times["literal5"][shape]) / plain], "x", color=c, ms=9, mew=2)
+        if shape in times.get("fused5_int8", {}):
+            n8 = [2, 5, 8]
+            plain8 = median(times["plain_int8"][shape])
+            ys8 = [median(times[f"fused{n}_int8"][shape]) for n in n8]
+            ax.plot(n8, ys8, "^--", color=c, alpha=0.8)
+            ax.axhline(plain8, color=c, ls="-.", lw=1, alpha=0.8)
+            rel.plot(n8, [y / plain8 for y in ys8], "^--", color=c, alpha=0.8)
     ax.plot([], [], "k:", lw=1, label="plain backbone (same colour)")
     ax.plot([], [], "kx", ms=9, mew=2, label="literal fusion, N = 5")
+    if "fused5_int8" in times:
+        ax.plot([], [], "k^--", label="fused, --precision int8 (same colour)")
+        ax.plot([], [], "k-.", lw=1, label="plain backbone, int8")
     ax.set_yscale("log")
     ax.set_ylabel("ms per batch (median, log scale)")
     ax.set_title("Time per batch")
     rel.axhline(1.0, color="k", lw=1)
     rel.axhline(1.3, color="red", ls=":", lw=1, label="target: fused N=5 ≤ 1.3 × plain")
-    rel.set_ylabel("time / plain backbone time (same shape)")
+    rel.set_ylabel("time / plain backbone time (same shape and precision)")
     rel.set_title("Relative to the plain backbone")
     rel.set_ylim(bottom=0.8)
     for a in (ax, rel):

@@ -4,7 +4,7 @@
  * (profiling slows every kernel down a little); run it on a quiet machine after the bench weights
  * exist (bench/results/weights, written by the first `npm run bench`):
  *
- *   npx tsx bench/profile.ts [--threads 2] [--shape 32x64] [--runs 5]
+ *   npx tsx bench/profile.ts [--threads 2] [--shape 32x64] [--runs 5] [--precision int8]
  *
  * Also prints the achieved GFLOP/s of the plain backbone's matrix products, to tell how far the
  * backbone is from this CPU's float32 peak.
@@ -17,7 +17,8 @@ import { parseArgs } from "node:util";
 import ort from "onnxruntime-node";
 import { loadBackbone } from "../src/engine/backbone.js";
 import { buildBertGraph, type GraphVariant } from "../src/engine/bert-graph.js";
-import type { RouteFeeds } from "../src/engine/engine.js";
+import type { Precision } from "../src/engine/products.js";
+import { quantizeRouteFeeds, type RouteFeeds } from "../src/engine/engine.js";
 import { loadRoutes } from "./engine-bench.js";
 import { benchIds } from "./inputs.js";
 import { othersProbe, waitForQuiet } from "./machine.js";
@@ -25,22 +26,26 @@ import { othersProbe, waitForQuiet } from "./machine.js";
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const RESULTS = join(ROOT, "bench", "results");
 const { values: args } = parseArgs({
-  options: { threads: { type: "string" }, shape: { type: "string", default: "32x64" }, runs: { type: "string", default: "5" } },
+  options: { threads: { type: "string" }, shape: { type: "string", default: "32x64" }, runs: { type: "string", default: "5" }, precision: { type: "string", default: "float32" } },
 });
 const threads = args.threads ? Number(args.threads) : availableParallelism();
 const runs = Number(args.runs);
 const [B, T] = args.shape!.split("x").map(Number);
+const precision = args.precision as Precision;
 
 const backbone = await loadBackbone(join(ROOT, "models", "backbones", "all-MiniLM-L6-v2"));
 const fused = await loadRoutes(backbone, join(RESULTS, "weights"), "fused");
 const literal = await loadRoutes(backbone, join(RESULTS, "weights"), "literal");
-const cases: [string, GraphVariant, RouteFeeds][] = [
+type Case = [string, GraphVariant, RouteFeeds];
+const cases: Case[] = ([
   ["plain", "plain", {}],
   ["fused2", "fused", fused.get(2)!.feeds],
   ["fused5", "fused", fused.get(5)!.feeds],
   ["fused8", "fused", fused.get(8)!.feeds],
   ["literal5", "literal", literal.get(5)!.feeds],
-];
+] as Case[])
+  .filter(([, variant]) => precision === "float32" || variant !== "literal")
+  .map(([name, variant, feeds]): Case => [name, variant, precision === "int8" && variant === "fused" ? quantizeRouteFeeds(feeds, backbone.config.numLayers) : feeds]);
 const dir = join(RESULTS, "profile");
 rmSync(dir, { recursive: true, force: true });
 mkdirSync(dir, { recursive: true });
@@ -60,7 +65,7 @@ interface Event {
 }
 const table = new Map<string, Map<string, number>>();
 for (const [name, variant, feeds] of cases) {
-  const session = await ort.InferenceSession.create(buildBertGraph(backbone, variant), {
+  const session = await ort.InferenceSession.create(buildBertGraph(backbone, variant, precision), {
     executionProviders: ["cpu"],
     graphOptimizationLevel: "all",
     intraOpNumThreads: threads,
@@ -97,9 +102,9 @@ for (const [name, variant, feeds] of cases) {
 const names = [...table.keys()];
 const ops = [...new Set([...table.values()].flatMap((m) => [...m.keys()]))]
   .filter((op) => op !== "(whole run)")
-  .sort((a, b) => (table.get("literal5")!.get(b) ?? 0) - (table.get("literal5")!.get(a) ?? 0))
+  .sort((a, b) => (table.get(names.at(-1)!)!.get(b) ?? 0) - (table.get(names.at(-1)!)!.get(a) ?? 0))
   .filter((op) => names.some((n) => (table.get(n)!.get(op) ?? 0) >= 0.1));
-console.log(`ORT profile, ${B}×${T}, ${threads} threads: ms per run by op type (mean of ${runs} runs)\n`);
+console.log(`ORT profile, ${precision}, ${B}×${T}, ${threads} threads: ms per run by op type (mean of ${runs} runs)\n`);
 console.log(`| op | ${names.join(" | ")} |`);
 console.log(`|---|${names.map(() => "---:").join("|")}|`);
 for (const op of [...ops, "(whole run)"]) console.log(`| ${op} | ${names.map((n) => (table.get(n)!.get(op) ?? 0).toFixed(1)).join(" | ")} |`);

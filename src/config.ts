@@ -1,6 +1,7 @@
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import type { Precision } from "./engine/products.js";
 
 /** Every setting of the server, validated. Built once from flags and environment by `loadConfig`. */
 export interface ServerConfig {
@@ -8,6 +9,7 @@ export interface ServerConfig {
   readonly host: string;
   readonly port: number;
   readonly device: "cpu" | "cuda";
+  readonly precision: Precision;
   readonly threads: number;
   readonly maxBatchTokens: number;
   readonly maxBatchSize: number;
@@ -78,6 +80,14 @@ export const OPTIONS: readonly AnyOption[] = [
   { key: "host", flag: "host", env: "HOST", default: "127.0.0.1", help: "address to listen on (0.0.0.0 for every interface)", parse: nonEmpty },
   { key: "port", flag: "port", env: "PORT", default: "8080", help: "TCP port; 0 picks a free one", parse: integer(0, 65535) },
   { key: "device", flag: "device", env: "FUSION_DEVICE", default: "cpu", help: "ONNX Runtime execution provider: cpu or cuda", parse: oneOf(["cpu", "cuda"] as const) },
+  {
+    key: "precision",
+    flag: "precision",
+    env: "FUSION_PRECISION",
+    default: "float32",
+    help: "matrix products of backbone and fusion: float32, or int8 (dynamic quantization, CPU only; README: Precision)",
+    parse: oneOf(["float32", "int8"] as const),
+  },
   { key: "threads", flag: "threads", env: "FUSION_THREADS", default: "0", help: "intra-op threads of the forward pass; 0 = one per core", parse: integer(0, 1024) },
   { key: "maxBatchTokens", flag: "max-batch-tokens", env: "FUSION_MAX_BATCH_TOKENS", default: "4096", help: "token budget of one forward pass: inputs × longest input, padding included", parse: integer(1) },
   { key: "maxBatchSize", flag: "max-batch-size", env: "FUSION_MAX_BATCH_SIZE", default: "32", help: "most inputs in one forward pass", parse: integer(1) },
@@ -109,6 +119,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   host: "127.0.0.1",
   port: 8080,
   device: "cpu",
+  precision: "float32",
   threads: 0,
   maxBatchTokens: 4096,
   maxBatchSize: 32,
@@ -174,6 +185,9 @@ function checkConsistency(c: ServerConfig): void {
     throw new ConfigError(`--max-queue (${c.maxQueue}) must be at least --max-inputs (${c.maxInputs}), or a full request could never be queued`);
   }
   if (c.maxSeqLen !== undefined) checkBudget(c.maxSeqLen, c.maxBatchTokens);
+  if (c.precision === "int8" && c.device !== "cpu") {
+    throw new ConfigError("--precision int8 runs on the CPU only (ONNX Runtime's dynamic quantization kernels); use --device cpu or --precision float32");
+  }
 }
 
 function checkBudget(seqLen: number, maxBatchTokens: number): void {

@@ -1,5 +1,6 @@
 import type { Backbone } from "./backbone.js";
 import { FLOAT, INT32, INT64, OnnxGraph } from "./onnx/graph.js";
+import { MatrixProducts, type Precision } from "./products.js";
 
 /**
  * Which computation follows each layer's FFN:
@@ -36,10 +37,14 @@ export const GRAPH_OUTPUTS = { hidden: "last_hidden_state", fusionProbs: "fusion
  *
  * Outputs: last_hidden_state [B, T, d]; for adapter variants also fusion_probs [L, N, B·T].
  */
-export function buildBertGraph(backbone: Backbone, variant: GraphVariant): Uint8Array {
+export function buildBertGraph(backbone: Backbone, variant: GraphVariant, precision: Precision = "float32"): Uint8Array {
+  if (precision === "int8" && variant === "literal") {
+    throw new Error("the literal fusion graph exists to check the float32 rewrite; it has no int8 form");
+  }
   const { config } = backbone;
   const d = config.hiddenSize;
   const g = new OnnxGraph();
+  const products = new MatrixProducts(g, precision);
 
   const ids = g.input("input_ids", INT64, ["B", "T"]);
   const mask = g.input("attention_mask", INT64, ["B", "T"]);
@@ -70,16 +75,11 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant): Uint8
 
   backbone.layers.forEach((w, l) => {
     const p = `layer${l}`;
-    const context = g.op(
-      "Attention",
-      [hidden, g.floats(`${p}.qkv.w`, w.qkvWeight.shape, w.qkvWeight.data), g.floats(`${p}.qkv.b`, w.qkvBias.shape, w.qkvBias.data), maskIndex],
-      { num_heads: config.numHeads },
-      "ms",
-    );
+    const context = products.attention(hidden, `${p}.qkv`, w.qkvWeight, w.qkvBias, maskIndex, config.numHeads);
     const [h1] = g.node(
       "SkipLayerNormalization",
       [
-        g.op("MatMul", [context, g.floats(`${p}.ao.w`, w.attentionOutWeight.shape, w.attentionOutWeight.data)]),
+        products.constant(context, `${p}.ao.w`, w.attentionOutWeight),
         hidden,
         g.floats(`${p}.ln1.gamma`, [d], w.attentionNormGamma.data),
         g.floats(`${p}.ln1.beta`, [d], w.attentionNormBeta.data),
@@ -91,13 +91,13 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant): Uint8
     const inner = g.op(
       "BiasGelu",
       [
-        g.op("MatMul", [h1, g.floats(`${p}.ffn_in.w`, w.intermediateWeight.shape, w.intermediateWeight.data)]),
+        products.constant(h1, `${p}.ffn_in.w`, w.intermediateWeight),
         g.floats(`${p}.ffn_in.b`, w.intermediateBias.shape, w.intermediateBias.data),
       ],
       {},
       "ms",
     );
-    const ffnOut = g.op("MatMul", [inner, g.floats(`${p}.ffn_out.w`, w.outputWeight.shape, w.outputWeight.data)]);
+    const ffnOut = products.constant(inner, `${p}.ffn_out.w`, w.outputWeight);
     const gamma = g.floats(`${p}.ln2.gamma`, [d], w.outputNormGamma.data);
     const beta = g.floats(`${p}.ln2.beta`, [d], w.outputNormBeta.data);
     // x = LN(f + h1) is the plain layer's output and the adapters' input; s = f + h1 is the
@@ -115,7 +115,7 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant): Uint8
       return;
     }
     const flat = g.op("Reshape", [x, shapes.flatHidden]);
-    const fusion = "perAdapter" in shapes ? fusedTail(g, routeInputs(l), flat, shapes, d) : literalTail(g, routeInputs(l), flat, shapes, d);
+    const fusion = "perAdapter" in shapes ? fusedTail(g, products, routeInputs(l), flat, shapes, d) : literalTail(g, routeInputs(l), flat, shapes, d);
     probsPerLayer.push(g.op("Unsqueeze", [fusion.probs, g.ints(`${p}.axis0`, [0])]));
     const [out] = g.node(
       "SkipLayerNormalization",
@@ -132,7 +132,7 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant): Uint8
     g.node("Concat", probsPerLayer, { axis: 0 }, { outputs: [GRAPH_OUTPUTS.fusionProbs] });
     g.output(GRAPH_OUTPUTS.fusionProbs, FLOAT, [config.numLayers, "N", "BT"]);
   }
-  return g.toBytes(`bert-${variant}`);
+  return g.toBytes(`bert-${variant}-${precision}`);
 }
 
 type Names = ReturnType<typeof routeInputs>;
@@ -167,14 +167,14 @@ function fusedShapes(g: OnnxGraph, d: number) {
  * assembled. Per token and layer that is 3·K·d + 2·N·d multiply-adds, K = N·R, instead of
  * 2·d² + 2·K·d plus passes over an [N, B·T, d] tensor.
  */
-function fusedTail(g: OnnxGraph, names: Names, x: string, shapes: ReturnType<typeof fusedShapes>, d: number): FusionOutput {
-  const projected = g.op("Add", [g.op("MatMul", [x, g.input(names.inWeight, FLOAT, [d, "IN"])]), g.input(names.inBias, FLOAT, ["IN"])]);
+function fusedTail(g: OnnxGraph, products: MatrixProducts, names: Names, x: string, shapes: ReturnType<typeof fusedShapes>, d: number): FusionOutput {
+  const projected = products.input(x, names.inWeight, [d, "IN"], names.inBias);
   const [down, scoreTerms, scoreBias] = g.node("Split", [projected, shapes.split], { axis: 1 }, { outputs: 3 });
   const h = g.op("Reshape", [g.op("Relu", [down]), shapes.perAdapter]);
   const scored = g.op("Mul", [h, g.op("Reshape", [scoreTerms, shapes.perAdapter])]);
   const probs = g.op("Softmax", [g.op("Add", [g.op("ReduceSum", [scored, g.ints(`${names.inWeight}.axes`, [2])], { keepdims: 0 }), scoreBias])], { axis: -1 });
   const weighted = g.op("Reshape", [g.op("Mul", [h, g.op("Unsqueeze", [probs, g.ints(`${names.outWeight}.axes`, [2])])]), shapes.flatBottleneck]);
-  const context = g.op("MatMul", [g.op("Concat", [weighted, probs], { axis: 1 }), g.input(names.outWeight, FLOAT, ["OUT", d])]);
+  const context = products.input(g.op("Concat", [weighted, probs], { axis: 1 }), names.outWeight, ["OUT", d]);
   return { context, probs: g.op("Transpose", [probs], { perm: [1, 0] }) };
 }
 

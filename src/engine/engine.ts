@@ -1,7 +1,9 @@
 import ort from "onnxruntime-node";
 import { ModelLoadError, UnavailableError } from "../errors.js";
 import type { Backbone, BackboneConfig } from "./backbone.js";
-import { buildBertGraph, GRAPH_OUTPUTS, type GraphVariant } from "./bert-graph.js";
+import { buildBertGraph, GRAPH_OUTPUTS, routeInputs, type GraphVariant } from "./bert-graph.js";
+import { scaleInput, type Precision } from "./products.js";
+import { quantizePerColumn } from "./quantize.js";
 
 export type Device = "cpu" | "cuda";
 
@@ -10,6 +12,8 @@ export interface EngineOptions {
   /** Intra-op threads; 0 lets ONNX Runtime choose (all cores). */
   readonly threads: number;
   readonly variant: GraphVariant;
+  /** Backbone matrix products; float32 unless asked. */
+  readonly precision?: Precision;
 }
 
 /** A padded batch of token ids, row-major [batch, seqLen]. */
@@ -39,6 +43,8 @@ export interface ForwardResult {
  */
 export class FusionEngine {
   private tail: Promise<unknown> = Promise.resolve();
+  /** A route's feeds in the graph's precision, kept as long as the route's own feeds live. */
+  private readonly prepared = new WeakMap<RouteFeeds, RouteFeeds>();
 
   private constructor(
     private readonly session: ort.InferenceSession,
@@ -47,7 +53,7 @@ export class FusionEngine {
   ) {}
 
   static async create(backbone: Backbone, options: EngineOptions): Promise<FusionEngine> {
-    const model = buildBertGraph(backbone, options.variant);
+    const model = buildBertGraph(backbone, options.variant, options.precision ?? "float32");
     const sessionOptions: ort.InferenceSession.SessionOptions = {
       executionProviders: [options.device],
       graphOptimizationLevel: "all",
@@ -87,7 +93,7 @@ export class FusionEngine {
       input_ids: new ort.Tensor("int64", batch.ids, shape),
       attention_mask: new ort.Tensor("int64", batch.mask, shape),
     };
-    if (this.options.variant !== "plain") Object.assign(inputs, feeds);
+    if (this.options.variant !== "plain") Object.assign(inputs, this.prepare(feeds));
     let out: ort.InferenceSession.ReturnType;
     try {
       out = await this.session.run(inputs);
@@ -100,4 +106,30 @@ export class FusionEngine {
       fusionProbs: probs ? { data: probs.data as Float32Array, adapters: probs.dims[1] } : undefined,
     };
   }
+
+  /** Routes are assembled in float32, whatever the engine's precision; see quantizeRouteFeeds. */
+  private prepare(feeds: RouteFeeds): RouteFeeds {
+    if (this.options.precision !== "int8") return feeds;
+    let ready = this.prepared.get(feeds);
+    if (!ready) {
+      ready = quantizeRouteFeeds(feeds, this.config.numLayers);
+      this.prepared.set(feeds, ready);
+    }
+    return ready;
+  }
+}
+
+/** The feeds an int8 fused graph takes: each layer's two fusion matrices quantized per column. */
+export function quantizeRouteFeeds(feeds: RouteFeeds, numLayers: number): RouteFeeds {
+  const quantized: Record<string, ort.Tensor> = { ...feeds };
+  for (let l = 0; l < numLayers; l++) {
+    const names = routeInputs(l);
+    for (const name of [names.inWeight, names.outWeight]) {
+      const { dims, data } = feeds[name];
+      const { values, scales } = quantizePerColumn({ shape: dims, data: data as Float32Array });
+      quantized[name] = new ort.Tensor("int8", values, dims);
+      quantized[scaleInput(name)] = new ort.Tensor("float32", scales, [scales.length]);
+    }
+  }
+  return quantized;
 }

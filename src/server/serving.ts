@@ -28,10 +28,10 @@ export async function loadRuntime(config: ServerConfig, log: FastifyBaseLogger):
   const maxSeqLen = effectiveMaxSeqLen(config, backbone.config.maxPositions);
   const library = await AdapterLibrary.open(config.library, backbone.config);
   const tokenizer = await TextTokenizer.load(backboneDir, maxSeqLen);
-  const engine = await FusionEngine.create(backbone, { device: config.device, threads: config.threads, variant: "fused" });
+  const engine = await FusionEngine.create(backbone, { device: config.device, precision: config.precision, threads: config.threads, variant: "fused" });
   const { routes, adapters, fusions } = library.state;
   log.info(
-    { library: config.library, backbone: backboneDir, routes: [...routes.keys()], adapters: adapters.size, fusions: fusions.size, maxSeqLen, ms: Date.now() - started },
+    { library: config.library, backbone: backboneDir, routes: [...routes.keys()], adapters: adapters.size, fusions: fusions.size, maxSeqLen, precision: config.precision, ms: Date.now() - started },
     "model library loaded",
   );
   return { library, engine, tokenizer, hiddenSize: backbone.config.hiddenSize, maxSeqLen };

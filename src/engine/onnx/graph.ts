@@ -2,6 +2,8 @@ import { ProtoMessage } from "./protobuf.js";
 
 /** ONNX TensorProto.DataType values used here. */
 export const FLOAT = 1;
+export const UINT8 = 2;
+export const INT8 = 3;
 export const INT32 = 6;
 export const INT64 = 7;
 
@@ -20,6 +22,7 @@ export class OnnxGraph {
   private readonly inputs: ProtoMessage[] = [];
   private readonly outputs: ProtoMessage[] = [];
   private counter = 0;
+  private readonly defined = new Map<string, string>();
 
   input(name: string, elemType: number, dims: Dim[]): string {
     this.inputs.push(valueInfo(name, elemType, dims));
@@ -36,6 +39,30 @@ export class OnnxGraph {
     for (const d of dims) t.int(1, d);
     t.int(2, FLOAT).string(8, name);
     t.bytes(9, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    this.initializers.push(t);
+    return name;
+  }
+
+  /** An int8 initializer (quantized weights). */
+  int8s(name: string, dims: readonly number[], data: Int8Array): string {
+    return this.raw(name, INT8, dims, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+
+  uint8s(name: string, dims: readonly number[], data: Uint8Array): string {
+    return this.raw(name, UINT8, dims, data);
+  }
+
+  /** A name defined once however often it is asked for: constants that many nodes share. */
+  shared(name: string, define: () => string): string {
+    if (!this.defined.has(name)) this.defined.set(name, define());
+    return this.defined.get(name)!;
+  }
+
+  private raw(name: string, elemType: number, dims: readonly number[], bytes: Uint8Array): string {
+    const t = new ProtoMessage();
+    for (const d of dims) t.int(1, d);
+    t.int(2, elemType).string(8, name);
+    t.bytes(9, bytes);
     this.initializers.push(t);
     return name;
   }

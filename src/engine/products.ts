@@ -1,0 +1,78 @@
+import { FLOAT, INT8, type Dim, type OnnxGraph } from "./onnx/graph.js";
+import { quantizePerColumn } from "./quantize.js";
+import type { Tensor } from "./safetensors.js";
+
+/**
+ * Arithmetic of the graph's matrix products. `int8` quantizes weights per output column
+ * (symmetric; backbone weights when the graph is built, route weights once per route) and
+ * activations per row, i.e. per token, at every call. Per token rather than per tensor because
+ * BERT's hidden states hold a few tokens whose largest value is 5–10 times the typical token's:
+ * one scale for the whole tensor leaves the other tokens a fraction of the 256 levels (mean |Δp|
+ * on the default library 0.040 per tensor, 0.022 per token; README: Precision). It also keeps an
+ * input's answer independent of the other inputs batched with it.
+ * Embeddings, LayerNorms, softmaxes and biases stay float32.
+ */
+export type Precision = "float32" | "int8";
+
+/** Graph input carrying the per-column scales of the quantized route input `name`. */
+export const scaleInput = (name: string): string => `${name}.scale`;
+
+/** Emits x·W (+ bias) in the chosen precision, W either a backbone constant or a route input. */
+export class MatrixProducts {
+  constructor(
+    private readonly g: OnnxGraph,
+    readonly precision: Precision,
+  ) {}
+
+  constant(x: string, name: string, weight: Tensor): string {
+    const g = this.g;
+    if (this.precision === "float32") return g.op("MatMul", [x, g.floats(name, weight.shape, weight.data)]);
+    const { values, scales } = quantizePerColumn(weight);
+    return this.perToken(x, g.int8s(name, weight.shape, values), g.floats(scaleInput(name), [scales.length], scales));
+  }
+
+  /** `dims` = [rows, columns] of the route input; the bias, if any, is a [columns] route input. */
+  input(x: string, name: string, dims: [Dim, Dim], bias?: string): string {
+    const g = this.g;
+    const product =
+      this.precision === "float32"
+        ? g.op("MatMul", [x, g.input(name, FLOAT, dims)])
+        : this.perToken(x, g.input(name, INT8, dims), g.input(scaleInput(name), FLOAT, [dims[1]]));
+    return bias ? g.op("Add", [product, g.input(bias, FLOAT, [dims[1]])]) : product;
+  }
+
+  /** Self-attention with its packed [Q | K | V] projection; `maskIndex` is the int32 [B, T] mask. */
+  attention(x: string, name: string, weight: Tensor, bias: Tensor, maskIndex: string, numHeads: number): string {
+    const g = this.g;
+    const b = g.floats(`${name}.b`, bias.shape, bias.data);
+    if (this.precision === "float32") {
+      return g.op("Attention", [x, g.floats(`${name}.w`, weight.shape, weight.data), b, maskIndex], { num_heads: numHeads }, "ms");
+    }
+    const [q, k, v] = g.node("Split", [g.op("Add", [this.constant(x, `${name}.w`, weight), b])], { axis: -1 }, { outputs: 3 });
+    return g.op("MultiHeadAttention", [q, k, v, "", maskIndex], { num_heads: numHeads }, "ms");
+  }
+
+  /**
+   * x·W with each row of x quantized on its own: q = round(x / s) + 128 as uint8, s = max|x_row| / 127;
+   * the integer product takes the zero point 128 out, then the result is scaled by s_column · s_row.
+   */
+  private perToken(x: string, weight: string, columnScales: string): string {
+    const g = this.g;
+    const rows = g.op("Flatten", [x], { axis: -1 });
+    const rowMax = g.op("ReduceMax", [g.op("Abs", [rows])], { axes: [1], keepdims: 0 });
+    const rowScale = g.op("Max", [g.op("Div", [rowMax, this.float("const.127", 127)]), this.float("const.tiny", 1e-30)]);
+    const zeroPoint = this.uint8("const.u8_128", 128);
+    const q = g.op("QuantizeLinear", [rows, rowScale, g.op("Expand", [zeroPoint, g.op("Shape", [rowScale])])], { axis: 0 });
+    const columnScaled = g.op("MatMulIntegerToFloat", [q, weight, this.float("const.one", 1), columnScales, zeroPoint], {}, "ms");
+    const product = g.op("Mul", [columnScaled, g.op("Unsqueeze", [rowScale, g.shared("const.axis1", () => g.ints("const.axis1", [1]))])]);
+    return g.op("Reshape", [product, g.op("Concat", [g.op("Shape", [x], { end: -1 }), g.op("Shape", [weight], { start: 1 })], { axis: 0 })]);
+  }
+
+  private float(name: string, value: number): string {
+    return this.g.shared(name, () => this.g.floats(name, [], new Float32Array([value])));
+  }
+
+  private uint8(name: string, value: number): string {
+    return this.g.shared(name, () => this.g.uint8s(name, [], Uint8Array.from([value])));
+  }
+}

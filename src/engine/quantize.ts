@@ -1,0 +1,29 @@
+import type { Tensor } from "./safetensors.js";
+
+export interface QuantizedMatrix {
+  /** Row-major [in, out], symmetric: w ≈ q · scale[column]. */
+  readonly values: Int8Array;
+  /** One scale per output column. */
+  readonly scales: Float32Array;
+}
+
+/**
+ * Symmetric per-column int8 quantization of a [in, out] matrix, the form ONNX Runtime's
+ * DynamicQuantizeMatMul takes with a zero point of 0. Per column rather than per tensor because
+ * BERT weight columns differ in range by an order of magnitude, and one scale would flatten the
+ * small ones.
+ */
+export function quantizePerColumn(matrix: Tensor): QuantizedMatrix {
+  const [rows, cols] = matrix.shape;
+  const { data } = matrix;
+  const scales = new Float32Array(cols);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) scales[j] = Math.max(scales[j], Math.abs(data[i * cols + j]));
+  }
+  for (let j = 0; j < cols; j++) scales[j] = scales[j] > 0 ? scales[j] / 127 : 1;
+  const values = new Int8Array(rows * cols);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) values[i * cols + j] = Math.round(data[i * cols + j] / scales[j]);
+  }
+  return { values, scales };
+}

@@ -1,0 +1,42 @@
+import t from "tap";
+import { DEFAULT_LIBRARY } from "../../src/config.js";
+import { startServer } from "../server/harness.js";
+import { argmax, probabilitiesOverHttp, references, ROUTES, score, trainerMaxSeqLen, validation } from "./evaluation.js";
+
+/**
+ * What --precision int8 costs in accuracy, per route of the default library, against the float32
+ * `adapters` model the trainer recorded (which the float32 server reproduces to 2.4e-6, see
+ * agreement.test.ts):
+ * - over the whole validation split, the TweetEval score moves by at most MAX_SCORE_CHANGE;
+ * - on the trainer's 300 recorded tweets, at least MIN_AGREEMENT of the labels are the same.
+ * The limits guard against a broken int8 path (a wrong scale, a transposed weight or a saturating
+ * kernel collapses both); they do not make int8 free: the README (Precision) reports what it
+ * costs. Two points, because on the small splits a handful of changed labels moves the score that
+ * much (emotion: 374 tweets, macro-F1 over 4 classes; a variant of this path measured −1.5 there).
+ */
+const MAX_SCORE_CHANGE = 0.02;
+const MIN_AGREEMENT = 0.96;
+
+const { url } = await startServer(t, { library: DEFAULT_LIBRARY, precision: "int8", threads: 0, maxInputs: 64, maxSeqLen: trainerMaxSeqLen });
+
+for (const route of ROUTES) {
+  t.test(`${route}: int8 answers stay close to the float32 model`, async (t) => {
+    const reference = references.get(route)!;
+    const { texts, gold } = validation(reference.task);
+    const probabilities = await probabilitiesOverHttp(t, url, route, reference.labels, texts);
+    const predicted = probabilities.map(argmax);
+
+    const full = score(reference.task, predicted, gold, reference.labels.length);
+    const change = full - reference.score_full_val;
+    t.ok(Math.abs(change) <= MAX_SCORE_CHANGE, `${gold.length} tweets: int8 ${full.toFixed(4)}, float32 ${reference.score_full_val.toFixed(4)} (${change >= 0 ? "+" : ""}${(100 * change).toFixed(2)} points; limit ±${100 * MAX_SCORE_CHANGE})`);
+
+    let same = 0;
+    let worst = 0;
+    reference.lines.forEach((line, i) => {
+      if (predicted[line] === argmax(reference.probabilities[i])) same++;
+      probabilities[line].forEach((p, c) => (worst = Math.max(worst, Math.abs(p - reference.probabilities[i][c]))));
+    });
+    const agreement = same / reference.lines.length;
+    t.ok(agreement >= MIN_AGREEMENT, `same label as float32 on ${same}/${reference.lines.length} recorded tweets (${(100 * agreement).toFixed(1)}%; limit ${100 * MIN_AGREEMENT}%), largest |Δp| ${worst.toFixed(3)}`);
+  });
+}
