@@ -6,7 +6,8 @@ Loads exactly what a user would: the backbone checkpoint, `load_adapter` for eve
 `load_adapter_fusion(..., with_head=True)` for the fusion, then `set_active_adapters(Fuse(...))`.
 
 Inputs are the benchmark's deterministic token ids (the same formula as bench/inputs.ts), every token real.
-Writes JSON: per shape the sorted run times in ms, plus the reference hidden state and logits of a small
+Also times, for context, PyTorch's plain backbone and the fused model after torch's own dynamic int8
+quantization. Writes JSON: per shape the sorted run times in ms, plus the reference hidden state and logits of a small
 parity input so the TypeScript side can confirm both engines computed on the same weights.
 
 Usage: python bench/reference.py --library DIR --fusion fuse5 --threads 2 --shapes 1x16,8x64 --out FILE
@@ -20,6 +21,7 @@ import logging
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -88,6 +90,7 @@ def main() -> None:
     ap.add_argument("--min-seconds", type=float, default=1.0)
     ap.add_argument("--parity-shape", default="2x16")
     ap.add_argument("--plain-shapes", default="1x16,32x64", help="shapes also timed without adapters (PyTorch backbone alone)")
+    ap.add_argument("--int8-shapes", default="1x16,32x64", help="shapes also timed after torch's own dynamic int8 quantization of every nn.Linear")
     ap.add_argument("--threshold", type=float, default=25.0, help="others' CPU (%% of a core) that disturbs a measurement")
     ap.add_argument("--retries", type=int, default=3)
     ap.add_argument("--out", required=True)
@@ -168,6 +171,18 @@ def main() -> None:
         result["plain_shapes"], result["plain_others_percent"] = {}, {}
         for shape in filter(None, args.plain_shapes.split(",")):
             result["plain_shapes"][shape], result["plain_others_percent"][shape] = measure(shape, "PyTorch plain backbone")
+        # The fused model after PyTorch's own dynamic int8 quantization (every nn.Linear, adapters
+        # and fusion included), beside this engine's --precision int8: int8 against int8.
+        model.set_active_adapters(Fuse(*names))
+        int8_shapes = list(filter(None, args.int8_shapes.split(",")))
+        if int8_shapes:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            result["int8_engine"] = torch.backends.quantized.engine
+        result["int8_shapes"], result["int8_others_percent"] = {}, {}
+        for shape in int8_shapes:
+            result["int8_shapes"][shape], result["int8_others_percent"][shape] = measure(shape, "reference, torch dynamic int8")
     Path(args.out).write_text(json.dumps(result))
 
 

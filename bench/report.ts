@@ -17,6 +17,9 @@ export interface ReferenceResults {
   readonly othersPercent?: Record<string, number>;
   /** The same PyTorch model with no adapter active (backbone alone), for context. */
   readonly plainTimes?: Record<string, number[]>;
+  /** The fused model after torch.ao.quantization.quantize_dynamic (int8), for context. */
+  readonly int8Times?: Record<string, number[]>;
+  readonly int8Engine?: string;
 }
 
 export interface BenchData {
@@ -198,6 +201,20 @@ export function renderMarkdown(d: BenchData, targets: readonly Target[]): string
       const m = (k: EngineCase | "reference") => med(timesOf(k), s);
       const cells = (["reference", "fused5_int8", "plain_int8", "fused2_int8", "fused8_int8"] as const).map((k) => fmt(m(k), m(k) < 10 ? 2 : 1) + mark(k, s));
       L.push(`| ${label(s)} | ${cells.join(" | ")} | ${fmt(m("reference") / m("fused5_int8"), 2)} | ${fmt(m("fused5_int8") / m("plain_int8"), 2)} | ${fmt(m("fused8_int8") / m("fused2_int8"), 2)} | ${fmt(m("fused5") / m("fused5_int8"), 2)} |`);
+    }
+    const torchInt8 = Object.keys(d.reference.int8Times ?? {});
+    if (d.reference.ok && torchInt8.length) {
+      L.push(
+        "",
+        `For an int8-to-int8 comparison, the reference after PyTorch's own dynamic quantization (\`torch.ao.quantization.quantize_dynamic\` on every nn.Linear, engine '${d.reference.int8Engine}'): ` +
+          torchInt8
+            .map((s) => {
+              const t = med(d.reference.int8Times, s);
+              return `${label(s)}: ${fmt(t, t < 10 ? 2 : 1)} ms, ${fmt(t / med(d.engine.times.fused5_int8, s), 2)}× this engine's int8 fused N=5`;
+            })
+            .join("; ") +
+          ".",
+      );
     }
     L.push("", "Same weights as above, quantized by the engine (bench weights are random, so accuracy is not measured here: test/default-library/int8.test.ts measures it on the trained default library).");
   }

@@ -111,7 +111,7 @@ if (!args["no-reference"]) {
   );
   if (r.ok) {
     const j = JSON.parse(readFileSync(out, "utf8"));
-    reference = { ok: true, python, torch: j.torch, adaptersVersion: j.adapters_version, attnImplementation: j.attn_implementation, times: j.shapes, othersPercent: j.others_percent, plainTimes: j.plain_shapes };
+    reference = { ok: true, python, torch: j.torch, adaptersVersion: j.adapters_version, attnImplementation: j.attn_implementation, times: j.shapes, othersPercent: j.others_percent, plainTimes: j.plain_shapes, int8Times: j.int8_shapes, int8Engine: j.int8_engine };
     refParity = j.parity;
   } else {
     reference = { ok: false, python, reason: `'${python}' exited with ${r.code}: ${r.errorTail.split("\n").pop()}`, times: {} };
