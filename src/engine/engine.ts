@@ -12,7 +12,7 @@ export interface EngineOptions {
   /** Intra-op threads; 0 lets ONNX Runtime choose (all cores). */
   readonly threads: number;
   readonly variant: GraphVariant;
-  /** Backbone matrix products; float32 unless asked. */
+  /** Arithmetic of the backbone and fusion matrix products (see products.ts); float32 unless asked. */
   readonly precision?: Precision;
 }
 
