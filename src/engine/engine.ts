@@ -93,9 +93,9 @@ export class FusionEngine {
       input_ids: new ort.Tensor("int64", batch.ids, shape),
       attention_mask: new ort.Tensor("int64", batch.mask, shape),
     };
-    if (this.options.variant !== "plain") Object.assign(inputs, this.prepare(feeds));
     let out: ort.InferenceSession.ReturnType;
     try {
+      if (this.options.variant !== "plain") Object.assign(inputs, this.prepare(feeds));
       out = await this.session.run(inputs);
     } catch (err) {
       throw new UnavailableError("inference_failed", `the forward pass failed: ${String(err)}`);

@@ -21,7 +21,7 @@ export const scaleInput = (name: string): string => `${name}.scale`;
 export class MatrixProducts {
   constructor(
     private readonly g: OnnxGraph,
-    readonly precision: Precision,
+    private readonly precision: Precision,
   ) {}
 
   constant(x: string, name: string, weight: Tensor): string {

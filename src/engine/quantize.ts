@@ -8,10 +8,16 @@ export interface QuantizedMatrix {
 }
 
 /**
- * Symmetric per-column int8 quantization of a [in, out] matrix, the form ONNX Runtime's
- * DynamicQuantizeMatMul takes with a zero point of 0. Per column rather than per tensor because
- * BERT weight columns differ in range by an order of magnitude, and one scale would flatten the
- * small ones.
+ * Below this a column is treated as zero: its scale (max / 127) would be subnormal in float32
+ * and the division would overflow the int8 range.
+ */
+const NEGLIGIBLE_COLUMN_MAX = 1e-30;
+
+/**
+ * Symmetric per-column int8 quantization of a [in, out] matrix, the form com.microsoft
+ * MatMulIntegerToFloat takes as a per-column b_scale with a zero point of 0. Per column rather
+ * than per tensor because BERT weight columns differ in range by an order of magnitude, and one
+ * scale would flatten the small ones.
  */
 export function quantizePerColumn(matrix: Tensor): QuantizedMatrix {
   const [rows, cols] = matrix.shape;
@@ -20,10 +26,13 @@ export function quantizePerColumn(matrix: Tensor): QuantizedMatrix {
   for (let i = 0; i < rows; i++) {
     for (let j = 0; j < cols; j++) scales[j] = Math.max(scales[j], Math.abs(data[i * cols + j]));
   }
-  for (let j = 0; j < cols; j++) scales[j] = scales[j] > 0 ? scales[j] / 127 : 1;
+  for (let j = 0; j < cols; j++) scales[j] = scales[j] >= NEGLIGIBLE_COLUMN_MAX ? scales[j] / 127 : 1;
   const values = new Int8Array(rows * cols);
   for (let i = 0; i < rows; i++) {
-    for (let j = 0; j < cols; j++) values[i * cols + j] = Math.round(data[i * cols + j] / scales[j]);
+    for (let j = 0; j < cols; j++) {
+      const q = Math.round(data[i * cols + j] / scales[j]);
+      values[i * cols + j] = Math.max(-127, Math.min(127, q));
+    }
   }
   return { values, scales };
 }

@@ -35,6 +35,13 @@ t.test("per-column weight quantization: every weight within half a step, the lar
   data.forEach((w, i) => t.ok(Math.abs(w - values[i] * scales[i % 3]) <= scales[i % 3] / 2 + 1e-9, `w[${i}] = ${w}`));
 });
 
+t.test("per-column weight quantization: a negligible column is a zero column, nothing wraps around", async (t) => {
+  const data = Float32Array.from([1e-38, 3, -1e-37, -3, 0, 2.99]);
+  const { values, scales } = quantizePerColumn({ shape: [3, 2], data });
+  t.same([...scales], [1, Math.fround(3 / 127)], "a column of max 1e-37 would have a subnormal scale");
+  t.same([...values], [0, 127, 0, -127, 0, 127]);
+});
+
 t.test("int8 stays close to float32 on a 5-adapter fusion", async (t) => {
   const batch = padBatch(sequences);
   const [a, b] = [await float32.run(batch, route.feeds), await int8.run(batch, route.feeds)];

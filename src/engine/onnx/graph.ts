@@ -35,12 +35,7 @@ export class OnnxGraph {
 
   /** A float32 initializer; the data is referenced, not copied, until the model is serialized. */
   floats(name: string, dims: readonly number[], data: Float32Array): string {
-    const t = new ProtoMessage();
-    for (const d of dims) t.int(1, d);
-    t.int(2, FLOAT).string(8, name);
-    t.bytes(9, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    this.initializers.push(t);
-    return name;
+    return this.raw(name, FLOAT, dims, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   }
 
   /** An int8 initializer (quantized weights). */
