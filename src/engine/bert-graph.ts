@@ -76,17 +76,13 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant, precis
   backbone.layers.forEach((w, l) => {
     const p = `layer${l}`;
     const context = products.attention(hidden, `${p}.qkv`, w.qkvWeight, w.qkvBias, maskIndex, config.numHeads);
-    const [h1] = g.node(
-      "SkipLayerNormalization",
-      [
-        products.constant(context, `${p}.ao.w`, w.attentionOutWeight),
-        hidden,
-        g.floats(`${p}.ln1.gamma`, [d], w.attentionNormGamma.data),
-        g.floats(`${p}.ln1.beta`, [d], w.attentionNormBeta.data),
-        g.floats(`${p}.ao.b`, [d], w.attentionOutBias.data),
-      ],
-      { epsilon: eps },
-      { domain: "ms" },
+    const { normed: h1 } = residualNorm(
+      g,
+      g.op("Add", [products.constant(context, `${p}.ao.w`, w.attentionOutWeight), g.floats(`${p}.ao.b`, [d], w.attentionOutBias.data)]),
+      hidden,
+      g.floats(`${p}.ln1.gamma`, [d], w.attentionNormGamma.data),
+      g.floats(`${p}.ln1.beta`, [d], w.attentionNormBeta.data),
+      eps,
     );
     const inner = g.op(
       "BiasGelu",
@@ -102,14 +98,7 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant, precis
     const beta = g.floats(`${p}.ln2.beta`, [d], w.outputNormBeta.data);
     // x = LN(f + h1) is the plain layer's output and the adapters' input; s = f + h1 is the
     // residual the adapter or fusion output is added to before the same LayerNorm again.
-    const x = `${p}.x`;
-    const s = `${p}.residual`;
-    g.node(
-      "SkipLayerNormalization",
-      [ffnOut, h1, gamma, beta, g.floats(`${p}.ffn_out.b`, [d], w.outputBias.data)],
-      { epsilon: eps },
-      { domain: "ms", outputs: [x, "", "", s] },
-    );
+    const { normed: x, sum: s } = residualNorm(g, g.op("Add", [ffnOut, g.floats(`${p}.ffn_out.b`, [d], w.outputBias.data)]), h1, gamma, beta, eps);
     if (!shapes) {
       hidden = x;
       return;
@@ -117,13 +106,7 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant, precis
     const flat = g.op("Reshape", [x, shapes.flatHidden]);
     const fusion = "perAdapter" in shapes ? fusedTail(g, products, routeInputs(l), flat, shapes, d) : literalTail(g, routeInputs(l), flat, shapes, d);
     probsPerLayer.push(g.op("Unsqueeze", [fusion.probs, g.ints(`${p}.axis0`, [0])]));
-    const [out] = g.node(
-      "SkipLayerNormalization",
-      [g.op("Reshape", [fusion.context, g.op("Shape", [x])]), s, gamma, beta],
-      { epsilon: eps },
-      { domain: "ms" },
-    );
-    hidden = out;
+    hidden = residualNorm(g, g.op("Reshape", [fusion.context, g.op("Shape", [x])]), s, gamma, beta, eps).normed;
   });
 
   g.node("Identity", [hidden], {}, { outputs: [GRAPH_OUTPUTS.hidden] });
@@ -133,6 +116,17 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant, precis
     g.output(GRAPH_OUTPUTS.fusionProbs, FLOAT, [config.numLayers, "N", "BT"]);
   }
   return g.toBytes(`bert-${variant}-${precision}`);
+}
+
+/**
+ * LN(a + b) and the sum a + b, as Add and LayerNormalization rather than com.microsoft
+ * SkipLayerNormalization: ONNX Runtime 1.30's CPU SkipLayerNormalization takes 2.0–2.1 ms on a
+ * [2048, 384] input where the two Adds and LayerNormalization take 0.4–0.5 ms
+ * (bench/experiments/layernorm-kernels.ts), and a layer has two or three of them.
+ */
+function residualNorm(g: OnnxGraph, a: string, b: string, gamma: string, beta: string, epsilon: { float: number }) {
+  const sum = g.op("Add", [a, b]);
+  return { normed: g.op("LayerNormalization", [sum, gamma, beta], { axis: -1, epsilon }), sum };
 }
 
 type Names = ReturnType<typeof routeInputs>;

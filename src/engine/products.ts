@@ -6,10 +6,10 @@ import type { Tensor } from "./safetensors.js";
  * Arithmetic of the graph's matrix products. `int8` quantizes weights per output column
  * (symmetric; backbone weights when the graph is built, route weights once per route) and
  * activations per row, i.e. per token, at every call. Per token rather than per tensor because
- * BERT's hidden states hold a few tokens whose largest value is 5–10 times the typical token's:
- * one scale for the whole tensor leaves the other tokens a fraction of the 256 levels (mean |Δp|
- * on the default library 0.040 per tensor, 0.022 per token; README: Precision). It also keeps an
- * input's answer independent of the other inputs batched with it.
+ * BERT's hidden states hold a few tokens whose largest value is several times the typical token's:
+ * one scale for the whole tensor leaves the other tokens a fraction of the 256 levels (about twice
+ * the probability error in the comparison README: Precision describes). It also keeps an input's
+ * answer independent of the other inputs batched with it.
  * Embeddings, LayerNorms, softmaxes and biases stay float32.
  */
 export type Precision = "float32" | "int8";
