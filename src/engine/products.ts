@@ -48,8 +48,11 @@ export class MatrixProducts {
     if (this.precision === "float32") {
       return g.op("Attention", [x, g.floats(`${name}.w`, weight.shape, weight.data), b, maskIndex], { num_heads: numHeads }, "ms");
     }
-    const [q, k, v] = g.node("Split", [g.op("Add", [this.constant(x, `${name}.w`, weight), b])], { axis: -1 }, { outputs: 3 });
-    return g.op("MultiHeadAttention", [q, k, v, "", maskIndex], { num_heads: numHeads }, "ms");
+    // The bias goes to MultiHeadAttention, which adds it while it rearranges the heads, instead
+    // of an Add over the [B, T, 3d] product. (Packed QKV input, which would spare the Split, is not
+    // implemented on ONNX Runtime's CPU.)
+    const [q, k, v] = g.node("Split", [this.constant(x, `${name}.w`, weight)], { axis: -1 }, { outputs: 3 });
+    return g.op("MultiHeadAttention", [q, k, v, b, maskIndex], { num_heads: numHeads }, "ms");
   }
 
   /**
@@ -59,7 +62,8 @@ export class MatrixProducts {
   private perToken(x: string, weight: string, columnScales: string): string {
     const g = this.g;
     const rows = g.op("Flatten", [x], { axis: -1 });
-    const rowMax = g.op("ReduceMax", [g.op("Abs", [rows])], { axes: [1], keepdims: 0 });
+    // max|x| as max(max x, −min x): two passes that only read x, where Abs would write a copy.
+    const rowMax = g.op("Max", [g.op("ReduceMax", [rows], { axes: [1], keepdims: 0 }), g.op("Neg", [g.op("ReduceMin", [rows], { axes: [1], keepdims: 0 })])]);
     const rowScale = g.op("Max", [g.op("Div", [rowMax, this.float("const.127", 127)]), this.float("const.tiny", 1e-30)]);
     const zeroPoint = this.uint8("const.u8_128", 128);
     const q = g.op("QuantizeLinear", [rows, rowScale, g.op("Expand", [zeroPoint, g.op("Shape", [rowScale])])], { axis: 0 });
