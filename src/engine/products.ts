@@ -17,6 +17,22 @@ export type Precision = "float32" | "int8";
 /** Graph input carrying the per-column scales of the quantized route input `name`. */
 export const scaleInput = (name: string): string => `${name}.scale`;
 
+interface QuantizedWeight {
+  /** int8 [in, out] */
+  readonly weight: string;
+  /** float32 [out] */
+  readonly columnScales: string;
+}
+
+/** Columns [i·c, (i+1)·c) of a [rows, parts·c] matrix. */
+function columnBlock(matrix: Tensor, i: number, parts: number): Tensor {
+  const [rows, cols] = matrix.shape;
+  const width = cols / parts;
+  const data = new Float32Array(rows * width);
+  for (let r = 0; r < rows; r++) data.set(matrix.data.subarray(r * cols + i * width, r * cols + (i + 1) * width), r * width);
+  return { shape: [rows, width], data };
+}
+
 /** Emits x·W (+ bias) in the chosen precision, W either a backbone constant or a route input. */
 export class MatrixProducts {
   constructor(
@@ -25,10 +41,13 @@ export class MatrixProducts {
   ) {}
 
   constant(x: string, name: string, weight: Tensor): string {
-    const g = this.g;
-    if (this.precision === "float32") return g.op("MatMul", [x, g.floats(name, weight.shape, weight.data)]);
+    if (this.precision === "float32") return this.g.op("MatMul", [x, this.g.floats(name, weight.shape, weight.data)]);
+    return this.perToken(x, [this.quantizedConstant(name, weight)])[0];
+  }
+
+  private quantizedConstant(name: string, weight: Tensor): QuantizedWeight {
     const { values, scales } = quantizePerColumn(weight);
-    return this.perToken(x, g.int8s(name, weight.shape, values), g.floats(scaleInput(name), [scales.length], scales));
+    return { weight: this.g.int8s(name, weight.shape, values), columnScales: this.g.floats(scaleInput(name), [scales.length], scales) };
   }
 
   /** `dims` = [rows, columns] of the route input; the bias, if any, is a [columns] route input. */
@@ -37,7 +56,7 @@ export class MatrixProducts {
     const product =
       this.precision === "float32"
         ? g.op("MatMul", [x, g.input(name, FLOAT, dims)])
-        : this.perToken(x, g.input(name, INT8, dims), g.input(scaleInput(name), FLOAT, [dims[1]]));
+        : this.perToken(x, [{ weight: g.input(name, INT8, dims), columnScales: g.input(scaleInput(name), FLOAT, [dims[1]]) }])[0];
     return bias ? g.op("Add", [product, g.input(bias, FLOAT, [dims[1]])]) : product;
   }
 
@@ -48,18 +67,19 @@ export class MatrixProducts {
     if (this.precision === "float32") {
       return g.op("Attention", [x, g.floats(`${name}.w`, weight.shape, weight.data), b, maskIndex], { num_heads: numHeads }, "ms");
     }
-    // The bias goes to MultiHeadAttention, which adds it while it rearranges the heads, instead
-    // of an Add over the [B, T, 3d] product. (Packed QKV input, which would spare the Split, is not
-    // implemented on ONNX Runtime's CPU.)
-    const [q, k, v] = g.node("Split", [this.constant(x, `${name}.w`, weight)], { axis: -1 }, { outputs: 3 });
+    // Q, K and V as three products of one quantized x rather than one packed product and a Split
+    // (packed QKV input to MultiHeadAttention is not implemented on ONNX Runtime's CPU). The bias
+    // goes to MultiHeadAttention, which adds it while it rearranges the heads.
+    const [q, k, v] = this.perToken(x, [0, 1, 2].map((i) => this.quantizedConstant(`${name}.w${"qkv"[i]}`, columnBlock(weight, i, 3))));
     return g.op("MultiHeadAttention", [q, k, v, b, maskIndex], { num_heads: numHeads }, "ms");
   }
 
   /**
-   * x·W with each row of x quantized on its own: q = round(x / s) + 128 as uint8, s = max|x_row| / 127;
-   * the integer product takes the zero point 128 out, then the result is scaled by s_column · s_row.
+   * x·W for each W, with each row of x quantized on its own (once for all W): q = round(x / s) + 128
+   * as uint8, s = max|x_row| / 127; the integer product takes the zero point 128 out, then the
+   * result is scaled by s_column · s_row.
    */
-  private perToken(x: string, weight: string, columnScales: string): string {
+  private perToken(x: string, weights: readonly QuantizedWeight[]): string[] {
     const g = this.g;
     const rows = g.op("Flatten", [x], { axis: -1 });
     // max|x| as max(max x, −min x): two passes that only read x, where Abs would write a copy.
@@ -67,9 +87,13 @@ export class MatrixProducts {
     const rowScale = g.op("Max", [g.op("Div", [rowMax, this.float("const.127", 127)]), this.float("const.tiny", 1e-30)]);
     const zeroPoint = this.uint8("const.u8_128", 128);
     const q = g.op("QuantizeLinear", [rows, rowScale, g.op("Expand", [zeroPoint, g.op("Shape", [rowScale])])], { axis: 0 });
-    const columnScaled = g.op("MatMulIntegerToFloat", [q, weight, this.float("const.one", 1), columnScales, zeroPoint], {}, "ms");
-    const product = g.op("Mul", [columnScaled, g.op("Unsqueeze", [rowScale, g.shared("const.axis1", () => g.ints("const.axis1", [1]))])]);
-    return g.op("Reshape", [product, g.op("Concat", [g.op("Shape", [x], { end: -1 }), g.op("Shape", [weight], { start: 1 })], { axis: 0 })]);
+    const rowScaleColumn = g.op("Unsqueeze", [rowScale, g.shared("const.axis1", () => g.ints("const.axis1", [1]))]);
+    const leading = g.op("Shape", [x], { end: -1 });
+    return weights.map(({ weight, columnScales }) => {
+      const columnScaled = g.op("MatMulIntegerToFloat", [q, weight, this.float("const.one", 1), columnScales, zeroPoint], {}, "ms");
+      const product = g.op("Mul", [columnScaled, rowScaleColumn]);
+      return g.op("Reshape", [product, g.op("Concat", [leading, g.op("Shape", [weight], { start: 1 })], { axis: 0 })]);
+    });
   }
 
   private float(name: string, value: number): string {
