@@ -18,7 +18,7 @@ import ort from "onnxruntime-node";
 import { loadBackbone } from "../src/engine/backbone.js";
 import { buildBertGraph, type GraphVariant } from "../src/engine/bert-graph.js";
 import type { Precision } from "../src/engine/products.js";
-import { quantizeRouteFeeds, type RouteFeeds } from "../src/engine/engine.js";
+import { quantizeRouteFeeds, sessionOptions, type RouteFeeds } from "../src/engine/engine.js";
 import { loadRoutes } from "./engine-bench.js";
 import { benchIds } from "./inputs.js";
 import { othersProbe, waitForQuiet } from "./machine.js";
@@ -66,11 +66,7 @@ interface Event {
 const table = new Map<string, Map<string, number>>();
 for (const [name, variant, feeds] of cases) {
   const session = await ort.InferenceSession.create(buildBertGraph(backbone, variant, precision), {
-    executionProviders: ["cpu"],
-    graphOptimizationLevel: "all",
-    intraOpNumThreads: threads,
-    interOpNumThreads: 1,
-    executionMode: "sequential", // as src/engine/engine.ts
+    ...sessionOptions({ device: "cpu", threads, variant, precision }),
     enableProfiling: true,
     profileFilePrefix: join(dir, name),
   });

@@ -6,8 +6,8 @@ Loads exactly what a user would: the backbone checkpoint, `load_adapter` for eve
 `load_adapter_fusion(..., with_head=True)` for the fusion, then `set_active_adapters(Fuse(...))`.
 
 Inputs are the benchmark's deterministic token ids (the same formula as bench/inputs.ts), every token real.
-Also times, for context, PyTorch's plain backbone and the fused model after torch's own dynamic int8
-quantization. Writes JSON: per shape the sorted run times in ms, plus the reference hidden state and logits of a small
+Also times PyTorch's plain backbone, for context, and the fused model after torch's own dynamic int8
+quantization, against which the engine's --precision int8 is compared too. Writes JSON: per shape the sorted run times in ms, plus the reference hidden state and logits of a small
 parity input so the TypeScript side can confirm both engines computed on the same weights.
 
 Usage: python bench/reference.py --library DIR --fusion fuse5 --threads 2 --shapes 1x16,8x64 --out FILE

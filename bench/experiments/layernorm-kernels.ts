@@ -1,26 +1,30 @@
 /**
  * Bench-only experiment: the residual LayerNorm of a BERT layer, LN(x + skip + bias) on a
- * [2048, 384] float32 input (32 × 64 tokens of MiniLM), as ONNX Runtime's fused
+ * [32, 64, 384] float32 input (32 × 64 tokens of MiniLM), as ONNX Runtime's fused
  * com.microsoft SkipLayerNormalization against Add + Add + LayerNormalization. Twelve in a chain
- * per graph, as many as the plain backbone has; median time per node of 30 runs, both graph
- * optimization levels (so that a fusion by ONNX Runtime would show). src/engine/bert-graph.ts
- * uses the unfused form because of what this measures.
+ * per graph, as many as the plain backbone has; median time per node of 30 runs, optimization
+ * level "all". The unfused form is run twice: with ONNX Runtime's SkipLayerNormFusion turned off,
+ * as src/engine/engine.ts runs it, and on, when ONNX Runtime turns it back into the fused kernel.
+ * bert-graph.ts writes the unfused form because of what this measures.
  *
  *   npx tsx bench/experiments/layernorm-kernels.ts
  */
 import { availableParallelism } from "node:os";
 import ort from "onnxruntime-node";
-import { FLOAT, OnnxGraph } from "../../src/engine/onnx/graph.js";
+import { sessionOptions } from "../../src/engine/engine.js";
+import { FLOAT, OnnxGraph, type Dim } from "../../src/engine/onnx/graph.js";
 
 const d = 384;
-const rows = 2048;
+const [batch, seqLen] = [32, 64];
 const chain = 12;
 const threads = Math.min(2, availableParallelism());
 
-function build(form: "SkipLayerNormalization" | "Add + LayerNormalization"): Uint8Array {
+type Form = "SkipLayerNormalization" | "Add + LayerNormalization";
+
+function build(form: Form, dims: Dim[]): Uint8Array {
   const g = new OnnxGraph();
-  let x = g.input("x", FLOAT, [rows, d]);
-  const skip = g.input("skip", FLOAT, [rows, d]);
+  let x = g.input("x", FLOAT, dims);
+  const skip = g.input("skip", FLOAT, dims);
   const gamma = g.floats("gamma", [d], new Float32Array(d).fill(1));
   const beta = g.floats("beta", [d], new Float32Array(d));
   const bias = g.floats("bias", [d], new Float32Array(d).fill(0.1));
@@ -32,27 +36,32 @@ function build(form: "SkipLayerNormalization" | "Add + LayerNormalization"): Uin
         : g.op("LayerNormalization", [g.op("Add", [g.op("Add", [x, bias]), skip]), gamma, beta], { axis: -1, epsilon });
   }
   g.node("Identity", [x], {}, { outputs: ["y"] });
-  g.output("y", FLOAT, [rows, d]);
+  g.output("y", FLOAT, dims);
   return g.toBytes(form);
 }
 
-const data = Float32Array.from({ length: rows * d }, (_, i) => Math.sin(i));
-const feeds = { x: new ort.Tensor("float32", data, [rows, d]), skip: new ort.Tensor("float32", data.slice().reverse(), [rows, d]) };
-console.log(`${rows} × ${d} float32, ${threads} threads, ms per node (median of 30 runs of a chain of ${chain})`);
+const shape = [batch, seqLen, d];
+const data = Float32Array.from({ length: batch * seqLen * d }, (_, i) => Math.sin(i));
+const feeds = { x: new ort.Tensor("float32", data, shape), skip: new ort.Tensor("float32", data.slice().reverse(), shape) };
+const cases: [Form, string, boolean][] = [
+  ["SkipLayerNormalization", "", false],
+  ["Add + LayerNormalization", "fusion off (engine)", true],
+  ["Add + LayerNormalization", "fusion on", false],
+];
+console.log(`${shape.join(" × ")} float32, ${threads} threads, ms per node (median of 30 runs of a chain of ${chain})`);
 for (let round = 0; round < 2; round++) {
-  for (const form of ["SkipLayerNormalization", "Add + LayerNormalization"] as const) {
-    for (const level of ["all", "disabled"] as const) {
-      const session = await ort.InferenceSession.create(build(form), { graphOptimizationLevel: level, intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: "sequential" });
-      for (let i = 0; i < 5; i++) await session.run(feeds);
-      const times: number[] = [];
-      for (let i = 0; i < 30; i++) {
-        const start = performance.now();
-        await session.run(feeds);
-        times.push(performance.now() - start);
-      }
-      times.sort((a, b) => a - b);
-      console.log(`${form.padEnd(26)} optimization ${level.padEnd(8)} ${(times[15] / chain).toFixed(2)} ms`);
-      await session.release();
+  for (const [form, label, fusionOff] of cases) {
+    const { extra, ...fusionOn } = sessionOptions({ device: "cpu", threads, variant: "plain" });
+    const session = await ort.InferenceSession.create(build(form, ["B", "T", d]), fusionOff ? { ...fusionOn, extra } : fusionOn);
+    for (let i = 0; i < 5; i++) await session.run(feeds);
+    const times: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const start = performance.now();
+      await session.run(feeds);
+      times.push(performance.now() - start);
     }
+    times.sort((a, b) => a - b);
+    console.log(`${form.padEnd(26)} ${label.padEnd(20)} ${(times[15] / chain).toFixed(2)} ms`);
+    await session.release();
   }
 }

@@ -96,8 +96,9 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant, precis
     const ffnOut = products.constant(inner, `${p}.ffn_out.w`, w.outputWeight);
     const gamma = g.floats(`${p}.ln2.gamma`, [d], w.outputNormGamma.data);
     const beta = g.floats(`${p}.ln2.beta`, [d], w.outputNormBeta.data);
-    // x = LN(f + h1) is the plain layer's output and the adapters' input; s = f + h1 is the
-    // residual the adapter or fusion output is added to before the same LayerNorm again.
+    // x = LN(f + h1) is the plain layer's output and the adapters' input, f the FFN output with
+    // its bias; s = f + h1 is the residual the adapter or fusion output is added to before the
+    // same LayerNorm again.
     const { normed: x, sum: s } = residualNorm(g, g.op("Add", [ffnOut, g.floats(`${p}.ffn_out.b`, [d], w.outputBias.data)]), h1, gamma, beta, eps);
     if (!shapes) {
       hidden = x;
@@ -119,13 +120,14 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant, precis
 }
 
 /**
- * LN(a + b) and the sum a + b, as Add and LayerNormalization rather than com.microsoft
+ * LN(branch + residual) and the sum, as Add and LayerNormalization rather than com.microsoft
  * SkipLayerNormalization: ONNX Runtime 1.30's CPU SkipLayerNormalization takes 2.0–2.1 ms on a
- * [2048, 384] input where the two Adds and LayerNormalization take 0.4–0.5 ms
- * (bench/experiments/layernorm-kernels.ts), and a layer has two or three of them.
+ * [32, 64, 384] input where the two Adds and LayerNormalization take 0.4–0.5 ms
+ * (bench/experiments/layernorm-kernels.ts), and a layer has two or three of them. The engine
+ * turns off ONNX Runtime's SkipLayerNormFusion, which would otherwise fuse this form back.
  */
-function residualNorm(g: OnnxGraph, a: string, b: string, gamma: string, beta: string, epsilon: { float: number }) {
-  const sum = g.op("Add", [a, b]);
+function residualNorm(g: OnnxGraph, branch: string, residual: string, gamma: string, beta: string, epsilon: { float: number }) {
+  const sum = g.op("Add", [branch, residual]);
   return { normed: g.op("LayerNormalization", [sum, gamma, beta], { axis: -1, epsilon }), sum };
 }
 

@@ -54,15 +54,8 @@ export class FusionEngine {
 
   static async create(backbone: Backbone, options: EngineOptions): Promise<FusionEngine> {
     const model = buildBertGraph(backbone, options.variant, options.precision ?? "float32");
-    const sessionOptions: ort.InferenceSession.SessionOptions = {
-      executionProviders: [options.device],
-      graphOptimizationLevel: "all",
-      intraOpNumThreads: options.threads,
-      interOpNumThreads: 1,
-      executionMode: "sequential",
-    };
     try {
-      const session = await ort.InferenceSession.create(model, sessionOptions);
+      const session = await ort.InferenceSession.create(model, sessionOptions(options));
       return new FusionEngine(session, backbone.config, options);
     } catch (err) {
       if (options.device === "cuda") {
@@ -117,6 +110,20 @@ export class FusionEngine {
     }
     return ready;
   }
+}
+
+/** How every engine session is created (bench/profile.ts profiles the same). */
+export function sessionOptions(options: EngineOptions): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: [options.device],
+    graphOptimizationLevel: "all",
+    intraOpNumThreads: options.threads,
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    // The graph writes residual LayerNorms unfused (bert-graph.ts, residualNorm); this fusion
+    // would turn them back into the slower SkipLayerNormalization wherever it can prove the shapes.
+    extra: { optimization: { disable_specified_optimizers: "SkipLayerNormFusion" } },
+  };
 }
 
 /** The feeds an int8 fused graph takes: each layer's two fusion matrices quantized per column. */

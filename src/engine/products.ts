@@ -70,7 +70,7 @@ export class MatrixProducts {
     // Q, K and V as three products of one quantized x rather than one packed product and a Split
     // (packed QKV input to MultiHeadAttention is not implemented on ONNX Runtime's CPU). The bias
     // goes to MultiHeadAttention, which adds it while it rearranges the heads.
-    const [q, k, v] = this.perToken(x, [0, 1, 2].map((i) => this.quantizedConstant(`${name}.w${"qkv"[i]}`, columnBlock(weight, i, 3))));
+    const [q, k, v] = this.perToken(x, (["q", "k", "v"] as const).map((part, i) => this.quantizedConstant(`${name}.w${part}`, columnBlock(weight, i, 3))));
     return g.op("MultiHeadAttention", [q, k, v, b, maskIndex], { num_heads: numHeads }, "ms");
   }
 

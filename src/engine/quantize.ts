@@ -8,8 +8,9 @@ export interface QuantizedMatrix {
 }
 
 /**
- * Below this a column is treated as zero: its scale (max / 127) would be subnormal in float32
- * and the division would overflow the int8 range.
+ * Below this a column is treated as zero. Around 1.5e-36 the scale max / 127 becomes subnormal in
+ * float32, and below about 2e-43 w / scale falls outside the int8 range; 1e-30 keeps well clear of
+ * both, like the activations' smallest scale (products.ts).
  */
 const NEGLIGIBLE_COLUMN_MAX = 1e-30;
 
@@ -29,10 +30,7 @@ export function quantizePerColumn(matrix: Tensor): QuantizedMatrix {
   for (let j = 0; j < cols; j++) scales[j] = scales[j] >= NEGLIGIBLE_COLUMN_MAX ? scales[j] / 127 : 1;
   const values = new Int8Array(rows * cols);
   for (let i = 0; i < rows; i++) {
-    for (let j = 0; j < cols; j++) {
-      const q = Math.round(data[i * cols + j] / scales[j]);
-      values[i * cols + j] = Math.max(-127, Math.min(127, q));
-    }
+    for (let j = 0; j < cols; j++) values[i * cols + j] = Math.round(data[i * cols + j] / scales[j]);
   }
   return { values, scales };
 }

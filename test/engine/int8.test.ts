@@ -36,10 +36,10 @@ t.test("per-column weight quantization: every weight within half a step, the lar
 });
 
 t.test("per-column weight quantization: a negligible column is a zero column, nothing wraps around", async (t) => {
-  const data = Float32Array.from([1e-38, 3, -1e-37, -3, 0, 2.99]);
-  const { values, scales } = quantizePerColumn({ shape: [3, 2], data });
-  t.same([...scales], [1, Math.fround(3 / 127)], "a column of max 1e-37 would have a subnormal scale");
-  t.same([...values], [0, 127, 0, -127, 0, 127]);
+  const data = Float32Array.from([1e-38, 3, 2.5e-43, -1e-37, -3, -2.5e-43, 0, 2.99, 0]);
+  const { values, scales } = quantizePerColumn({ shape: [3, 3], data });
+  t.same([...scales], [1, Math.fround(3 / 127), 1], "columns of max 1e-37 and 2.5e-43: their max / 127 would be subnormal");
+  t.same([...values], [0, 127, 0, 0, -127, 0, 0, 127, 0], "2.5e-43 / (2.5e-43 / 127) in float32 would wrap around int8");
 });
 
 t.test("int8 stays close to float32 on a 5-adapter fusion", async (t) => {
