@@ -20,6 +20,46 @@ export interface ReferenceResults {
   /** The fused model after torch.ao.quantization.quantize_dynamic (int8): int8 targets 1a/1b against int8. */
   readonly int8Times?: Record<string, number[]>;
   readonly int8Engine?: string;
+  /** Medians of the pass before the engine level and of the one after it, where both ran (shape -> ms). */
+  readonly passes?: { readonly before: Record<string, number>; readonly after: Record<string, number> };
+}
+
+/** What bench/reference.py writes. */
+export interface ReferenceJson {
+  readonly torch: string;
+  readonly adapters_version: string;
+  readonly attn_implementation: string;
+  readonly parity: { batch: number; seq: number; hidden: number[]; logits: number[] };
+  readonly shapes: Record<string, number[]>;
+  readonly others_percent: Record<string, number>;
+  readonly plain_shapes?: Record<string, number[]>;
+  readonly int8_shapes?: Record<string, number[]>;
+  readonly int8_engine?: string;
+}
+
+/** The reference with a second pass's runs pooled in, shape by shape. */
+export function withSecondPass(first: ReferenceResults, second: ReferenceJson): ReferenceResults {
+  const pool = (a: Record<string, number[]> | undefined, b: Record<string, number[]> | undefined) => {
+    const pooled: Record<string, number[]> = { ...a };
+    for (const [shape, times] of Object.entries(b ?? {})) pooled[shape] = [...(a?.[shape] ?? []), ...times].sort((x, y) => x - y);
+    return pooled;
+  };
+  const before: Record<string, number> = {};
+  const after: Record<string, number> = {};
+  for (const shape of Object.keys(second.shapes)) {
+    before[shape] = med(first.times, shape);
+    after[shape] = med(second.shapes, shape);
+  }
+  const othersPercent = { ...first.othersPercent };
+  for (const [shape, p] of Object.entries(second.others_percent)) othersPercent[shape] = Math.max(p, othersPercent[shape] ?? 0);
+  return {
+    ...first,
+    times: pool(first.times, second.shapes),
+    othersPercent,
+    plainTimes: pool(first.plainTimes, second.plain_shapes),
+    int8Times: pool(first.int8Times, second.int8_shapes),
+    passes: { before, after },
+  };
 }
 
 export interface BenchData {
@@ -234,6 +274,17 @@ export function renderMarkdown(d: BenchData, targets: readonly Target[]): string
       );
     }
     L.push("", "Same weights as above, quantized by the engine (bench weights are random, so accuracy is not measured here: test/default-library/int8.test.ts measures it on the trained default library).");
+  }
+  const passes = d.reference.passes;
+  if (passes) {
+    L.push(
+      "",
+      "The reference was timed before the engine level and again after it at the targets' shapes; every reference figure here pools both passes. Medians before / after: " +
+        Object.keys(passes.before)
+          .map((s) => `${label(s)} ${fmt(passes.before[s], 1)} / ${fmt(passes.after[s], 1)} ms`)
+          .join("; ") +
+        ".",
+    );
   }
   const runs = (k: EngineCase | "reference") => Math.min(...shapes.map((s) => timesOf(k)?.[s]?.length ?? 0));
   L.push("", `Timed runs per cell: engine ≥ ${runs("fused5")}${d.reference.ok ? `, reference ≥ ${runs("reference")}` : ""}.`);
