@@ -137,7 +137,7 @@ const engine = { threads, loadSeconds, ...(await runEngineBench(engines, args["n
 await engines.close();
 
 // 3b. The reference once more at the targets' shapes, now that the engine has run: this machine's
-// speed drifts by 10–20 % over minutes (shared host), and timing the reference before and after
+// speed drifts by 10–25 % within minutes (shared host), and timing the reference before and after
 // the engine level weighs such a drift on both sides alike. The targets use both passes' runs.
 const afterShapes = TARGET_SHAPES.filter((s) => shapes.includes(s));
 if (reference.ok && !args["no-engine"] && afterShapes.length) {

@@ -122,7 +122,7 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant, precis
 /**
  * LN(branch + residual) and the sum, as Add and LayerNormalization rather than com.microsoft
  * SkipLayerNormalization: ONNX Runtime 1.30's CPU SkipLayerNormalization takes 2.0–2.1 ms on a
- * [32, 64, 384] input where the two Adds and LayerNormalization take 0.4–0.5 ms
+ * [32, 64, 384] input where the two Adds and LayerNormalization take 0.35–0.5 ms
  * (bench/experiments/layernorm-kernels.ts), and a layer has two or three of them. The engine
  * turns off ONNX Runtime's SkipLayerNormFusion, which would otherwise fuse this form back.
  */
