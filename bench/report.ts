@@ -99,6 +99,8 @@ const HEADLINE = "32x64";
 /** A measurement during which other processes used at least this share of one core is marked †. */
 export const DISTURBED = 25;
 const SMALL = "1x16";
+/** The shapes targets 1a and 1b compare the engine with the reference at. */
+export const TARGET_SHAPES = [SMALL, HEADLINE] as const;
 
 function med(times: Record<string, number[]> | undefined, shape: string): number {
   const t = times?.[shape];
@@ -111,13 +113,13 @@ export function computeTargets(d: BenchData): Target[] {
   const refInt8 = (s: string) => (d.reference.ok ? med(d.reference.int8Times, s) : Number.NaN);
   const check = (v: number, ok: (v: number) => boolean) => (Number.isFinite(v) ? ok(v) : null);
   const refNote = d.reference.ok ? undefined : `reference did not run: ${d.reference.reason}`;
+  const int8Note = refNote ?? "torch int8 reference not measured at this shape (reference.py --int8-shapes)";
   const targets: Target[] = [];
   // Targets 1–3 in both precisions; 4 compares against the literal graph, which exists in float32 only.
   for (const precision of ["float32", "int8"] as const) {
     const at = (c: "plain" | "fused2" | "fused5" | "fused8", shape: string) => e(precision === "int8" ? `${c}_int8` : c, shape);
     // The reference is float32 in both blocks; in the int8 block it is also quantized by torch,
     // so that int8 is compared with int8 too and not only with a float32 reference.
-    const int8Note = refNote ?? `torch int8 reference not measured at this shape (reference.py --int8-shapes)`;
     const references = precision === "float32" ? [{ label: "AdapterHub reference", time: ref, note: refNote }] : [
       { label: "AdapterHub reference (float32)", time: ref, note: refNote },
       { label: "AdapterHub reference after torch dynamic int8", time: refInt8, note: int8Note },

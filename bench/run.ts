@@ -24,12 +24,10 @@ import { MAIN_N, openEngines, parityAgainst, runEngineBench } from "./engine-ben
 import { runHttpBench } from "./http-bench.js";
 import { busyProcesses, CpuMonitor, guarded, machineLine } from "./machine.js";
 import { resolvePython, runPython } from "./python.js";
-import { computeTargets, renderMarkdown, targetLines, withSecondPass, type BenchData, type ReferenceJson, type ReferenceResults } from "./report.js";
+import { computeTargets, renderMarkdown, targetLines, TARGET_SHAPES, withSecondPass, type BenchData, type ReferenceJson, type ReferenceResults } from "./report.js";
 import { FULL, QUICK, type Guard } from "./stats.js";
 
 const WEIGHTS_FORMAT = 1; // FORMAT in bench/make_weights.py
-/** The shapes targets 1a/1b are measured at (report.ts). */
-const TARGET_SHAPES = ["1x16", "32x64"];
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const BENCH = join(ROOT, "bench");
 const RESULTS = join(BENCH, "results");
