@@ -1,3 +1,4 @@
+import { DEFAULT_CONFIG } from "../config.js";
 import { ConflictError, ModelLoadError, NotFoundError } from "../errors.js";
 import type { BackboneConfig } from "../engine/backbone.js";
 import type { PredictionHead } from "../engine/heads.js";
@@ -52,6 +53,7 @@ export class AdapterLibrary {
   static async open(root: string, backbone: BackboneConfig): Promise<AdapterLibrary> {
     const manifest = await readManifest(root);
     const store = new LibraryStore(root);
+    await store.cleanUp(manifest);
     const adapters = new Map<string, AdapterModule>();
     for (const [name, version] of Object.entries(manifest.adapters)) {
       adapters.set(name, await loadNamedAdapter(store.folder("adapters", name, version), name, backbone));
@@ -73,24 +75,32 @@ export class AdapterLibrary {
     return route;
   }
 
-  /** Resolves a path given by an operator; it must stay inside the library root. */
-  resolveInside(userPath: string): string {
+  /** Resolves a path given by an operator to a real folder; it and its files must stay inside the library root. */
+  resolveInside(userPath: string): Promise<string> {
     return this.store.resolveInside(userPath);
   }
 
-  /** Loads or replaces an adapter from an AdapterHub save directory. */
-  putAdapter(name: string, sourceDir: string): Promise<ChangeResult> {
+  /** A fresh folder inside the library for an upload; the caller removes it. */
+  uploadFolder(): Promise<string> {
+    return this.store.uploadFolder();
+  }
+
+  /**
+   * Loads or replaces an adapter from an AdapterHub save directory inside the library; at most
+   * `keepVersions` version folders of it remain.
+   */
+  putAdapter(name: string, sourceDir: string, keepVersions = DEFAULT_CONFIG.keepVersions): Promise<ChangeResult> {
     return this.serialize(async () => {
       const module = await loadNamedAdapter(sourceDir, name, this.backbone);
-      return this.commit("adapters", name, module, sourceDir);
+      return this.commit("adapters", name, module, sourceDir, keepVersions);
     });
   }
 
-  /** Creates or replaces a fusion route from an AdapterHub fusion save directory (with its head). */
-  putFusion(name: string, sourceDir: string): Promise<ChangeResult> {
+  /** Creates or replaces a fusion route from an AdapterHub fusion save directory (with its head), as `putAdapter`. */
+  putFusion(name: string, sourceDir: string, keepVersions = DEFAULT_CONFIG.keepVersions): Promise<ChangeResult> {
     return this.serialize(async () => {
       const module = await loadFusion(sourceDir, this.backbone);
-      return this.commit("fusions", name, module, sourceDir);
+      return this.commit("fusions", name, module, sourceDir, keepVersions);
     });
   }
 
@@ -130,11 +140,20 @@ export class AdapterLibrary {
     });
   }
 
-  private async commit(kind: ModuleKind, name: string, module: AdapterModule | FusionModule, sourceDir: string): Promise<ChangeResult> {
+  private async commit(kind: ModuleKind, name: string, module: AdapterModule | FusionModule, sourceDir: string, keepVersions: number): Promise<ChangeResult> {
+    const { manifest } = this.current;
+    const live = manifest[kind][name];
+    // The same files again change nothing: a new folder would push the rollback target out.
+    if (live !== undefined && (kind === "adapters" ? this.current.adapters : this.current.fusions).get(name)?.version === module.version) {
+      return { kind, name, version: module.version, folder: live, previousFolder: manifest.previous?.[kind][name] ?? null, routes: [] };
+    }
     // The next state is validated before anything is written, so a refused change leaves no folder.
     const next = this.nextState(kind, name, module);
     const folder = await this.store.importVersion(kind, name, sourceDir);
-    return this.publish(kind, name, module, next, folder, this.current.manifest[kind][name] ?? null);
+    const result = await this.publish(kind, name, module, next, folder, live ?? null);
+    // The change is live and durable; a failed prune only leaves a folder the next change prunes.
+    await this.store.prune(kind, name, this.current.manifest, keepVersions).catch(() => undefined);
+    return result;
   }
 
   private async publish(

@@ -1,4 +1,4 @@
-import { readFile, readdir } from "node:fs/promises";
+import { readFile, readdir, realpath } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
 import { loadBackbone } from "../../src/engine/backbone.js";
@@ -80,7 +80,7 @@ t.test("operator paths must stay inside the library root", async (t) => {
   const root = await writableLibrary(t);
   const library = await AdapterLibrary.open(root, backbone.config);
   for (const bad of ["/etc", "../x", "adapters/../../x", "adapters/a1/../../.."]) {
-    t.throws(() => library.resolveInside(bad), BadRequestError, bad);
+    await t.rejects(library.resolveInside(bad), BadRequestError, bad);
   }
-  t.equal(library.resolveInside("adapters/a1/1"), join(root, "adapters", "a1", "1"));
+  t.equal(await library.resolveInside("adapters/a1/1"), join(await realpath(root), "adapters", "a1", "1"));
 });

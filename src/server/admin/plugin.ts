@@ -15,6 +15,7 @@ export interface AdminOptions {
   readonly token: string;
   readonly registry: Registry;
   readonly maxUploadBytes: number;
+  readonly keepVersions: number;
 }
 
 type Action = "put" | "delete" | "rollback";
@@ -33,9 +34,8 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
   await app.register(multipart);
 
   app.addHook("onRequest", async (request) => {
-    const header = request.headers.authorization ?? "";
-    const match = /^Bearer (.+)$/.exec(header);
-    if (!match || !timingSafeEqual(digest(match[1]), expected)) {
+    const token = bearerToken(request.headers.authorization);
+    if (token === undefined || !timingSafeEqual(digest(token), expected)) {
       audit(request, "auth", "-", "-", "denied");
       throw new UnauthorizedError();
     }
@@ -71,16 +71,16 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
         change(request, reply, "put", kind, async () => {
           const name = checkName(request.params.name);
           const library = options.library();
-          const put = (dir: string) => (kind === "adapters" ? library.putAdapter(name, dir) : library.putFusion(name, dir));
+          const put = (dir: string) => (kind === "adapters" ? library.putAdapter(name, dir, options.keepVersions) : library.putFusion(name, dir, options.keepVersions));
           if (request.isMultipart()) {
-            const upload = await receiveUpload(request, options.maxUploadBytes);
+            const upload = await receiveUpload(request, options.maxUploadBytes, await library.uploadFolder());
             try {
               return await put(upload.dir);
             } finally {
               await upload.dispose();
             }
           }
-          return put(library.resolveInside(request.body?.path ?? ""));
+          return put(await library.resolveInside(request.body?.path ?? ""));
         }),
     );
 
@@ -190,9 +190,14 @@ function digest(token: string): Buffer {
   return createHash("sha256").update(token).digest();
 }
 
+/** The token of an `Authorization: Bearer <token>` header; the scheme name is case-insensitive (RFC 7235). */
+function bearerToken(header: string | undefined): string | undefined {
+  return /^bearer +(.+)$/i.exec(header ?? "")?.[1];
+}
+
 /** Who made a call, without logging the secret: a short hash of the presented token. */
 function tokenId(header: string | undefined): string {
-  const token = /^Bearer (.+)$/.exec(header ?? "")?.[1];
+  const token = bearerToken(header);
   return token ? digest(token).toString("hex").slice(0, 8) : "none";
 }
 

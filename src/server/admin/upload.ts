@@ -1,6 +1,5 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { createWriteStream } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import type { FastifyRequest } from "fastify";
@@ -17,11 +16,10 @@ export const ADAPTERHUB_FILES = new Set([
 ]);
 
 /**
- * Streams a multipart upload of an AdapterHub save directory into a fresh temporary folder.
- * The caller owns the folder and must call `dispose`.
+ * Streams a multipart upload of an AdapterHub save directory into `dir`, an empty folder.
+ * The caller owns the folder and must call `dispose`, which removes it.
  */
-export async function receiveUpload(request: FastifyRequest, maxBytes: number): Promise<{ dir: string; dispose: () => Promise<void> }> {
-  const dir = await mkdtemp(join(tmpdir(), "adapter-upload-"));
+export async function receiveUpload(request: FastifyRequest, maxBytes: number, dir: string): Promise<{ dir: string; dispose: () => Promise<void> }> {
   const dispose = () => rm(dir, { recursive: true, force: true });
   try {
     let count = 0;
