@@ -26,6 +26,13 @@ export interface ServerConfig {
   /** Bearer token of the admin API; absent: the admin routes are not served. */
   readonly adminToken: string | undefined;
   readonly maxUploadBytes: number;
+  readonly keepVersions: number;
+  readonly headersTimeoutMs: number;
+  readonly receiveTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly maxConnections: number;
+  /** 0: no limit per client address. */
+  readonly maxConnectionsPerClient: number;
 }
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -111,6 +118,33 @@ export const OPTIONS: readonly AnyOption[] = [
     },
   },
   { key: "maxUploadBytes", flag: "max-upload-bytes", env: "FUSION_MAX_UPLOAD_BYTES", default: "67108864", help: "largest file of an admin upload; beyond it 413", parse: integer(1) },
+  {
+    key: "keepVersions",
+    flag: "keep-versions",
+    env: "FUSION_KEEP_VERSIONS",
+    default: "5",
+    help: "version folders kept per module after a change, the live one and the rollback target included",
+    parse: integer(2),
+  },
+  { key: "headersTimeoutMs", flag: "headers-timeout-ms", env: "FUSION_HEADERS_TIMEOUT_MS", default: "10000", help: "longest time to receive a request's headers; then 408 and the connection is closed", parse: integer(100) },
+  {
+    key: "receiveTimeoutMs",
+    flag: "receive-timeout-ms",
+    env: "FUSION_RECEIVE_TIMEOUT_MS",
+    default: "60000",
+    help: "longest time to receive a whole request, headers and body (uploads included); then 408 and the connection is closed",
+    parse: integer(100),
+  },
+  { key: "keepAliveTimeoutMs", flag: "keep-alive-timeout-ms", env: "FUSION_KEEP_ALIVE_TIMEOUT_MS", default: "72000", help: "an idle keep-alive connection is closed after this time", parse: integer(100) },
+  { key: "maxConnections", flag: "max-connections", env: "FUSION_MAX_CONNECTIONS", default: "1024", help: "open connections in all; beyond it new ones are closed at once", parse: integer(1) },
+  {
+    key: "maxConnectionsPerClient",
+    flag: "max-connections-per-client",
+    env: "FUSION_MAX_CONNECTIONS_PER_CLIENT",
+    default: "256",
+    help: "open connections from one client address; beyond it new ones are closed at once; 0 = no limit (behind a proxy)",
+    parse: integer(0),
+  },
   { key: "logLevel", flag: "log-level", env: "FUSION_LOG_LEVEL", default: "info", help: `pino log level: ${LOG_LEVELS.join(", ")}`, parse: oneOf(LOG_LEVELS) },
 ];
 
@@ -134,6 +168,13 @@ export const DEFAULT_CONFIG: ServerConfig = {
   logLevel: "info",
   adminToken: undefined,
   maxUploadBytes: 64 * 2 ** 20,
+  keepVersions: 5,
+  headersTimeoutMs: 10_000,
+  receiveTimeoutMs: 60_000,
+  // Longer than the 60 s idle timeout of common load balancers, so they never send on a socket the server is closing.
+  keepAliveTimeoutMs: 72_000,
+  maxConnections: 1024,
+  maxConnectionsPerClient: 256,
 };
 
 /** Thrown for --help: the caller prints the text and exits 0. */
@@ -183,6 +224,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
 function checkConsistency(c: ServerConfig): void {
   if (c.maxQueue < c.maxInputs) {
     throw new ConfigError(`--max-queue (${c.maxQueue}) must be at least --max-inputs (${c.maxInputs}), or a full request could never be queued`);
+  }
+  if (c.headersTimeoutMs > c.receiveTimeoutMs) {
+    throw new ConfigError(`--headers-timeout-ms (${c.headersTimeoutMs}) must be at most --receive-timeout-ms (${c.receiveTimeoutMs}): the headers are part of the request`);
   }
   if (c.maxSeqLen !== undefined) checkBudget(c.maxSeqLen, c.maxBatchTokens);
   if (c.precision === "int8" && c.device !== "cpu") {

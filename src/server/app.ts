@@ -1,7 +1,8 @@
 import Fastify, { type FastifyInstance } from "fastify";
 import type { ServerConfig } from "../config.js";
 import { adminPlugin } from "./admin/plugin.js";
-import { errorsPlugin } from "./errors.js";
+import { limitConnections } from "./connections.js";
+import { errorsPlugin, transportErrorOptions } from "./errors.js";
 import { metricsPlugin } from "./metrics.js";
 import { requestId, requestIdPlugin } from "./request-id.js";
 import { docsPlugin } from "./routes/docs.js";
@@ -20,12 +21,22 @@ export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
     logger: { level: config.logLevel },
     genReqId: requestId,
     bodyLimit: config.maxBodyBytes,
-    return503OnClosing: true,
+    ...transportErrorOptions({ maxBodyBytes: config.maxBodyBytes }),
+    // Slow clients: a request must arrive whole within these bounds, or its connection is closed.
+    requestTimeout: config.receiveTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    http: {
+      headersTimeout: config.headersTimeoutMs,
+      requestTimeout: config.receiveTimeoutMs,
+      // Node checks both timeouts only at this interval (30 s by default), which would stretch short bounds.
+      connectionsCheckingInterval: Math.min(1_000, config.headersTimeoutMs),
+    },
     ajv: {
       // A number where a string belongs is the client's bug: refuse it, never coerce it; refuse unknown fields too.
       customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allowUnionTypes: true },
     },
   });
+  limitConnections(app.server, config);
   // The API speaks JSON only: any other body is a 415, not a string that fails validation later.
   app.removeContentTypeParser("text/plain");
   await app.register(metricsPlugin);
@@ -42,6 +53,7 @@ export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
       token: config.adminToken,
       registry: app.metrics.registry,
       maxUploadBytes: config.maxUploadBytes,
+      keepVersions: config.keepVersions,
       library: () => app.serving.require().runtime.library,
     });
   } else {
