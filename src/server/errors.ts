@@ -1,65 +1,181 @@
+import { maxHeaderSize, STATUS_CODES } from "node:http";
+import type { Socket } from "node:net";
 import fp from "fastify-plugin";
-import type { FastifyError } from "fastify";
-import { ServingError } from "../errors.js";
+import type { ConnectionError, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import {
+  BadRequestError,
+  HeadersTooLargeError,
+  InternalError,
+  MalformedRequestError,
+  MethodNotAllowedError,
+  PayloadTooLargeError,
+  RequestTimeoutError,
+  ServingError,
+  UnavailableError,
+  UnsupportedMediaTypeError,
+  UriTooLongError,
+} from "../errors.js";
 
 /** The body of every error answer. */
 export const errorSchema = {
   $id: "Error",
   type: "object",
   required: ["error", "message"],
+  additionalProperties: false,
   properties: {
     error: { type: "string", description: "Stable machine-readable code, e.g. invalid_request, route_not_found, overloaded" },
     message: { type: "string", description: "What went wrong, for people" },
   },
 } as const;
 
+/** Error codes by HTTP status, as one operation can answer them. */
+export type ErrorCodes = Readonly<Partial<Record<number, readonly string[]>>>;
+
+/** Any operation whose path has a parameter: refused by the router before the route runs. */
+export const PATH_ERRORS: ErrorCodes = { 400: ["bad_url"], 414: ["uri_too_long"] };
+
+/** Any operation that reads a JSON body. */
+export const BODY_ERRORS: ErrorCodes = { 400: ["malformed_json", "invalid_request"], 413: ["payload_too_large"], 415: ["unsupported_media_type"] };
+
+/**
+ * The error answers of one operation, for its route schema's `response`: every status it can
+ * answer with the codes that status carries. Every operation can also answer 500 internal_error,
+ * and 503 shutting_down to a request that arrives once shutdown has begun.
+ */
+export function errorResponses(...groups: ErrorCodes[]): Record<number, { description: string; $ref: string }> {
+  const codes = new Map<number, Set<string>>();
+  for (const group of [...groups, { 500: ["internal_error"], 503: ["shutting_down"] }]) {
+    for (const [status, list] of Object.entries(group)) {
+      const set = codes.get(Number(status)) ?? new Set<string>();
+      for (const code of list ?? []) set.add(code);
+      codes.set(Number(status), set);
+    }
+  }
+  return Object.fromEntries(
+    [...codes].sort(([a], [b]) => a - b).map(([status, set]) => [status, { description: `${STATUS_CODES[status]}: ${[...set].join(", ")}`, $ref: "Error#" }]),
+  );
+}
+
+interface Limits {
+  readonly maxBodyBytes: number;
+}
+
 /**
  * The one place where failures become HTTP answers: the server's own ServingErrors carry their
- * status and code; fastify's own errors (validation, body parsing, body size) get a code and a
- * message that names the limit; anything else is a 500 whose details stay in the log.
+ * status and code; fastify's, the multipart parser's and Node's HTTP parser's errors are mapped
+ * to ServingErrors here; anything else is a 500 whose details stay in the log.
  */
-export const errorsPlugin = fp<{ maxBodyBytes: number }>(
-  async (app, { maxBodyBytes }) => {
+export const errorsPlugin = fp<Limits>(
+  async (app, limits) => {
     app.addSchema(errorSchema);
 
-    app.setErrorHandler((err: FastifyError | ServingError, request, reply) => {
-      const { status, code, message, headers } = classify(err, maxBodyBytes);
-      if (status >= 500) request.log.error({ err }, "request failed");
-      else request.log.info({ code, message }, "request refused");
-      app.metrics.rejected.inc({ reason: code });
-      return reply.code(status).headers(headers).send({ error: code, message });
-    });
+    app.setErrorHandler((err: FastifyError | ServingError, request, reply) => answer(app, request, reply, toServingError(err, limits), err));
 
     app.setNotFoundHandler((request, reply) => {
-      app.metrics.rejected.inc({ reason: "not_found" });
-      return reply.code(404).send({ error: "not_found", message: `no endpoint ${request.method} ${request.url}` });
+      const path = request.url.split("?")[0];
+      const allow = allowedMethods(app, path);
+      const error = allow.length > 0 ? new MethodNotAllowedError(request.method, path, allow) : new ServingError(404, "not_found", `no endpoint ${request.method} ${path}`);
+      return answer(app, request, reply, error);
+    });
+
+    // fastify's own answer to requests that arrive while it closes has a body of its own shape,
+    // so return503OnClosing is off (transportErrorOptions) and this hook answers them instead.
+    app.addHook("onRequest", async () => {
+      if (app.serving.phase === "draining") throw new UnavailableError("shutting_down", "the server is shutting down; retry on another instance");
     });
   },
   { name: "errors", dependencies: ["metrics"] },
 );
 
-interface Answer {
-  status: number;
-  code: string;
-  message: string;
-  headers: Record<string, string>;
+function answer(app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, error: ServingError, cause: unknown = error) {
+  if (error.status === 500) request.log.error({ err: cause }, "request failed");
+  else if (error.status >= 500) request.log.warn({ code: error.code, message: error.message }, "request not answered");
+  else request.log.info({ code: error.code, message: error.message }, "request refused");
+  app.metrics.rejected.inc({ reason: error.code });
+  return reply.code(error.status).headers(error.headers).send({ error: error.code, message: error.message });
 }
 
-function classify(err: FastifyError | ServingError, maxBodyBytes: number): Answer {
-  if (err instanceof ServingError) return { status: err.status, code: err.code, message: err.message, headers: err.headers };
-  const answer = (status: number, code: string, message: string): Answer => ({ status, code, message, headers: {} });
-  if (err.validation) return answer(400, "invalid_request", err.message);
+/** Every method the router serves at this concrete path (HEAD wherever GET is). */
+function allowedMethods(app: FastifyInstance, path: string): string[] {
+  return ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"].filter((method) => app.findRoute({ method, url: path }) !== null);
+}
+
+export function toServingError(err: FastifyError | ServingError, { maxBodyBytes }: Limits): ServingError {
+  if (err instanceof ServingError) return err;
+  if (err.validation) return new BadRequestError("invalid_request", err.message);
   switch (err.code) {
     case "FST_ERR_CTP_INVALID_JSON_BODY":
-      return answer(400, "malformed_json", "the request body is not valid JSON");
+      return new BadRequestError("malformed_json", "the request body is not valid JSON");
     case "FST_ERR_CTP_EMPTY_JSON_BODY":
-      return answer(400, "malformed_json", "the request body is empty; send a JSON object");
+      return new BadRequestError("malformed_json", "the request body is empty; send a JSON object");
     case "FST_ERR_CTP_BODY_TOO_LARGE":
-      return answer(413, "payload_too_large", `the request body exceeds ${maxBodyBytes} bytes (--max-body-bytes)`);
+      return new PayloadTooLargeError(`the request body exceeds ${maxBodyBytes} bytes (--max-body-bytes)`);
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
-      return answer(415, "unsupported_media_type", "send the request body as application/json");
+    case "FST_ERR_CTP_INVALID_CONTENT_TYPE":
+      return new UnsupportedMediaTypeError("send the request body as application/json (admin uploads: multipart/form-data)");
+    case "FST_ERR_CTP_INVALID_CONTENT_LENGTH":
+      return new MalformedRequestError("invalid_content_length", "the request body does not match its Content-Length");
+    case "FST_ERR_BAD_URL":
+      return new MalformedRequestError("bad_url", "the URL path is not valid percent-encoded UTF-8");
+    case "FST_ERR_MAX_PARAM_LENGTH":
+      return new UriTooLongError("a path parameter exceeds 100 characters");
+    case "FST_FILES_LIMIT":
+    case "FST_PARTS_LIMIT":
+    case "FST_FIELDS_LIMIT":
+      return new PayloadTooLargeError("the upload has more parts than an AdapterHub save directory has files");
+    case "FST_PROTO_VIOLATION":
+      return new BadRequestError("malformed_upload", "an upload part is named after an object prototype property");
   }
-  const status = err.statusCode ?? 500;
-  if (status < 500) return answer(status, "bad_request", err.message);
-  return answer(500, "internal_error", "an unexpected error occurred; it has been logged");
+  if (err.statusCode !== undefined && err.statusCode < 500) return new BadRequestError("bad_request", err.message);
+  return new InternalError();
+}
+
+/**
+ * The server's answers to what fastify refuses before it has a route for a request (a malformed
+ * URL, a parameter over maxParamLength) and to what Node's HTTP parser refuses before fastify
+ * sees a request at all (headers over the limit, an invalid Content-Length or method, a request
+ * that did not arrive in time): the same error body as every other answer. Options of `Fastify()`.
+ */
+export function transportErrorOptions(limits: Limits) {
+  return {
+    return503OnClosing: false,
+    frameworkErrors: (err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+      const error = toServingError(err, limits);
+      request.log.info({ code: error.code, message: error.message }, "request refused");
+      void reply.code(error.status).headers(error.headers).send({ error: error.code, message: error.message });
+    },
+    clientErrorHandler(this: FastifyInstance, err: ConnectionError, socket: Socket) {
+      // A reset connection has nobody left to answer.
+      if (err.code === "ECONNRESET" || socket.destroyed) return;
+      const error = connectionError(this, err);
+      this.log.info({ code: error.code, parserCode: err.code }, "request refused");
+      this.metrics.rejected.inc({ reason: error.code });
+      if (!socket.writable) return void socket.destroy();
+      const body = JSON.stringify({ error: error.code, message: error.message });
+      const headers = { ...error.headers, "content-type": "application/json; charset=utf-8", "content-length": String(Buffer.byteLength(body)), connection: "close" };
+      const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join("");
+      socket.end(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\n${head}\r\n${body}`, () => socket.destroy());
+    },
+  };
+}
+
+function connectionError(app: FastifyInstance, err: ConnectionError): ServingError {
+  switch (err.code) {
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return new RequestTimeoutError();
+    case "HPE_HEADER_OVERFLOW":
+      return new HeadersTooLargeError(maxHeaderSize);
+    case "HPE_INVALID_CONTENT_LENGTH":
+    case "HPE_UNEXPECTED_CONTENT_LENGTH":
+      return new MalformedRequestError("invalid_content_length", "the Content-Length header is invalid, repeated, or sent with Transfer-Encoding");
+    case "HPE_INVALID_METHOD": {
+      // Node's parser knows no such method; the request line still names the path.
+      const raw: unknown = err.rawPacket;
+      const [method, path] = (Buffer.isBuffer(raw) ? raw.toString("latin1").split("\r\n", 1)[0] : "").split(" ");
+      const allow = path?.startsWith("/") ? allowedMethods(app, path.split("?")[0]) : [];
+      if (allow.length > 0) return new MethodNotAllowedError(method, path.split("?")[0], allow);
+      break;
+    }
+  }
+  return new MalformedRequestError("malformed_request", `the request is not valid HTTP/1.1 (${err.code ?? err.message})`);
 }
