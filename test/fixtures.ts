@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -47,9 +47,23 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 const REPO_ROOT = join(FIXTURES, "..", "..");
 
-/** TweetEval lives outside the repository (it may not be committed): ../shared/data/tweeteval, or TWEETEVAL_DIR. */
+/**
+ * TweetEval is never committed (its tasks keep the licences of their SemEval sources): it is read
+ * from TWEETEVAL_DIR, else from ../shared/data/tweeteval beside the repository.
+ */
 export function tweetevalDir(): string {
   return resolve(REPO_ROOT, process.env.TWEETEVAL_DIR ?? join("..", "shared", "data", "tweeteval"));
+}
+
+/**
+ * Why the checks on TweetEval's validation tweets cannot run here (a tap skip reason), or
+ * undefined when every file they read is present.
+ */
+export function tweetevalMissing(tasks: readonly string[]): string | undefined {
+  const dir = tweetevalDir();
+  const missing = tasks.flatMap((task) => ["val_text.txt", "val_labels.txt"].map((file) => join(task, file))).filter((p) => !existsSync(join(dir, p)));
+  if (missing.length === 0) return undefined;
+  return `TweetEval not found: ${dir} lacks ${missing.join(", ")}; set TWEETEVAL_DIR to a TweetEval folder to run this check`;
 }
 
 /** A writable copy of the tiny library (its backbone path pointed back at the fixtures), removed at teardown. */

@@ -26,7 +26,6 @@ MODELS = REPO / "models"
 BACKBONE_REL = "backbones/all-MiniLM-L6-v2"
 BACKBONE = MODELS / BACKBONE_REL
 BACKBONE_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_DATA = (REPO / ".." / "shared" / "data" / "tweeteval").resolve()
 RUNS = REPO / "python" / "train" / "runs"
 
 TASKS = ["sentiment", "emotion", "offensive", "irony", "hate"]  # fusion order, fixed
@@ -50,6 +49,27 @@ def set_seed(seed: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------- data
+TASK_FILES = ["mapping.txt", "train_text.txt", "train_labels.txt", "val_text.txt", "val_labels.txt"]
+
+
+def data_argument(ap) -> None:
+    """--data: the TweetEval folder (<task>/{train,val}_{text,labels}.txt, <task>/mapping.txt).
+    The data is never part of the repository, so there is no default beyond $TWEETEVAL_DIR."""
+    env = os.environ.get("TWEETEVAL_DIR")
+    ap.add_argument("--data", type=Path, default=Path(env) if env else None,
+                    help="TweetEval folder holding <task>/{train,val}_{text,labels}.txt and <task>/mapping.txt "
+                         "(default: $TWEETEVAL_DIR)")
+
+
+def require_data(data_dir: Path | None, tasks: list[str] = TASKS) -> None:
+    if data_dir is None:
+        raise SystemExit("TweetEval is needed: pass --data DIR or set TWEETEVAL_DIR")
+    missing = [f"{t}/{f}" for t in tasks for f in TASK_FILES if not (Path(data_dir) / t / f).is_file()]
+    if missing:
+        raise SystemExit(f"{data_dir} is not a TweetEval folder: missing {', '.join(missing[:5])}"
+                         + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+
+
 def read_lines(path: Path) -> list[str]:
     """One record per '\n'-separated line (no other line breaks are split on, nothing stripped)."""
     parts = Path(path).read_text(encoding="utf-8").split("\n")

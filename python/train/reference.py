@@ -1,11 +1,16 @@
 """Parity reference for the server: loads the SAVED library from models/ into fresh models, as a user
-would (load_adapter / load_adapter_fusion with their heads), and writes, for every route served by
-models/library.json (five adapters, two fusions), test/fixtures/library-reference/<route>.json:
+would (load_adapter / load_adapter_fusion with their heads), and writes two kinds of reference for
+every route served by models/library.json (five adapters, two fusions):
 
+- test/fixtures/library-reference/<route>.json, from TweetEval (needs --data):
   route, task, data_split "val", lines [0..N-1], probabilities (softmax, 6 decimals), labels (id2label),
   score_300 (metric on those lines), score_full_val (metric over the whole val split), max_length, ...
+  No tweet text is written.
+- test/fixtures/library-reference/samples-reference.json, from the texts in samples.json (written for
+  this project, committed, no data needed): per route its labels and probabilities on every text.
+  These are what the tests check when TweetEval is not at hand.
 
-No text is written. Tokenisation: the backbone's tokenizer.json via BertTokenizerFast,
+`--part samples` writes only the second, `--part tweeteval` only the first; the default writes both. Tokenisation: the backbone's tokenizer.json via BertTokenizerFast,
 [CLS] text [SEP], token_type_ids all 0, truncation at 512 (no validation tweet comes close).
 The N reference lines are run one at a time (no padding); the full split is run in padded batches.
 """
@@ -44,6 +49,34 @@ def fusion_model(models: Path, route: str, lib: dict):
     return model
 
 
+def route_model(models: Path, route: str, lib: dict):
+    if route in lib["fusions"]:
+        return fusion_model(models, route, lib)
+    return adapter_model(models, route, lib["adapters"][route])
+
+
+def head_labels(model, route: str) -> list[str]:
+    label2id = model.heads[route].config["label2id"]
+    return [name for name, _ in sorted(label2id.items(), key=lambda kv: kv[1])]
+
+
+def sample_references(args, lib: dict, routes: list[str], tok) -> None:
+    texts = json.loads((args.out / "samples.json").read_text(encoding="utf-8"))["texts"]
+    ids = C.encode(tok, texts, MAX_LENGTH)
+    out = {"tokenization": "tokenizer.json (BertTokenizerFast), [CLS] text [SEP], token_type_ids 0, no padding",
+           "texts": len(texts), "routes": {}}
+    for route in routes:
+        model = route_model(args.models, route, lib)
+        one = np.stack([C.softmax(C.predict_logits(model, [s], batch_size=1, desc="")[0]) for s in ids])
+        out["routes"][route] = {
+            "version": lib["fusions" if route in lib["fusions"] else "adapters"][route],
+            "labels": head_labels(model, route),
+            "probabilities": [[round(float(p), 6) for p in row] for row in one],
+        }
+        print(f"{route:13s} {len(texts)} sample texts, labels {np.bincount(one.argmax(-1)).tolist()}", flush=True)
+    C.write_json(args.out / "samples-reference.json", out)
+
+
 def trainer_score(runs: Path, route: str):
     p = runs / ("stage2" if route in C.TARGETS else "stage1") / f"{route}.json"
     return json.loads(p.read_text())["best_val"]["score"] if p.exists() else None
@@ -51,25 +84,29 @@ def trainer_score(runs: Path, route: str):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data", type=Path, default=C.DEFAULT_DATA)
+    C.data_argument(ap)
     ap.add_argument("--models", type=Path, default=C.MODELS)
     ap.add_argument("--runs", type=Path, default=C.RUNS)
     ap.add_argument("--out", type=Path, default=C.REPO / "test" / "fixtures" / "library-reference")
     ap.add_argument("--lines", type=int, default=300)
     ap.add_argument("--routes", default=None, help="comma list; default: all routes in library.json")
+    ap.add_argument("--part", choices=["all", "samples", "tweeteval"], default="all")
     args = ap.parse_args()
     C.setup()
     lib = json.loads((args.models / "library.json").read_text())
     routes = args.routes.split(",") if args.routes else list(lib["adapters"]) + list(lib["fusions"])
     tok = C.load_tokenizer()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.part != "tweeteval":
+        sample_references(args, lib, routes, tok)
+    if args.part == "samples":
+        return
+    C.require_data(args.data)
     for route in routes:
         is_fusion = route in lib["fusions"]
         task = C.TARGETS[route] if is_fusion else route
-        model = fusion_model(args.models, route, lib) if is_fusion else adapter_model(args.models, route,
-                                                                                      lib["adapters"][route])
-        label2id = model.heads[route].config["label2id"]
-        labels = [name for name, _ in sorted(label2id.items(), key=lambda kv: kv[1])]
+        model = route_model(args.models, route, lib)
+        labels = head_labels(model, route)
         assert labels == [v for _, v in sorted(C.read_id2label(args.data, task).items())], (labels, task)
         texts, gold = C.load_split(args.data, task, "val")
         ids = C.encode(tok, texts, MAX_LENGTH)

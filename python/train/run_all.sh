@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Whole recipe, one hour budget on 2 CPU cores. Usage: python/train/run_all.sh [--data DIR]
+# Whole recipe, one hour budget on 2 CPU cores. Usage: python/train/run_all.sh --data DIR (or TWEETEVAL_DIR set)
 # Stage wall times also land in each metrics JSON; this prints the total.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -82,7 +82,7 @@ def train_task(task: str, args) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data", type=Path, default=C.DEFAULT_DATA)
+    C.data_argument(ap)
     ap.add_argument("--models", type=Path, default=C.MODELS, help="model library root (models/)")
     ap.add_argument("--runs", type=Path, default=C.RUNS, help="where metrics JSON go")
     ap.add_argument("--version", default="1")
@@ -92,6 +92,7 @@ def main():
     ap.add_argument("--patience", type=int, default=2)
     ap.add_argument("--smoke", action="store_true", help="64 examples, 1 epoch: checks the plumbing")
     args = ap.parse_args()
+    C.require_data(args.data)
     C.setup()
     t0 = time.time()
     for task in args.tasks.split(","):

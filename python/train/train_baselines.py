@@ -99,12 +99,13 @@ def run_target(target, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data", type=Path, default=C.DEFAULT_DATA)
+    C.data_argument(ap)
     ap.add_argument("--runs", type=Path, default=C.RUNS)
     ap.add_argument("--models", type=Path, default=C.MODELS, help="unused (run_all.sh passes the same flags to every stage)")
     ap.add_argument("--targets", default="hate,irony")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
+    C.require_data(args.data)
     C.setup()
     t0 = time.time()
     for t in args.targets.split(","):

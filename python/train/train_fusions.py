@@ -120,7 +120,7 @@ def run_route(route: str, args) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data", type=Path, default=C.DEFAULT_DATA)
+    C.data_argument(ap)
     ap.add_argument("--models", type=Path, default=C.MODELS)
     ap.add_argument("--runs", type=Path, default=C.RUNS)
     ap.add_argument("--version", default="1", help="fusion version folder to write")
@@ -133,6 +133,7 @@ def main():
     ap.add_argument("--patience", type=int, default=2)
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
+    C.require_data(args.data)
     C.setup()
     t0 = time.time()
     for route in args.routes.split(","):

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { FIXTURES, tweetevalDir } from "../fixtures.js";
+import { FIXTURES, tweetevalDir, tweetevalMissing } from "../fixtures.js";
 import { post } from "../server/harness.js";
 
 /**
@@ -24,6 +24,19 @@ export const FUSION_ROUTES = ["hate-fusion", "irony-fusion"];
 export const references = new Map<string, Reference>(
   ROUTES.map((route) => [route, JSON.parse(readFileSync(join(FIXTURES, "library-reference", `${route}.json`), "utf8"))]),
 );
+
+/**
+ * The texts of samples.json, written for this project, and what python/train/reference.py
+ * recorded for them from the saved library: per route its labels and probabilities, text by text.
+ * They keep the default library's checks meaningful where TweetEval is not at hand.
+ */
+export const samples: string[] = JSON.parse(readFileSync(join(FIXTURES, "library-reference", "samples.json"), "utf8")).texts;
+export const sampleReferences: ReadonlyMap<string, { labels: string[]; probabilities: number[][] }> = new Map(
+  Object.entries(JSON.parse(readFileSync(join(FIXTURES, "library-reference", "samples-reference.json"), "utf8")).routes),
+);
+
+/** Why the TweetEval checks of a route are skipped (a tap skip reason), or false when they run. */
+export const tweetevalSkip = (route: string): string | false => tweetevalMissing([references.get(route)!.task]) ?? false;
 
 /** The trainer evaluated without cutting long tweets (a few exceed the server's default of 128 tokens). */
 export const trainerMaxSeqLen = Math.max(...[...references.values()].map((r) => r.max_length ?? 128));
