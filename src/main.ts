@@ -36,12 +36,25 @@ const shutdown = async (signal: NodeJS.Signals) => {
 process.once("SIGTERM", shutdown);
 process.once("SIGINT", shutdown);
 
+/** A start that cannot go on: one line on stderr for whoever started it, and the log's own record. */
+function fatal(message: string): never {
+  app.log.fatal(message);
+  console.error(`fusion-serve: ${message}`);
+  process.exit(1);
+}
+
 // Listen first, so /health answers and /ready says 503 while the library loads.
-await app.listen({ host: config.host, port: config.port });
+try {
+  await app.listen({ host: config.host, port: config.port });
+} catch (err) {
+  const code = (err as NodeJS.ErrnoException).code;
+  const why =
+    code === "EADDRINUSE" ? "the port is already in use" : code === "EACCES" ? "permission denied (a port below 1024 needs privileges)" : (err as Error).message;
+  fatal(`cannot listen on ${config.host}:${config.port}: ${why} (--host, --port)`);
+}
 try {
   app.serving.attach(await loadRuntime(config, app.log));
 } catch (err) {
-  app.log.fatal(`cannot load the model library at ${config.library}: ${(err as Error).message}`);
   await app.close();
-  process.exit(1);
+  fatal(`cannot load the model library at ${config.library}: ${(err as Error).message}`);
 }

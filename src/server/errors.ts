@@ -100,9 +100,15 @@ function allowedMethods(app: FastifyInstance, path: string): string[] {
   return ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"].filter((method) => app.findRoute({ method, url: path }) !== null);
 }
 
+/** ajv's message for an unknown field does not say which field it is. */
+function validationMessage(err: FastifyError): string {
+  const extra = err.validation?.find((v) => v.keyword === "additionalProperties")?.params.additionalProperty;
+  return typeof extra === "string" ? `${err.message}: unknown field '${extra}'` : err.message;
+}
+
 export function toServingError(err: FastifyError | ServingError, { maxBodyBytes }: Limits): ServingError {
   if (err instanceof ServingError) return err;
-  if (err.validation) return new BadRequestError("invalid_request", err.message);
+  if (err.validation) return new BadRequestError("invalid_request", validationMessage(err));
   switch (err.code) {
     case "FST_ERR_CTP_INVALID_JSON_BODY":
       return new BadRequestError("malformed_json", "the request body is not valid JSON");
