@@ -7,7 +7,13 @@ export interface Tensor {
   readonly data: Float32Array;
 }
 
-const HEADER_LIMIT = 100 * 1024 * 1024;
+/**
+ * Bounds on a header, far above what any module or backbone holds (an adapter has a few dozen
+ * tensors per layer, a backbone a few hundred in all; an entry takes about 100 bytes of JSON), so
+ * that a junk header is refused before it costs seconds of parsing.
+ */
+const MAX_TENSORS = 10_000;
+const MAX_HEADER_BYTES = 2 * 1024 * 1024;
 
 /**
  * Reads every tensor of a safetensors file as float32 (F16/BF16 are widened, F64 narrowed;
@@ -32,7 +38,10 @@ const SKIPPED_DTYPES = new Set(["BOOL", "U8", "I8", "U16", "I16", "U32", "I32", 
 export function parseSafetensors(bytes: Buffer, source: string): Map<string, Tensor> {
   if (bytes.length < 8) throw new ModelLoadError("malformed_file", `${source}: too short for a safetensors file`);
   const headerLength = Number(bytes.readBigUInt64LE(0));
-  if (headerLength > HEADER_LIMIT || 8 + headerLength > bytes.length) {
+  if (headerLength > MAX_HEADER_BYTES) {
+    throw new ModelLoadError("malformed_file", `${source}: header of ${headerLength} bytes exceeds the limit of ${MAX_HEADER_BYTES}`);
+  }
+  if (8 + headerLength > bytes.length) {
     throw new ModelLoadError("malformed_file", `${source}: header length ${headerLength} exceeds the file`);
   }
   let header: unknown;
@@ -43,6 +52,10 @@ export function parseSafetensors(bytes: Buffer, source: string): Map<string, Ten
   }
   if (typeof header !== "object" || header === null || Array.isArray(header)) {
     throw new ModelLoadError("malformed_file", `${source}: header is not a JSON object`);
+  }
+  const entries = Object.keys(header).filter((name) => name !== "__metadata__").length;
+  if (entries > MAX_TENSORS) {
+    throw new ModelLoadError("malformed_file", `${source}: header lists ${entries} tensors, more than the limit of ${MAX_TENSORS}`);
   }
   const body = bytes.subarray(8 + headerLength);
   const tensors = new Map<string, Tensor>();

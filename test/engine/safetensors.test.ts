@@ -76,3 +76,16 @@ t.test("data_offsets that do not match dtype × shape, or run past the file, are
   t.throws(() => parseSafetensors(good.subarray(0, good.length - 1), "x.safetensors"), { code: "malformed_file", message: /tensor w/ });
   t.equal(parseSafetensors(good, "x.safetensors").get("w")!.data.length, 6);
 });
+
+t.test("a header larger, or with more entries, than any module holds is refused before its entries are read", async (t) => {
+  const junk = Object.fromEntries(Array.from({ length: 600_000 }, (_, i) => [`junk.${i}`, { dtype: "I8", shape: [0], data_offsets: [0, 0] }]));
+  const json = Buffer.from(JSON.stringify(junk));
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(json.length));
+  t.throws(() => parseSafetensors(Buffer.concat([length, json]), "x.safetensors"), { code: "malformed_file", message: /x\.safetensors: header of \d+ bytes exceeds the limit/ });
+
+  const many = file(Object.fromEntries(Array.from({ length: 10_001 }, (_, i) => [`t${i}`, { dtype: "I8", shape: [0], bytes: Buffer.alloc(0) }])));
+  t.throws(() => parseSafetensors(many, "x.safetensors"), { code: "malformed_file", message: /lists 10001 tensors, more than the limit of 10000/ });
+  const enough = file(Object.fromEntries(Array.from({ length: 10_000 }, (_, i) => [`t${i}`, { dtype: "I8", shape: [0], bytes: Buffer.alloc(0) }])));
+  t.equal(parseSafetensors(enough, "x.safetensors").size, 0, "10,000 entries are still read");
+});
