@@ -5,7 +5,7 @@ import { MatrixProducts, type Precision } from "./products.js";
 /**
  * Which computation follows each layer's FFN:
  * - `plain`: the backbone alone, no adapter inputs at all;
- * - `fused`: every adapter of the route in one pass, fusion rewritten (DESIGN.md §2) and carried
+ * - `fused`: every adapter of the route in one pass, fusion rewritten (docs/design.md §2) and carried
  *   into the bottleneck space, so that no per-adapter d-sized tensor exists (see `fusedTail`);
  * - `literal`: the same adapters, fusion as the library writes it (keys and values per adapter),
  *   kept to check the rewrite and to measure what it saves.
@@ -156,7 +156,7 @@ function fusedShapes(g: OnnxGraph, d: number) {
 /**
  * Fusion in the bottleneck space. With h_i = relu(x·W_down_i + b_down_i) (R values) and
  * u_i = h_i·W_up_i + b_up_i, everything the fusion needs is linear in h_i:
- *   r·u_i = h_i·(W_up_i·rᵀ) + b_up_i·r,  r = x·M + m  (M = W_qᵀW_k, m = b_q W_k: DESIGN.md §2)
+ *   r·u_i = h_i·(W_up_i·rᵀ) + b_up_i·r,  r = x·M + m  (M = W_qᵀW_k, m = b_q W_k: docs/design.md §2)
  *   (Σ_i p_i u_i)·W_v = [p⊙h | p]·[W_up·W_v ; b_up·W_v]
  * so one GEMM x·in_w yields the down projections and every score term, and one GEMM ·out_w the
  * valued mix; the d×d score and value products are folded into in_w and out_w when the route is

@@ -31,6 +31,9 @@ export const errorSchema = {
 /** Error codes by HTTP status, as one operation can answer them. */
 export type ErrorCodes = Readonly<Partial<Record<number, readonly string[]>>>;
 
+/** Any operation but the probes: a request that arrives once shutdown has begun is refused. */
+export const DRAINING: ErrorCodes = { 503: ["shutting_down"] };
+
 /** Any operation whose path has a parameter: refused by the router before the route runs. */
 export const PATH_ERRORS: ErrorCodes = { 400: ["bad_url"], 414: ["uri_too_long"] };
 
@@ -39,12 +42,11 @@ export const BODY_ERRORS: ErrorCodes = { 400: ["malformed_json", "invalid_reques
 
 /**
  * The error answers of one operation, for its route schema's `response`: every status it can
- * answer with the codes that status carries. Every operation can also answer 500 internal_error,
- * and 503 shutting_down to a request that arrives once shutdown has begun.
+ * answer with the codes that status carries. Every operation can also answer 500 internal_error.
  */
 export function errorResponses(...groups: ErrorCodes[]): Record<number, { description: string; $ref: string }> {
   const codes = new Map<number, Set<string>>();
-  for (const group of [...groups, { 500: ["internal_error"], 503: ["shutting_down"] }]) {
+  for (const group of [...groups, { 500: ["internal_error"] }]) {
     for (const [status, list] of Object.entries(group)) {
       const set = codes.get(Number(status)) ?? new Set<string>();
       for (const code of list ?? []) set.add(code);
@@ -69,19 +71,21 @@ export const errorsPlugin = fp<Limits>(
   async (app, limits) => {
     app.addSchema(errorSchema);
 
-    app.setErrorHandler((err: FastifyError | ServingError, request, reply) => answer(app, request, reply, toServingError(err, limits), err));
+    // A request no route serves may fail while its body is read (QUERY without Content-Type, a
+    // body of an unknown type); what matters to the client is that nothing serves it.
+    app.setErrorHandler((err: FastifyError | ServingError, request, reply) =>
+      answer(app, request, reply, request.is404 ? notServed(app, request) : toServingError(err, limits), err),
+    );
 
-    app.setNotFoundHandler((request, reply) => {
-      const path = request.url.split("?")[0];
-      const allow = allowedMethods(app, path);
-      const error = allow.length > 0 ? new MethodNotAllowedError(request.method, path, allow) : new ServingError(404, "not_found", `no endpoint ${request.method} ${path}`);
-      return answer(app, request, reply, error);
-    });
+    app.setNotFoundHandler((request, reply) => answer(app, request, reply, notServed(app, request)));
 
     // fastify's own answer to requests that arrive while it closes has a body of its own shape,
     // so return503OnClosing is off (transportErrorOptions) and this hook answers them instead.
-    app.addHook("onRequest", async () => {
-      if (app.serving.phase === "draining") throw new UnavailableError("shutting_down", "the server is shutting down; retry on another instance");
+    // The probes keep answering: /ready has to say "draining" to take the instance out of rotation.
+    app.addHook("onRequest", async (request) => {
+      if (app.serving.phase === "draining" && !request.routeOptions.config.answersWhileDraining) {
+        throw new UnavailableError("shutting_down", "the server is shutting down; retry on another instance");
+      }
     });
   },
   { name: "errors", dependencies: ["metrics"] },
@@ -95,6 +99,13 @@ function answer(app: FastifyInstance, request: FastifyRequest, reply: FastifyRep
   return reply.code(error.status).headers(error.headers).send({ error: error.code, message: error.message });
 }
 
+/** 405 with Allow when the path exists with other methods, else 404. */
+function notServed(app: FastifyInstance, request: FastifyRequest): ServingError {
+  const path = request.url.split("?")[0];
+  const allow = allowedMethods(app, path);
+  return allow.length > 0 ? new MethodNotAllowedError(request.method, path, allow) : new ServingError(404, "not_found", `no endpoint ${request.method} ${path}`);
+}
+
 /** Every method the router serves at this concrete path (HEAD wherever GET is). */
 function allowedMethods(app: FastifyInstance, path: string): string[] {
   return ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"].filter((method) => app.findRoute({ method, url: path }) !== null);
@@ -104,6 +115,13 @@ function allowedMethods(app: FastifyInstance, path: string): string[] {
 function validationMessage(err: FastifyError): string {
   const extra = err.validation?.find((v) => v.keyword === "additionalProperties")?.params.additionalProperty;
   return typeof extra === "string" ? `${err.message}: unknown field '${extra}'` : err.message;
+}
+
+declare module "fastify" {
+  interface FastifyContextConfig {
+    /** Answered normally once shutdown has begun, rather than refused with 503 shutting_down. */
+    answersWhileDraining?: boolean;
+  }
 }
 
 export function toServingError(err: FastifyError | ServingError, { maxBodyBytes }: Limits): ServingError {

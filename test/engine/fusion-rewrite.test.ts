@@ -11,7 +11,7 @@ import { assembleRoute } from "../../src/library/route.js";
 import { ENGINE_FIXTURES, TINY_BACKBONE, expectedOutputs, maxAbsDiff, parityCases } from "../fixtures.js";
 
 /**
- * Acceptance 3 of issue 2: the rewritten fusion of DESIGN.md §2 (graph variant "fused":
+ * Acceptance 3 of issue 2: the rewritten fusion of docs/design.md §2 (graph variant "fused":
  * p = softmax_i(r · u_i), r = x·W_qᵀW_k + b_q W_k, c = (Σ p_i u_i) W_vᵀ) equals the literal
  * formula (variant "literal": q = W_q x + b_q, k_i = W_k u_i + b_k, c = Σ p_i W_v u_i) to 1e-4.
  */

@@ -83,9 +83,11 @@ t.test("an upload with more parts than a save directory has files: 413 payload_t
   assertError(t, answer, 413, "payload_too_large");
 });
 
-t.test("a request that arrives once shutdown has begun: 503 shutting_down", async (t) => {
+t.test("a request that arrives once shutdown has begun: 503 shutting_down; the probes still answer", async (t) => {
   const draining = await startServer(t);
   draining.app.serving.drain();
-  const answer = await request(`${draining.url}/health`);
-  assertError(t, answer, 503, "shutting_down");
+  assertError(t, await request(`${draining.url}/v1/fusions`), 503, "shutting_down");
+  assertError(t, await post(`${draining.url}/v1/predict/a1`, { inputs: "x" }), 503, "shutting_down");
+  t.same(await request(`${draining.url}/ready`).then((r) => [r.status, r.body]), [503, { status: "draining" }]);
+  t.equal((await request(`${draining.url}/health`)).status, 200);
 });

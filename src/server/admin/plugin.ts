@@ -3,11 +3,11 @@ import multipart from "@fastify/multipart";
 import type {} from "@fastify/swagger";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import { BadRequestError, ServingError, UnauthorizedError } from "../../errors.js";
+import { BadRequestError, MODEL_LOAD_ERROR_CODES, ServingError, UnauthorizedError } from "../../errors.js";
 import type { AdapterLibrary, ChangeResult, LibraryState } from "../../library/library.js";
-import { isValidName } from "../../library/manifest.js";
 import type { ModuleKind } from "../../library/store.js";
-import { receiveUpload } from "./upload.js";
+import { BODY_ERRORS, DRAINING, type ErrorCodes, errorResponses, PATH_ERRORS } from "../errors.js";
+import { ADAPTERHUB_FILES, receiveUpload } from "./upload.js";
 
 export interface AdminOptions {
   /** The live library; throws (503) while it is still loading. */
@@ -41,35 +41,54 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
     }
   });
 
+  app.addHook("preValidation", async (request) => {
+    if (request.isMultipart()) request.body = {};
+  });
+
   for (const [segment, kind] of Object.entries(KINDS)) {
     const tag = { tags: ["admin"], security: [{ bearer: [] }] };
-    app.get(`/v1/admin/${segment}`, { schema: { ...tag, summary: `List ${segment}`, response: { 200: listSchema } } }, async () => {
+    app.get(`/v1/admin/${segment}`, { schema: { ...tag, summary: `List ${segment}`, response: { 200: listSchema, ...errorResponses(AUTH_ERRORS, DRAINING, NOT_READY) } } }, async () => {
       return listModules(options.library().state, kind);
     });
 
-    app.put<{ Params: { name: string }; Body: { path?: string } }>(
+    app.put<{ Params: { name: string }; Body: { path: string } | undefined }>(
       `/v1/admin/${segment}/:name`,
       {
         schema: {
           ...tag,
           summary: `Load or replace ${kind === "adapters" ? "an adapter" : "a fusion route"} from an AdapterHub save directory`,
           description:
-            "Either JSON {\"path\": \"<dir relative to the library root>\"} or a multipart/form-data upload of the " +
-            "directory's files (adapter_config.json, adapter.safetensors, adapter_fusion_config.json, " +
-            "model_adapter_fusion.safetensors, head_config.json, model_head.safetensors).",
+            "Either JSON `{\"path\": \"incoming/my-adapter\"}`, a save directory inside the library root, or a " +
+            "multipart/form-data upload of the directory's files, each under its own file name " +
+            `(at most ${options.maxUploadBytes} bytes each). The module is loaded and validated completely before it is published; ` +
+            "a refused change (4xx) leaves what is serving untouched.",
           params: nameParams,
           body: {
             content: {
-              "application/json": { schema: { type: "object", properties: { path: { type: "string", minLength: 1 } }, required: ["path"], additionalProperties: false } },
-              "multipart/form-data": { schema: { description: "the files of the save directory, each under its own file name" } },
+              "application/json": {
+                schema: {
+                  type: "object",
+                  properties: { path: { type: "string", minLength: 1, description: "Save directory, relative to the library root" } },
+                  required: ["path"],
+                  additionalProperties: false,
+                },
+              },
+              "multipart/form-data": { schema: uploadSchema(kind) },
             },
           },
-          response: { 200: changeSchema },
+          response: {
+            200: changeSchema,
+            ...errorResponses(AUTH_ERRORS, PATH_ERRORS, BODY_ERRORS, DRAINING, NOT_READY, {
+              400: ["path_outside_library", "not_a_folder", "missing_body", "unexpected_file", "empty_upload", "malformed_upload"],
+              413: ["payload_too_large"],
+              422: MODEL_LOAD_ERROR_CODES,
+            }),
+          },
         },
       },
       async (request, reply) =>
         change(request, reply, "put", kind, async () => {
-          const name = checkName(request.params.name);
+          const { name } = request.params;
           const library = options.library();
           const put = (dir: string) => (kind === "adapters" ? library.putAdapter(name, dir, options.keepVersions) : library.putFusion(name, dir, options.keepVersions));
           if (request.isMultipart()) {
@@ -80,20 +99,42 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
               await upload.dispose();
             }
           }
-          return put(await library.resolveInside(request.body?.path ?? ""));
+          if (request.body === undefined) throw new BadRequestError("missing_body", 'send JSON {"path": "<save directory>"} or a multipart/form-data upload');
+          return put(await library.resolveInside(request.body.path));
         }),
     );
 
     app.delete<{ Params: { name: string } }>(
       `/v1/admin/${segment}/:name`,
-      { schema: { ...tag, summary: `Delete ${kind === "adapters" ? "an adapter (409 while a fusion uses it)" : "a fusion route"}`, params: nameParams, response: { 200: changeSchema } } },
-      async (request, reply) => change(request, reply, "delete", kind, () => options.library().remove(kind, checkName(request.params.name))),
+      {
+        schema: {
+          ...tag,
+          summary: `Delete ${kind === "adapters" ? "an adapter (409 while a fusion uses it)" : "a fusion route"}`,
+          params: nameParams,
+          response: {
+            200: changeSchema,
+            ...errorResponses(AUTH_ERRORS, PATH_ERRORS, BODY_ERRORS, DRAINING, NOT_READY, notFound(kind), kind === "adapters" ? { 409: ["adapter_in_use"] } : {}),
+          },
+        },
+      },
+      async (request, reply) => change(request, reply, "delete", kind, () => options.library().remove(kind, request.params.name)),
     );
 
     app.post<{ Params: { name: string } }>(
       `/v1/admin/${segment}/:name/rollback`,
-      { schema: { ...tag, summary: "Return to the version before the last change", params: nameParams, response: { 200: changeSchema } } },
-      async (request, reply) => change(request, reply, "rollback", kind, () => options.library().rollback(kind, checkName(request.params.name))),
+      {
+        schema: {
+          ...tag,
+          summary: "Return to the version before the last change",
+          description: "Rolling back twice returns to where the first rollback started.",
+          params: nameParams,
+          response: {
+            200: changeSchema,
+            ...errorResponses(AUTH_ERRORS, PATH_ERRORS, BODY_ERRORS, DRAINING, NOT_READY, notFound(kind), { 409: ["no_previous_version"], 422: MODEL_LOAD_ERROR_CODES }),
+          },
+        },
+      },
+      async (request, reply) => change(request, reply, "rollback", kind, () => options.library().rollback(kind, request.params.name)),
     );
   }
 
@@ -105,7 +146,7 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
       metrics.changes.inc({ kind, action, result: "ok" });
       audit(request, action, kind, request.params.name, "ok", result.folder ?? undefined);
       reply.code(200);
-      return result;
+      return { kind: result.kind, name: result.name, version: result.version, folder: result.folder, previous_folder: result.previousFolder, routes: result.routes };
     } catch (err) {
       stop();
       const status = err instanceof ServingError ? err.status : 500;
@@ -118,11 +159,6 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
   function audit(request: FastifyRequest, action: string, kind: string, name: string, result: string, folder?: string) {
     request.log.info({ audit: { token_id: tokenId(request.headers.authorization), action, kind, name, result, folder } }, "admin call");
   }
-}
-
-function checkName(name: string): string {
-  if (!isValidName(name)) throw new BadRequestError("invalid_name", `'${name}' is not a valid name (letters, digits, '.', '_', '-'; at most 64)`);
-  return name;
 }
 
 function listModules(state: LibraryState, kind: ModuleKind) {
@@ -201,33 +237,63 @@ function tokenId(header: string | undefined): string {
   return token ? digest(token).toString("hex").slice(0, 8) : "none";
 }
 
-const nameParams = { type: "object", properties: { name: { type: "string" } }, required: ["name"] } as const;
+const AUTH_ERRORS: ErrorCodes = { 401: ["unauthorized"] };
+const NOT_READY: ErrorCodes = { 503: ["not_ready"] };
+const notFound = (kind: ModuleKind): ErrorCodes => ({ 404: [kind === "adapters" ? "adapter_not_found" : "fusion_not_found"] });
+
+/** The library manifest's name rule (manifest.ts isValidName), checked by the route schema. */
+export const NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
+
+const nameParams = {
+  type: "object",
+  properties: { name: { type: "string", pattern: NAME_PATTERN, description: "Adapter or fusion name: letters, digits, '.', '_', '-'; at most 64" } },
+  required: ["name"],
+} as const;
+
+/** Which files of an AdapterHub save directory each kind of module needs; the others are optional. */
+const REQUIRED_FILES: Record<ModuleKind, readonly string[]> = {
+  adapters: ["adapter_config.json", "adapter.safetensors"],
+  fusions: ["adapter_fusion_config.json", "model_adapter_fusion.safetensors", "head_config.json", "model_head.safetensors"],
+};
+
+// An upload is streamed to disk by receiveUpload, which checks its file names, never parsed into a
+// body: fastify validates the empty body the hook below gives it, and this schema documents the fields.
+const uploadSchema = (kind: ModuleKind) => ({
+  description: `The files of an AdapterHub save directory, each under its own file name; ${REQUIRED_FILES[kind].join(", ")} at least`,
+  type: "object",
+  properties: Object.fromEntries([...ADAPTERHUB_FILES].map((file) => [file, { type: "string", format: "binary" }])),
+  additionalProperties: false,
+});
 
 const changeSchema = {
+  description: "The change, as published",
   type: "object",
+  required: ["kind", "name", "version", "folder", "previous_folder", "routes"],
   properties: {
-    kind: { type: "string" },
+    kind: { type: "string", enum: ["adapters", "fusions"] },
     name: { type: "string" },
-    version: { type: ["string", "null"] },
-    folder: { type: ["string", "null"] },
-    previousFolder: { type: ["string", "null"] },
-    routes: { type: "array", items: { type: "string" } },
+    version: { type: ["string", "null"], description: "Content version now live; null after a delete" },
+    folder: { type: ["string", "null"], description: "Version folder now live; null after a delete" },
+    previous_folder: { type: ["string", "null"], description: "Version folder a rollback returns to" },
+    routes: { type: "array", items: { type: "string" }, description: "Routes whose version changed" },
   },
 } as const;
 
 const listSchema = {
+  description: "Every module of this kind, by name",
   type: "array",
   items: {
     type: "object",
+    required: ["name", "version", "folder", "previous_folder", "size_bytes", "source", "routes"],
     properties: {
       name: { type: "string" },
-      version: { type: "string" },
-      folder: { type: "string" },
-      previous_folder: { type: ["string", "null"] },
+      version: { type: "string", description: "Content hash of the module's files" },
+      folder: { type: "string", description: "Version folder now live" },
+      previous_folder: { type: ["string", "null"], description: "Version folder a rollback returns to" },
       size_bytes: { type: "integer" },
-      source: { type: "string" },
-      adapters: { type: "array", items: { type: "string" } },
-      routes: { type: "array", items: { type: "string" } },
+      source: { type: "string", description: "Where the live files are, relative to the library root" },
+      adapters: { type: "array", items: { type: "string" }, description: "Fusions only: the fused adapters, in order" },
+      routes: { type: "array", items: { type: "string" }, description: "Routes that use the module" },
     },
   },
 } as const;

@@ -3,7 +3,7 @@ import { createWriteStream } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import type { FastifyRequest } from "fastify";
-import { BadRequestError, PayloadTooLargeError } from "../../errors.js";
+import { BadRequestError, PayloadTooLargeError, ServingError } from "../../errors.js";
 
 /** The only file names an AdapterHub save directory holds; anything else in an upload is refused. */
 export const ADAPTERHUB_FILES = new Set([
@@ -41,6 +41,11 @@ export async function receiveUpload(request: FastifyRequest, maxBytes: number, d
     await dispose();
     if ((err as { code?: string }).code === "FST_REQ_FILE_TOO_LARGE") {
       throw new PayloadTooLargeError(`an uploaded file exceeds the upload limit of ${maxBytes} bytes`);
+    }
+    // The multipart parser's own errors (no boundary, a truncated form, a malformed part header)
+    // carry neither a status nor a system call: the client sent a broken form.
+    if (err instanceof Error && !(err instanceof ServingError) && !("statusCode" in err) && !("syscall" in err)) {
+      throw new BadRequestError("malformed_upload", `the multipart/form-data body cannot be read: ${err.message}`);
     }
     throw err;
   }

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync } from "fastify";
+import { DRAINING, errorResponses } from "../errors.js";
 
 /** GET /v1/fusions — every route the library serves right now. */
 export const fusionsRoutes: FastifyPluginAsync = async (app) => {
@@ -33,7 +34,7 @@ export const fusionsRoutes: FastifyPluginAsync = async (app) => {
               },
             },
           },
-          "5xx": { description: "Not answered now: not_ready, timeout (with Retry-After), internal_error", $ref: "Error#" },
+          ...errorResponses(DRAINING, { 503: ["not_ready"] }),
         },
       },
     },

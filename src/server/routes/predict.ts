@@ -4,6 +4,7 @@ import type { HeadOutput } from "../../engine/heads.js";
 import type { InputReadout } from "../../engine/readout.js";
 import type { Encoded } from "../../engine/tokenizer.js";
 import type { FusionRoute } from "../../library/route.js";
+import { BODY_ERRORS, DRAINING, errorResponses, PATH_ERRORS } from "../errors.js";
 
 /** A multi-label head predicts every label whose sigmoid reaches this. */
 const MULTILABEL_THRESHOLD = 0.5;
@@ -67,7 +68,7 @@ interface Prediction extends Partial<ScoredOutput> {
   truncated: boolean;
 }
 
-/** POST /v1/predict/:fusion — validate, tokenize, queue for the batcher, shape the heads' outputs. */
+/** POST /v1/predict/:fusion — validate, tokenize, queue for the scheduler, shape the heads' outputs. */
 export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async (app, { config }) => {
   app.addSchema(predictionSchema);
 
@@ -86,7 +87,13 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
         params: {
           type: "object",
           required: ["fusion"],
-          properties: { fusion: { type: "string", description: "Route name, as listed by GET /v1/fusions" } },
+          properties: {
+            fusion: {
+              type: "string",
+              description: "Route name, as listed by GET /v1/fusions: a fusion route, or an adapter with its own head",
+              examples: ["hate-fusion"],
+            },
+          },
         },
         body: {
           type: "object",
@@ -104,6 +111,10 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
             explain: { type: "boolean", default: false, description: "Add fusion_weights to every prediction" },
             raw_scores: { type: "boolean", default: false, description: "Add the head's raw logits to every prediction" },
           },
+          examples: [
+            { inputs: "I love this community" },
+            { inputs: ["I love this community", "go back where you came from"], explain: true, raw_scores: true },
+          ],
         },
         response: {
           200: {
@@ -116,19 +127,22 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
               predictions: { type: "array", items: { $ref: "Prediction#" } },
             },
           },
-          "4xx": { description: "Refused: the error code says why (invalid_request, route_not_found, payload_too_large, overloaded, ...)", $ref: "Error#" },
-          "5xx": { description: "Not answered now: not_ready, timeout (with Retry-After), internal_error", $ref: "Error#" },
+          ...errorResponses(PATH_ERRORS, BODY_ERRORS, DRAINING, {
+            404: ["route_not_found"],
+            429: ["overloaded"],
+            503: ["not_ready", "timeout", "inference_failed"],
+          }),
         },
       },
     },
     async (request) => {
-      const { runtime, batcher } = app.serving.require();
+      const { runtime, scheduler } = app.serving.require();
       const route = runtime.library.route(request.params.fusion);
       request.fusionRoute = route.name;
       const { inputs, explain, raw_scores: rawScores } = request.body;
       const texts = typeof inputs === "string" ? [inputs] : inputs;
       const encoded = texts.map((text) => runtime.tokenizer.encode(text));
-      const outputs = await batcher.submit(route, encoded.map((e) => e.ids), explain);
+      const outputs = await scheduler.submit(route, encoded.map((e) => e.ids), explain);
       return {
         fusion: route.name,
         version: route.version,
