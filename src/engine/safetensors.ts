@@ -120,7 +120,7 @@ function decode(raw: Buffer, dtype: string, count: number): Float32Array {
   return out;
 }
 
-function halfToFloat(h: number): number {
+export function halfToFloat(h: number): number {
   const sign = h & 0x8000 ? -1 : 1;
   const exponent = (h >> 10) & 0x1f;
   const fraction = h & 0x3ff;

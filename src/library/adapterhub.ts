@@ -6,11 +6,18 @@ import { parseJsonObject, type BackboneConfig } from "../engine/backbone.js";
 import type { Activation, HeadType, PredictionHead } from "../engine/heads.js";
 import { transpose } from "../engine/linalg.js";
 import { parseSafetensors, type Tensor } from "../engine/safetensors.js";
+import { parseTorchSave } from "./torch-pickle.js";
 
 /**
  * Readers for AdapterHub save directories (`save_adapter`, `save_adapter_fusion`), validated
  * completely against the backbone before anything is returned: a caller either gets a module
  * that can be served as is, or a ModelLoadError naming the file and field at fault.
+ *
+ * Tensors are selected as the `adapters` library loads them: by the exact name of the module the
+ * config names. Its save filters by name prefix (heads, fusions), so a save file may also hold
+ * other modules' tensors (the heads of `xy` in the head file of `x`, fusion `x,y,z` in the file
+ * of `x,y`); those are left alone. A module loads under any name (`load_as`), whatever name it
+ * was saved under.
  */
 
 /** One layer's bottleneck, weights [in, out], the adapter's scaling folded into the up-projection. */
@@ -22,6 +29,7 @@ export interface AdapterLayer {
 }
 
 export interface AdapterModule {
+  /** The name it is served under, whatever name it was saved under. */
   readonly name: string;
   readonly version: string;
   readonly dir: string;
@@ -45,7 +53,10 @@ export interface FusionModule {
   readonly dir: string;
   readonly sizeBytes: number;
   readonly kind: "dynamic" | "static";
-  /** Adapter names in fusion order, from the fusion's own config. */
+  /**
+   * The fused adapters in fusion order, by the names they are served under: the config's
+   * `adapter_names`, or its comma-separated `name` in saves that predate that field.
+   */
   readonly adapters: readonly string[];
   readonly layers: readonly FusionLayer[];
   readonly head: PredictionHead;
@@ -114,13 +125,13 @@ const FUSION_REQUIRED: Record<string, unknown> = { key: true, query: true, query
  */
 const FUSION_IGNORED = new Set(["value", "value_before_softmax", "value_initialized", "regularization", "temperature", "dropout_prob"]);
 
-export async function loadAdapter(dir: string, backbone: BackboneConfig): Promise<AdapterModule> {
+/** Loads an adapter save dir; `loadAs` is the name it is served under (default: the saved name). */
+export async function loadAdapter(dir: string, backbone: BackboneConfig, loadAs?: string): Promise<AdapterModule> {
   const configPath = join(dir, "adapter_config.json");
   const files = newFiles();
   const raw = await readTrackedJson(configPath, files);
   const config = asObject(raw.config, configPath, "config");
-  const name = String(raw.name ?? "");
-  if (!name) throw new ModelLoadError("malformed_file", `${configPath}: field 'name' is missing`);
+  const savedName = savedNameOf(raw, configPath);
   checkHiddenSize(raw, backbone, configPath);
   checkFields(config, ADAPTER_REQUIRED, ADAPTER_IGNORED, configPath);
   const scaling = config.scaling ?? 1.0;
@@ -130,15 +141,9 @@ export async function loadAdapter(dir: string, backbone: BackboneConfig): Promis
   const leaveOut = new Set(Array.isArray(config.leave_out) ? config.leave_out.map(Number) : []);
 
   const weightsPath = await findWeights(dir, ADAPTER_WEIGHTS);
-  const tensors = await readTrackedSafetensors(weightsPath, files);
+  const tensors = await readTrackedWeights(weightsPath, files);
   const d = backbone.hiddenSize;
-  const perLayer = tensorsByLayer(
-    tensors,
-    /(?:^|\.)encoder\.layer\.(\d+)\.output\.adapters\.(.+)\.adapter_(down\.0|up)\.(weight|bias)$/,
-    { what: "adapter", name },
-    weightsPath,
-    backbone,
-  );
+  const perLayer = tensorsByLayer(tensors, { what: "adapter", name: savedName, module: `adapters.${savedName}` }, /^adapter_(?:down\.0|up)\.(?:weight|bias)$/, weightsPath, backbone);
 
   const layers: (AdapterLayer | null)[] = [];
   for (let l = 0; l < backbone.numLayers; l++) {
@@ -155,15 +160,15 @@ export async function loadAdapter(dir: string, backbone: BackboneConfig): Promis
     }
     const get = (key: string) => {
       const t = parts.get(key);
-      if (!t) throw new ModelLoadError("malformed_file", `${weightsPath}: layer ${l} lacks adapter_${key}`);
+      if (!t) throw new ModelLoadError("malformed_file", `${weightsPath}: layer ${l} lacks ${key}`);
       return t;
     };
-    const downWeight = get("down.0.weight");
+    const downWeight = get("adapter_down.0.weight");
     const r = downWeight.shape[0];
     expectShape(downWeight, [r, d], `layer ${l} adapter_down.0.weight`, weightsPath);
-    const downBias = expectShape(get("down.0.bias"), [r], `layer ${l} adapter_down.0.bias`, weightsPath);
-    const upWeight = expectShape(get("up.weight"), [d, r], `layer ${l} adapter_up.weight`, weightsPath);
-    const upBias = expectShape(get("up.bias"), [d], `layer ${l} adapter_up.bias`, weightsPath);
+    const downBias = expectShape(get("adapter_down.0.bias"), [r], `layer ${l} adapter_down.0.bias`, weightsPath);
+    const upWeight = expectShape(get("adapter_up.weight"), [d, r], `layer ${l} adapter_up.weight`, weightsPath);
+    const upBias = expectShape(get("adapter_up.bias"), [d], `layer ${l} adapter_up.bias`, weightsPath);
     const up = transpose(upWeight);
     layers.push({
       downWeight: transpose(downWeight),
@@ -173,26 +178,21 @@ export async function loadAdapter(dir: string, backbone: BackboneConfig): Promis
     });
   }
   const head = await loadOptionalHead(dir, backbone, files);
-  return { name, version: versionOf(files), dir, sizeBytes: files.bytes, layers, head };
+  return { name: loadAs ?? savedName, version: versionOf(files), dir, sizeBytes: files.bytes, layers, head };
 }
 
-export async function loadFusion(dir: string, backbone: BackboneConfig): Promise<FusionModule> {
+/**
+ * Loads a fusion save dir; `loadAs` is the name it is served under (default: the saved name). As
+ * with `load_adapter_fusion(dir, load_as=...)`, renaming the fusion does not rename the adapters
+ * it fuses: they are the ones served under the names its config lists.
+ */
+export async function loadFusion(dir: string, backbone: BackboneConfig, loadAs?: string): Promise<FusionModule> {
   const configPath = join(dir, "adapter_fusion_config.json");
   const files = newFiles();
   const raw = await readTrackedJson(configPath, files);
   const config = asObject(raw.config, configPath, "config");
-  const fusionName = String(raw.name ?? "");
-  const adapters = fusionName.split(",").filter(Boolean);
-  if (adapters.length === 0) throw new ModelLoadError("malformed_file", `${configPath}: field 'name' does not list the fused adapters`);
-  if (new Set(adapters).size !== adapters.length) {
-    throw new ModelLoadError("malformed_file", `${configPath}: field 'name' lists an adapter twice ('${fusionName}')`);
-  }
-  if (raw.adapter_names !== undefined && (!Array.isArray(raw.adapter_names) || raw.adapter_names.join(",") !== fusionName)) {
-    throw new ModelLoadError(
-      "malformed_file",
-      `${configPath}: field 'adapter_names' ${JSON.stringify(raw.adapter_names)} does not match field 'name' '${fusionName}'`,
-    );
-  }
+  const savedName = savedNameOf(raw, configPath);
+  const adapters = fusedAdapters(raw, savedName, configPath);
   checkHiddenSize(raw, backbone, configPath);
   checkFields(config, FUSION_REQUIRED, FUSION_IGNORED, configPath);
   if (typeof (config.value ?? false) !== "boolean") {
@@ -201,12 +201,12 @@ export async function loadFusion(dir: string, backbone: BackboneConfig): Promise
   const hasValue = config.value === true;
 
   const weightsPath = await findWeights(dir, FUSION_WEIGHTS);
-  const tensors = await readTrackedSafetensors(weightsPath, files);
+  const tensors = await readTrackedWeights(weightsPath, files);
   const d = backbone.hiddenSize;
   const perLayer = tensorsByLayer(
     tensors,
-    /(?:^|\.)encoder\.layer\.(\d+)\.output\.adapter_fusion_layer\.(.+)\.(query|key|value)\.(weight|bias)$/,
-    { what: "fusion", name: fusionName },
+    { what: "fusion", name: savedName, module: `adapter_fusion_layer.${savedName}` },
+    /^(?:query|key|value)\.(?:weight|bias)$/,
     weightsPath,
     backbone,
   );
@@ -230,7 +230,7 @@ export async function loadFusion(dir: string, backbone: BackboneConfig): Promise
   const head = await loadOptionalHead(dir, backbone, files);
   if (!head) throw new ModelLoadError("missing_file", `${dir}: a fusion route needs its prediction head (head_config.json)`);
   return {
-    name: fusionName,
+    name: loadAs ?? savedName,
     version: versionOf(files),
     dir,
     sizeBytes: files.bytes,
@@ -242,31 +242,57 @@ export async function loadFusion(dir: string, backbone: BackboneConfig): Promise
 }
 
 /**
- * Groups a save file's tensors by encoder layer, keyed `<module>.<weight|bias>`. `pattern`
- * captures (layer, owner name, module, weight|bias); any other tensor, one of another owner, or
- * one for a layer the backbone does not have is refused.
+ * The tensors of one module (`<prefix>.encoder.layer.<l>.output.<module>.<part>`), grouped by
+ * encoder layer and keyed by part. Other modules' tensors are skipped; one of this module with a
+ * part that `parts` does not accept (a component the served computation lacks), or for a layer
+ * the backbone does not have, is refused.
  */
 function tensorsByLayer(
   tensors: Map<string, Tensor>,
-  pattern: RegExp,
-  owner: { what: string; name: string },
+  owner: { what: string; name: string; module: string },
+  parts: RegExp,
   source: string,
   backbone: BackboneConfig,
 ): Map<number, Map<string, Tensor>> {
+  const marker = `.${owner.module}.`;
   const perLayer = new Map<number, Map<string, Tensor>>();
   for (const [tensorName, tensor] of tensors) {
-    const m = pattern.exec(tensorName);
-    if (!m || m[2] !== owner.name) {
-      throw new ModelLoadError("unsupported_config", `${source}: unexpected tensor ${tensorName} for ${owner.what} '${owner.name}'`);
+    const at = tensorName.indexOf(marker);
+    if (at < 0) continue;
+    const layerMatch = /(?:^|\.)encoder\.layer\.(\d+)\.output$/.exec(tensorName.slice(0, at));
+    const part = tensorName.slice(at + marker.length);
+    if (!layerMatch || !parts.test(part)) {
+      throw new ModelLoadError("unsupported_config", `${source}: unexpected tensor ${tensorName} of ${owner.what} '${owner.name}'`);
     }
-    const layer = Number(m[1]);
+    const layer = Number(layerMatch[1]);
     if (layer >= backbone.numLayers) {
       throw new ModelLoadError("shape_mismatch", `${source}: ${owner.what} has weights for layer ${layer}, the backbone has ${backbone.numLayers} layers`);
     }
     if (!perLayer.has(layer)) perLayer.set(layer, new Map());
-    perLayer.get(layer)!.set(`${m[3]}.${m[4]}`, tensor);
+    perLayer.get(layer)!.set(part, tensor);
+  }
+  if (perLayer.size === 0) {
+    throw new ModelLoadError("malformed_file", `${source}: holds no tensors of ${owner.what} '${owner.name}' (named …${marker}…)`);
   }
   return perLayer;
+}
+
+/** The name a module was saved under, which names its tensors. */
+function savedNameOf(raw: Record<string, unknown>, source: string): string {
+  if (typeof raw.name !== "string" || !raw.name) throw new ModelLoadError("malformed_file", `${source}: field 'name' is missing`);
+  return raw.name;
+}
+
+/** `adapter_names`, as `adapters` reads it; saves without it name the fusion after its adapters. */
+function fusedAdapters(raw: Record<string, unknown>, savedName: string, source: string): string[] {
+  const listed = raw.adapter_names ?? savedName.split(",");
+  if (!Array.isArray(listed) || listed.length === 0 || !listed.every((a) => typeof a === "string" && a.length > 0)) {
+    throw new ModelLoadError("malformed_file", `${source}: field 'adapter_names' must list the fused adapters' names (found ${JSON.stringify(raw.adapter_names)})`);
+  }
+  if (new Set(listed).size !== listed.length) {
+    throw new ModelLoadError("malformed_file", `${source}: the fused adapters list an adapter twice (${listed.join(",")})`);
+  }
+  return listed;
 }
 
 const HEAD_TYPES: HeadType[] = ["classification", "multilabel_classification", "tagging"];
@@ -289,13 +315,16 @@ async function loadOptionalHead(dir: string, backbone: BackboneConfig, files: Lo
     throw new ModelLoadError("unsupported_config", `${configPath}: activation_function '${String(activation)}' is not supported (supported: ${HEAD_ACTIVATIONS.join(", ")})`);
   }
   const labels = labelsOf(config, configPath);
+  const headName = savedNameOf(raw, configPath);
 
   const weightsPath = await findWeights(dir, HEAD_WEIGHTS);
-  const tensors = await readTrackedSafetensors(weightsPath, files);
+  const tensors = await readTrackedWeights(weightsPath, files);
+  const prefix = `heads.${headName}.`;
   const indices = new Map<number, { weight?: Tensor; bias?: Tensor }>();
   for (const [tensorName, tensor] of tensors) {
-    const m = /^heads\.[^]+\.(\d+)\.(weight|bias)$/.exec(tensorName);
-    if (!m) throw new ModelLoadError("unsupported_config", `${weightsPath}: unexpected head tensor ${tensorName}`);
+    if (!tensorName.startsWith(prefix)) continue;
+    const m = /^(\d+)\.(weight|bias)$/.exec(tensorName.slice(prefix.length));
+    if (!m) throw new ModelLoadError("unsupported_config", `${weightsPath}: unexpected tensor ${tensorName} of head '${headName}'`);
     const entry = indices.get(Number(m[1])) ?? {};
     entry[m[2] as "weight" | "bias"] = tensor;
     indices.set(Number(m[1]), entry);
@@ -310,7 +339,7 @@ async function loadOptionalHead(dir: string, backbone: BackboneConfig, files: Lo
     inDim = outDim;
     return { weight: transpose(e.weight), bias: e.bias ?? null };
   });
-  if (linears.length === 0) throw new ModelLoadError("malformed_file", `${weightsPath}: the head has no layers`);
+  if (linears.length === 0) throw new ModelLoadError("malformed_file", `${weightsPath}: holds no tensors of head '${headName}' (named ${prefix}…)`);
   return { type, labels, linears, activation };
 }
 
@@ -372,16 +401,15 @@ function asObject(value: unknown, source: string, field: string): Record<string,
   return value as Record<string, unknown>;
 }
 
+/**
+ * The safetensors file where there is one, else the PyTorch .bin: the choice of `adapters` when
+ * loading with use_safetensors=True, the one setting in which it loads both kinds of save.
+ */
 async function findWeights(dir: string, candidates: string[]): Promise<string> {
-  const [safetensors, pytorch] = candidates;
-  if (await exists(join(dir, safetensors))) return join(dir, safetensors);
-  if (await exists(join(dir, pytorch))) {
-    throw new ModelLoadError(
-      "unsupported_config",
-      `${join(dir, pytorch)}: PyTorch .bin saves are not read; convert with save_adapter(..., use_safetensors=True)`,
-    );
+  for (const file of candidates) {
+    if (await exists(join(dir, file))) return join(dir, file);
   }
-  throw new ModelLoadError("missing_file", `${dir}: ${safetensors} is missing`);
+  throw new ModelLoadError("missing_file", `${dir}: ${candidates.join(" (or ")}) is missing`);
 }
 
 function newFiles(): LoadedFiles & { bytes: number } {
@@ -405,8 +433,9 @@ async function readTrackedJson(path: string, files: LoadedFiles & { bytes: numbe
   return parseJsonObject(await readTracked(path, files), path);
 }
 
-async function readTrackedSafetensors(path: string, files: LoadedFiles & { bytes: number }) {
-  return parseSafetensors(await readTracked(path, files), path);
+async function readTrackedWeights(path: string, files: LoadedFiles & { bytes: number }) {
+  const bytes = await readTracked(path, files);
+  return path.endsWith(".bin") ? parseTorchSave(bytes, path) : parseSafetensors(bytes, path);
 }
 
 /** Content-addressed: the same files always give the same version, across restarts and copies. */

@@ -56,11 +56,11 @@ export class AdapterLibrary {
     await store.cleanUp(manifest);
     const adapters = new Map<string, AdapterModule>();
     for (const [name, version] of Object.entries(manifest.adapters)) {
-      adapters.set(name, await loadNamedAdapter(store.folder("adapters", name, version), name, backbone));
+      adapters.set(name, await loadAdapter(store.folder("adapters", name, version), backbone, name));
     }
     const fusions = new Map<string, FusionModule>();
     for (const [name, version] of Object.entries(manifest.fusions)) {
-      fusions.set(name, await loadFusion(store.folder("fusions", name, version), backbone));
+      fusions.set(name, await loadFusion(store.folder("fusions", name, version), backbone, name));
     }
     return new AdapterLibrary(root, backbone, buildState(backbone, manifest, adapters, fusions));
   }
@@ -91,7 +91,7 @@ export class AdapterLibrary {
    */
   putAdapter(name: string, sourceDir: string, keepVersions = DEFAULT_CONFIG.keepVersions): Promise<ChangeResult> {
     return this.serialize(async () => {
-      const module = await loadNamedAdapter(sourceDir, name, this.backbone);
+      const module = await loadAdapter(sourceDir, this.backbone, name);
       return this.commit("adapters", name, module, sourceDir, keepVersions);
     });
   }
@@ -99,7 +99,7 @@ export class AdapterLibrary {
   /** Creates or replaces a fusion route from an AdapterHub fusion save directory (with its head), as `putAdapter`. */
   putFusion(name: string, sourceDir: string, keepVersions = DEFAULT_CONFIG.keepVersions): Promise<ChangeResult> {
     return this.serialize(async () => {
-      const module = await loadFusion(sourceDir, this.backbone);
+      const module = await loadFusion(sourceDir, this.backbone, name);
       return this.commit("fusions", name, module, sourceDir, keepVersions);
     });
   }
@@ -113,7 +113,7 @@ export class AdapterLibrary {
       const target = state.manifest.previous?.[kind][name];
       if (target === undefined) throw new ConflictError("no_previous_version", `${kind} '${name}' has no previous version to roll back to`);
       const dir = this.store.folder(kind, name, target);
-      const module = kind === "adapters" ? await loadNamedAdapter(dir, name, this.backbone) : await loadFusion(dir, this.backbone);
+      const module = kind === "adapters" ? await loadAdapter(dir, this.backbone, name) : await loadFusion(dir, this.backbone, name);
       return this.publish(kind, name, module, this.nextState(kind, name, module), target, live);
     });
   }
@@ -187,14 +187,6 @@ export class AdapterLibrary {
     this.changes = result.catch(() => undefined);
     return result;
   }
-}
-
-async function loadNamedAdapter(dir: string, name: string, backbone: BackboneConfig): Promise<AdapterModule> {
-  const module = await loadAdapter(dir, backbone);
-  if (module.name !== name) {
-    throw new ModelLoadError("malformed_file", `${dir}: the saved adapter is named '${module.name}', not '${name}'`);
-  }
-  return module;
 }
 
 function withEntry(manifest: Manifest, kind: ModuleKind, name: string, folder: string | null, previous: string | null): Manifest {

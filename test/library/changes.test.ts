@@ -50,7 +50,7 @@ t.test("a refused change leaves the live state and the files untouched", async (
   const state = library.state;
   const manifest = await readFile(join(root, "library.json"), "utf8");
   await t.rejects(library.putAdapter("a1", join(ENGINE_FIXTURES, "foreign", "hidden48")), ModelLoadError);
-  await t.rejects(library.putAdapter("a1", join(ENGINE_FIXTURES, "adapters", "a2")), ModelLoadError, "an adapter saved under another name");
+  await t.rejects(library.putAdapter("a1", join(ENGINE_FIXTURES, "fusions", "dyn2")), ModelLoadError, "a fusion is not an adapter");
   await t.rejects(library.putFusion("dyn2", join(ENGINE_FIXTURES, "adapters", "a1")), ModelLoadError, "an adapter is not a fusion");
   t.equal(library.state, state);
   t.equal(await readFile(join(root, "library.json"), "utf8"), manifest);

@@ -179,11 +179,18 @@ t.test("missing file: a fusion directory without model_adapter_fusion.safetensor
   await refused(t, loadFusion(dir, config), "missing_file", "model_adapter_fusion.safetensors", dir);
 });
 
-t.test("missing file: only a PyTorch .bin save is refused with a hint to save with safetensors", async (t) => {
+t.test("missing file: a directory with neither adapter.safetensors nor pytorch_adapter.bin names both (missing_file)", async (t) => {
   const dir = await copyOf(t, join(ADAPTERS, "a1"));
   await unlink(join(dir, "adapter.safetensors"));
-  await writeFile(join(dir, "pytorch_adapter.bin"), "not read");
-  await refused(t, loadAdapter(dir, config), "unsupported_config", "pytorch_adapter.bin", "use_safetensors");
+  await refused(t, loadAdapter(dir, config), "missing_file", "adapter.safetensors (or pytorch_adapter.bin)", dir);
+});
+
+t.test("malformed file: a pytorch_adapter.bin that is not a PyTorch save is refused (malformed_file)", async (t) => {
+  const dir = await copyOf(t, join(ADAPTERS, "a1"));
+  await unlink(join(dir, "adapter.safetensors"));
+  await writeFile(join(dir, "pytorch_adapter.bin"), "not a save");
+  await refused(t, loadAdapter(dir, config), "malformed_file", join(dir, "pytorch_adapter.bin"));
+  await refusedChange(t, (library) => library.putAdapter("a1", dir), "malformed_file", "pytorch_adapter.bin");
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -369,15 +376,57 @@ t.test("unsupported config value: a head type the server does not serve is refus
   await refused(t, loadFusion(dir, config), "unsupported_config", "head_config.json", "head_type", "question_answering");
 });
 
-t.test("malformed fusion config: adapter_names disagreeing with name, or an adapter listed twice, is refused", async (t) => {
+t.test("fusion config: a fusion saved under its own name fuses the adapters its adapter_names lists", async (t) => {
+  // add_adapter_fusion(..., name=...) saves the fusion's tensors under `name` and its adapters in adapter_names.
   const dir = await copyOf(t, join(FUSIONS, "dyn2"));
   await editJson(join(dir, "adapter_fusion_config.json"), (j) => (j.adapter_names = ["a2", "a1"]));
-  await refused(t, loadFusion(dir, config), "malformed_file", "adapter_fusion_config.json", "adapter_names", "a1,a2");
+  t.same((await loadFusion(dir, config)).adapters, ["a2", "a1"]);
+  await editJson(join(dir, "adapter_fusion_config.json"), (j) => delete j.adapter_names);
+  t.same((await loadFusion(dir, config)).adapters, ["a1", "a2"], "older saves: the adapters from the comma-separated name");
+});
+
+t.test("malformed fusion config: adapter_names that is no list of names, or lists an adapter twice, is refused", async (t) => {
+  const dir = await copyOf(t, join(FUSIONS, "dyn2"));
+  for (const names of ["a1,a2", [], ["a1", 2]]) {
+    await editJson(join(dir, "adapter_fusion_config.json"), (j) => (j.adapter_names = names));
+    await refused(t, loadFusion(dir, config), "malformed_file", "adapter_fusion_config.json", "adapter_names");
+  }
+  await editJson(join(dir, "adapter_fusion_config.json"), (j) => (j.adapter_names = ["a1", "a1"]));
+  await refused(t, loadFusion(dir, config), "malformed_file", "adapter_fusion_config.json", "twice");
   await editJson(join(dir, "adapter_fusion_config.json"), (j) => {
     delete j.adapter_names;
     j.name = "a1,a1";
   });
   await refused(t, loadFusion(dir, config), "malformed_file", "adapter_fusion_config.json", "twice");
+});
+
+t.test("exact names: another module's tensors are skipped, a tensor of this module the computation lacks is refused", async (t) => {
+  const dir = await copyOf(t, join(ADAPTERS, "a1"));
+  const file = join(dir, "adapter.safetensors");
+  const original = await readFile(file);
+  const renamed = async (to: string) => {
+    const headerLength = Number(original.readBigUInt64LE(0));
+    const header = original.subarray(8, 8 + headerLength).toString("utf8").replace(`"${A1_DOWN}"`, `"${to}"`);
+    const raw = Buffer.from(header);
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64LE(BigInt(raw.length));
+    await writeFile(file, Buffer.concat([length, raw, original.subarray(8 + headerLength)]));
+  };
+  await renamed(A1_DOWN.replace(".adapters.a1.", ".adapters.a10."));
+  await refused(t, loadAdapter(dir, config), "malformed_file", file, "layer 1 lacks adapter_down.0.weight");
+  await renamed(A1_DOWN.replace("adapter_down.0", "adapter_norm_before"));
+  await refused(t, loadAdapter(dir, config), "unsupported_config", file, "unexpected tensor", "adapter_norm_before", "'a1'");
+  await renamed(A1_DOWN.replace(".output.", ".attention.output."));
+  await refused(t, loadAdapter(dir, config), "unsupported_config", file, "unexpected tensor", "attention.output.adapters.a1");
+});
+
+t.test("exact names: a file with no tensor of the module its config names is refused naming the module", async (t) => {
+  const dir = await copyOf(t, join(ADAPTERS, "a1"));
+  await editJson(join(dir, "adapter_config.json"), (j) => (j.name = "b1"));
+  await refused(t, loadAdapter(dir, config), "malformed_file", "adapter.safetensors", "no tensors of adapter 'b1'", ".adapters.b1.");
+  const fusion = await copyOf(t, join(FUSIONS, "dyn2"));
+  await editJson(join(fusion, "head_config.json"), (j) => (j.name = "dyn"));
+  await refused(t, loadFusion(fusion, config), "malformed_file", "model_head.safetensors", "no tensors of head 'dyn'", "heads.dyn.");
 });
 
 t.test("unsupported config value: a fusion 'value' that is not a boolean is refused", async (t) => {

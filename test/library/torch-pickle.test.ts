@@ -1,0 +1,250 @@
+import { existsSync, readFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { crc32, deflateRawSync } from "node:zlib";
+import t from "tap";
+import { parseSafetensors } from "../../src/engine/safetensors.js";
+import { ModelLoadError } from "../../src/errors.js";
+import { parseTorchSave } from "../../src/library/torch-pickle.js";
+import { FIXTURES } from "../fixtures.js";
+
+/**
+ * The .bin reader: what torch.save writes for a state dict reads back exactly, views included;
+ * anything else is refused with a ModelLoadError before any of it is built, and nothing in the
+ * file runs.
+ */
+
+const LOADERS = join(FIXTURES, "loaders");
+type Code = ConstructorParameters<typeof ModelLoadError>[0];
+
+function refused(t: Tap, bytes: Buffer, code: Code, ...mentions: (string | RegExp)[]) {
+  let error: unknown;
+  try {
+    parseTorchSave(bytes, "test.bin");
+  } catch (e) {
+    error = e;
+  }
+  t.ok(error instanceof ModelLoadError, "refused with a ModelLoadError");
+  const e = error as ModelLoadError;
+  t.equal(e?.code, code, `code ${code}`);
+  t.equal(e?.status, 422);
+  for (const m of mentions) t.match(e?.message, m, `the message names ${String(m)}`);
+}
+type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
+
+// ---------------------------------------------------------------------------------------------
+// Archives written by torch.save
+// ---------------------------------------------------------------------------------------------
+
+t.test("views, shared storages, half, bfloat16 and float64 read back as torch holds them", async (t) => {
+  const expected = parseSafetensors(readFileSync(join(LOADERS, "tensors/views.safetensors")), "views.safetensors");
+  for (const file of ["views.bin", "ordered.bin"]) {
+    const tensors = parseTorchSave(readFileSync(join(LOADERS, "tensors", file)), file);
+    t.same([...tensors.keys()].sort(), [...expected.keys()].sort(), `${file}: every float tensor, the int64 one skipped`);
+    for (const [name, want] of expected) {
+      const got = tensors.get(name)!;
+      t.same(got.shape, want.shape, `${file} ${name}: shape [${want.shape}]`);
+      t.ok(
+        got.data.length === want.data.length && got.data.every((v, i) => Object.is(v, want.data[i])),
+        `${file} ${name}: every value exact`,
+      );
+    }
+  }
+});
+
+t.test("every .bin holding something other than tensors is refused, naming what it holds, and runs nothing", async (t) => {
+  const cases: [string, RegExp][] = [
+    ["os_system.bin", /names the global (posix|os)\.system/],
+    ["tensor_subclass.bin", /names the global torch\._tensor\._rebuild_from_type_v2/],
+    ["object.bin", /names the global __main__\.Weights/],
+    ["parameter.bin", /names the global torch\._utils\._rebuild_parameter/],
+    ["list.bin", /pickle opcode 0x5d/],
+    ["complex.bin", /names the global torch\.ComplexFloatStorage/],
+  ];
+  for (const [file, mention] of cases) {
+    t.test(file, async (t) => refused(t, readFileSync(join(LOADERS, "unsafe", file)), "unsupported_config", mention, "test.bin"));
+  }
+  t.notOk(existsSync("pwned.txt") || existsSync(join(LOADERS, "unsafe", "pwned.txt")), "os_system.bin's command did not run");
+});
+
+// ---------------------------------------------------------------------------------------------
+// Hand-made archives and pickles
+// ---------------------------------------------------------------------------------------------
+
+/** A zip archive as torch.save writes it (stored entries under one root folder). */
+function zip(entries: Record<string, Buffer>, { deflate = false } = {}): Buffer {
+  const locals: Buffer[] = [];
+  const centrals: Buffer[] = [];
+  let offset = 0;
+  for (const [name, data] of Object.entries(entries)) {
+    const stored = deflate ? deflateRawSync(data) : data;
+    const nameBytes = Buffer.from(name);
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(deflate ? 8 : 0, 8);
+    local.writeUInt32LE(crc32(data), 14);
+    local.writeUInt32LE(stored.length, 18);
+    local.writeUInt32LE(data.length, 22);
+    local.writeUInt16LE(nameBytes.length, 26);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(deflate ? 8 : 0, 10);
+    central.writeUInt32LE(crc32(data), 16);
+    central.writeUInt32LE(stored.length, 20);
+    central.writeUInt32LE(data.length, 24);
+    central.writeUInt16LE(nameBytes.length, 28);
+    central.writeUInt32LE(offset, 42);
+    locals.push(local, nameBytes, stored);
+    centrals.push(central, nameBytes);
+    offset += 30 + nameBytes.length + stored.length;
+  }
+  const directory = Buffer.concat(centrals);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(Object.keys(entries).length, 8);
+  end.writeUInt16LE(Object.keys(entries).length, 10);
+  end.writeUInt32LE(directory.length, 12);
+  end.writeUInt32LE(offset, 16);
+  return Buffer.concat([...locals, directory, end]);
+}
+
+/** Pickle opcodes, spelled as bytes. */
+const P = {
+  proto: Buffer.from([0x80, 2]),
+  stop: Buffer.from("."),
+  mark: Buffer.from("("),
+  tuple: Buffer.from("t"),
+  emptyDict: Buffer.from("}"),
+  emptyTuple: Buffer.from(")"),
+  reduce: Buffer.from("R"),
+  build: Buffer.from("b"),
+  setitem: Buffer.from("s"),
+  persid: Buffer.from("Q"),
+  false: Buffer.from([0x89]),
+  global: (module: string, name: string) => Buffer.from(`c${module}\n${name}\n`),
+  str: (s: string) => {
+    const b = Buffer.from(s);
+    const head = Buffer.alloc(5);
+    head.write("X", 0);
+    head.writeUInt32LE(b.length, 1);
+    return Buffer.concat([head, b]);
+  },
+  int: (n: number) => {
+    const b = Buffer.alloc(5);
+    b.write("J", 0);
+    b.writeInt32LE(n, 1);
+    return b;
+  },
+  ints: (ns: number[]) => Buffer.concat([P.mark, ...ns.map(P.int), P.tuple]),
+};
+
+interface TensorSpec {
+  storage?: string;
+  numel: number;
+  offset?: number;
+  shape: number[];
+  stride: number[];
+  hooks?: Buffer;
+  key?: string;
+}
+
+/** _rebuild_tensor_v2(persistent storage, offset, size, stride, False, OrderedDict()) as torch pickles it. */
+function tensor(spec: TensorSpec): Buffer {
+  const storageId = Buffer.concat([P.mark, P.str("storage"), P.global("torch", spec.storage ?? "FloatStorage"), P.str(spec.key ?? "0"), P.str("cpu"), P.int(spec.numel), P.tuple, P.persid]);
+  const hooks = spec.hooks ?? Buffer.concat([P.global("collections", "OrderedDict"), P.emptyTuple, P.reduce]);
+  return Buffer.concat([
+    P.global("torch._utils", "_rebuild_tensor_v2"),
+    P.mark,
+    storageId,
+    P.int(spec.offset ?? 0),
+    P.ints(spec.shape),
+    P.ints(spec.stride),
+    P.false,
+    hooks,
+    P.tuple,
+    P.reduce,
+  ]);
+}
+
+function pickle(...body: Buffer[]): Buffer {
+  return Buffer.concat([P.proto, ...body, P.stop]);
+}
+
+/** {"w": <value>} */
+function stateDict(value: Buffer): Buffer {
+  return pickle(P.emptyDict, P.str("w"), value, P.setitem);
+}
+
+function floats(values: number[]): Buffer {
+  const b = Buffer.alloc(4 * values.length);
+  values.forEach((v, i) => b.writeFloatLE(v, 4 * i));
+  return b;
+}
+
+function archive(pkl: Buffer, storage = floats([1, 2, 3, 4, 5, 6]), extra: Record<string, Buffer> = {}, options = {}): Buffer {
+  return zip({ "archive/data.pkl": pkl, "archive/byteorder": Buffer.from("little"), "archive/data/0": storage, ...extra }, options);
+}
+
+const W23 = { numel: 6, shape: [2, 3], stride: [3, 1] };
+
+t.test("control: a hand-made state dict reads, contiguous or strided", async (t) => {
+  const plain = parseTorchSave(archive(stateDict(tensor(W23))), "test.bin").get("w")!;
+  t.same(plain.shape, [2, 3]);
+  t.same([...plain.data], [1, 2, 3, 4, 5, 6]);
+  const transposed = parseTorchSave(archive(stateDict(tensor({ numel: 6, shape: [3, 2], stride: [1, 3] }))), "test.bin").get("w")!;
+  t.same([...transposed.data], [1, 4, 2, 5, 3, 6]);
+  const tail = parseTorchSave(archive(stateDict(tensor({ numel: 6, offset: 4, shape: [2], stride: [1] }))), "test.bin").get("w")!;
+  t.same([...tail.data], [5, 6]);
+});
+
+t.test("a pickle naming os.system, builtins.eval or any other global is refused before anything is built, and nothing runs", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "torch-pickle-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const marker = join(dir, "ran");
+  const shell = Buffer.concat([P.global("os", "system"), P.mark, P.str(`touch ${marker}`), P.tuple, P.reduce]);
+  refused(t, archive(stateDict(shell)), "unsupported_config", "names the global os.system", "refused without running anything");
+  refused(t, archive(pickle(shell)), "unsupported_config", "os.system");
+  // protocol 4 spelling: STACK_GLOBAL of two strings
+  const evalCall = Buffer.concat([Buffer.from([0x8c, 8]), Buffer.from("builtins"), Buffer.from([0x8c, 4]), Buffer.from("eval"), Buffer.from([0x93]), P.mark, P.str("1"), P.tuple, P.reduce]);
+  refused(t, archive(stateDict(evalCall)), "unsupported_config", "builtins.eval");
+  refused(t, archive(stateDict(Buffer.concat([P.global("torch", "load"), P.emptyTuple, P.reduce]))), "unsupported_config", "torch.load");
+  refused(t, archive(stateDict(Buffer.concat([P.global("torch._utils", "_rebuild_parameter"), P.emptyTuple, P.reduce]))), "unsupported_config", "_rebuild_parameter");
+  t.notOk(existsSync(marker), "the command did not run");
+});
+
+t.test("the allowed globals are refused when used for anything but a plain tensor", async (t) => {
+  refused(t, archive(stateDict(tensor({ ...W23, hooks: Buffer.concat([P.global("collections", "OrderedDict"), P.emptyTuple, P.reduce, P.str("h"), P.int(1), P.setitem]) }))), "unsupported_config", "no hooks");
+  refused(t, archive(stateDict(Buffer.concat([P.global("torch", "FloatStorage"), P.emptyTuple, P.reduce]))), "unsupported_config", "torch.FloatStorage");
+  refused(t, archive(stateDict(Buffer.concat([P.global("collections", "OrderedDict"), P.mark, P.int(1), P.tuple, P.reduce]))), "unsupported_config", "collections.OrderedDict with 1 argument");
+  refused(t, archive(stateDict(Buffer.concat([tensor(W23), P.emptyDict, P.build]))), "unsupported_config", "BUILD");
+  refused(t, archive(stateDict(Buffer.concat([P.mark, P.str("module"), P.str("x"), P.tuple, P.persid]))), "unsupported_config", "persistent id other than a tensor storage");
+  refused(t, archive(stateDict(Buffer.concat([P.global("torch", "FloatStorage")]))), "unsupported_config", "holds torch.FloatStorage");
+  refused(t, archive(stateDict(P.str("not a tensor"))), "unsupported_config", '"w" holds a string');
+  refused(t, archive(pickle(tensor(W23))), "unsupported_config", "not a state dict");
+  refused(t, archive(stateDict(Buffer.from("]"))), "unsupported_config", "pickle opcode 0x5d");
+  refused(t, archive(stateDict(Buffer.from("i__main__\nX\n"))), "unsupported_config", "pickle opcode 0x69");
+});
+
+t.test("a view outside its storage, a storage of the wrong size, NaN: refused", async (t) => {
+  refused(t, archive(stateDict(tensor({ numel: 6, offset: 5, shape: [2], stride: [1] }))), "malformed_file", "outside its storage");
+  refused(t, archive(stateDict(tensor({ numel: 6, shape: [1000000], stride: [0] }))), "malformed_file", "outside its storage");
+  refused(t, archive(stateDict(tensor({ numel: 7, shape: [7], stride: [1] }))), "malformed_file", "storage 0 holds 24 bytes");
+  refused(t, archive(stateDict(tensor({ ...W23, key: "9" }))), "malformed_file", "storage 9 has no data record");
+  refused(t, archive(stateDict(tensor(W23)), floats([1, 2, NaN, 4, 5, 6])), "non_finite_weights", "tensor w contains NaN");
+});
+
+t.test("legacy, corrupt, truncated, big-endian or rootless archives: refused", async (t) => {
+  const good = archive(stateDict(tensor(W23)));
+  // The legacy format opens with a pickled magic number (LONG1 0x1950a86a20f9469cfc6c).
+  refused(t, Buffer.from("80028a0a6c fc9c46f9206a a8501950".replace(/ /g, ""), "hex"), "unsupported_config", "legacy torch.save format");
+  refused(t, Buffer.from("not a save"), "malformed_file", "neither a zip archive nor a pickle");
+  const corrupt = Buffer.from(good);
+  corrupt[good.indexOf("archive/data/0") + "archive/data/0".length + 2] ^= 0xff;
+  refused(t, corrupt, "malformed_file", "CRC");
+  refused(t, good.subarray(0, good.length - 30), "malformed_file", "test.bin");
+  refused(t, archive(stateDict(tensor(W23)), undefined, { "archive/byteorder": Buffer.from("big") }), "unsupported_config", "byteorder 'big'");
+  refused(t, zip({ "data.pkl": stateDict(tensor(W23)) }), "malformed_file", "one <name>/data.pkl");
+  refused(t, archive(stateDict(tensor(W23)).subarray(0, 20)), "malformed_file", "truncated");
+  refused(t, archive(stateDict(tensor(W23)), undefined, {}, { deflate: true }), "unsupported_config", "compressed (method 8)");
+});
