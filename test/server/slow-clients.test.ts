@@ -80,6 +80,7 @@ t.test("slow headers, slow bodies and silent connections are closed by the serve
     const slowOpen = all.filter((c) => c.isOpen()).length;
     answers.push({ status: (await post(`${url}/v1/predict/a1`, { inputs: "a normal request" })).status, slowOpen });
     answers.push({ status: (await request(`${url}/health`)).status, slowOpen });
+    await sleep(50);
   }
 
   for (const [kind, group] of Object.entries(clients)) {
