@@ -44,7 +44,7 @@ export const BODY_ERRORS: ErrorCodes = { 400: ["malformed_json", "invalid_reques
  * The error answers of one operation, for its route schema's `response`: every status it can
  * answer with the codes that status carries. Every operation can also answer 500 internal_error.
  */
-export function errorResponses(...groups: ErrorCodes[]): Record<number, { description: string; $ref: string }> {
+export function errorResponses(...groups: ErrorCodes[]): Record<number, { description: string; content: { "application/json": { schema: { $ref: string } } } }> {
   const codes = new Map<number, Set<string>>();
   for (const group of [...groups, { 500: ["internal_error"] }]) {
     for (const [status, list] of Object.entries(group)) {
@@ -54,7 +54,11 @@ export function errorResponses(...groups: ErrorCodes[]): Record<number, { descri
     }
   }
   return Object.fromEntries(
-    [...codes].sort(([a], [b]) => a - b).map(([status, set]) => [status, { description: `${STATUS_CODES[status]}: ${[...set].join(", ")}`, $ref: "Error#" }]),
+    // Always JSON, also for an operation that otherwise produces text (/metrics).
+    [...codes].sort(([a], [b]) => a - b).map(([status, set]) => [
+      status,
+      { description: `${STATUS_CODES[status]}: ${[...set].join(", ")}`, content: { "application/json": { schema: { $ref: "Error#" } } } },
+    ]),
   );
 }
 
