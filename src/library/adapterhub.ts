@@ -141,7 +141,7 @@ export async function loadAdapter(dir: string, backbone: BackboneConfig, loadAs?
   const leaveOut = new Set(Array.isArray(config.leave_out) ? config.leave_out.map(Number) : []);
 
   const weightsPath = await findWeights(dir, ADAPTER_WEIGHTS);
-  const tensors = await readTrackedWeights(weightsPath, files);
+  const tensors = withCurrentNames(await readTrackedWeights(weightsPath, files));
   const d = backbone.hiddenSize;
   const perLayer = tensorsByLayer(tensors, { what: "adapter", name: savedName, module: `adapters.${savedName}` }, /^adapter_(?:down\.0|up)\.(?:weight|bias)$/, weightsPath, backbone);
 
@@ -275,6 +275,19 @@ function tensorsByLayer(
     throw new ModelLoadError("malformed_file", `${source}: holds no tensors of ${owner.what} '${owner.name}' (named …${marker}…)`);
   }
   return perLayer;
+}
+
+/** Module names of adapter-transformers 1.x saves, renamed in this order as `adapters` renames them when loading. */
+const LEGACY_ADAPTER_MODULES: readonly [string, string][] = [
+  ["attention_text_task_adapters", "adapters"],
+  ["attention_text_lang_adapters", "adapters"],
+  ["layer_text_task_adapters", "adapters"],
+  ["layer_text_lang_adapters", "adapters"],
+  ["invertible_lang_adapters", "invertible_adapters"],
+];
+
+function withCurrentNames(tensors: Map<string, Tensor>): Map<string, Tensor> {
+  return new Map([...tensors].map(([name, t]) => [LEGACY_ADAPTER_MODULES.reduce((n, [old, current]) => n.replaceAll(old, current), name), t]));
 }
 
 /** The name a module was saved under, which names its tensors. */

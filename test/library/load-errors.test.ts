@@ -420,6 +420,19 @@ t.test("exact names: another module's tensors are skipped, a tensor of this modu
   await refused(t, loadAdapter(dir, config), "unsupported_config", file, "unexpected tensor", "attention.output.adapters.a1");
 });
 
+t.test("exact names: an adapter-transformers 1.x save (layer_text_task_adapters) loads as adapters renames it", async (t) => {
+  const dir = await copyOf(t, join(ADAPTERS, "a1"));
+  const file = join(dir, "adapter.safetensors");
+  const bytes = await readFile(file);
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  const header = Buffer.from(bytes.subarray(8, 8 + headerLength).toString("utf8").replaceAll(".output.adapters.a1.", ".output.layer_text_task_adapters.a1."));
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(header.length));
+  await writeFile(file, Buffer.concat([length, header, bytes.subarray(8 + headerLength)]));
+  const [legacy, current] = await Promise.all([loadAdapter(dir, config), loadAdapter(join(ADAPTERS, "a1"), config)]);
+  t.ok(legacy.layers.every((l, i) => l!.downWeight.data.every((v, j) => v === current.layers[i]!.downWeight.data[j])), "the same weights");
+});
+
 t.test("exact names: a file with no tensor of the module its config names is refused naming the module", async (t) => {
   const dir = await copyOf(t, join(ADAPTERS, "a1"));
   await editJson(join(dir, "adapter_config.json"), (j) => (j.name = "b1"));
