@@ -1,4 +1,5 @@
 import t from "tap";
+import { assertError } from "../error-shape.js";
 import { DEFAULT_CONFIG } from "../../src/config.js";
 import { buildApp } from "../../src/server/app.js";
 import { request, startServer } from "../server/harness.js";
@@ -24,21 +25,20 @@ for (const { method, path } of operations) {
   t.test(`${method} ${path} answers 401 without a token and with a wrong one`, async (t) => {
     for (const headers of [{}, { authorization: "Bearer wrong" }, { authorization: "Basic dGVzdA==" }]) {
       const answer = await admin(url, method, path, method === "PUT" ? { path: "adapters/a1/1" } : undefined, headers);
-      t.equal(answer.status, 401, JSON.stringify(headers));
-      t.equal(answer.body.error, "unauthorized");
+      assertError(t, answer, 401, "unauthorized");
     }
   });
 }
 
 t.test("without a configured token the admin routes are not served at all", async (t) => {
   const plain = await startServer(t);
-  t.equal((await request(`${plain.url}/v1/admin/adapters`, { headers: AUTH })).status, 404);
+  assertError(t, await request(`${plain.url}/v1/admin/adapters`, { headers: AUTH }), 404, "not_found");
 });
 
 t.test("paths outside the library root are refused", async (t) => {
   for (const path of ["/etc", "../tiny-library/adapters/a1/1", "adapters/../../x", "..", ""]) {
     const answer = await admin(url, "PUT", "/v1/admin/adapters/a1", { path });
-    t.equal(answer.status, 400, `'${path}' → ${answer.text}`);
+    assertError(t, answer, 400);
   }
 });
 
@@ -46,12 +46,12 @@ t.test("uploads are limited in size and to AdapterHub file names", async (t) => 
   const big = new FormData();
   big.append("adapter.safetensors", new Blob([new Uint8Array(8192)]), "adapter.safetensors");
   const tooBig = await request(`${url}/v1/admin/adapters/a1`, { method: "PUT", headers: AUTH, body: big });
-  t.equal(tooBig.status, 413, tooBig.text);
+  assertError(t, tooBig, 413, "payload_too_large");
 
   const odd = new FormData();
   odd.append("file", new Blob(["x"]), "run.sh");
   const refused = await request(`${url}/v1/admin/adapters/a1`, { method: "PUT", headers: AUTH, body: odd });
-  t.equal(refused.status, 400, refused.text);
+  assertError(t, refused, 400, "unexpected_file");
 });
 
 t.test("listing shows name, version, size, source and the routes using each module", async (t) => {

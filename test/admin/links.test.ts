@@ -2,6 +2,7 @@ import { cp, lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
+import { assertError } from "../error-shape.js";
 import { ENGINE_FIXTURES } from "../fixtures.js";
 import { admin, adminServer, routeVersions, scaleFloats, stage, writableLibrary } from "./admin-library.js";
 
@@ -59,8 +60,7 @@ for (const { name, make } of refused) {
   t.test(`${name}: 400, nothing copied, nothing changed`, async (t) => {
     const before = await snapshot();
     const answer = await admin(url, "PUT", "/v1/admin/adapters/a1", { path: await make() });
-    t.equal(answer.status, 400, answer.text);
-    t.equal(answer.body.error, "path_outside_library");
+    assertError(t, answer, 400, "path_outside_library");
     t.same(await snapshot(), before);
   });
 }

@@ -1,6 +1,7 @@
 import { cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
+import { assertError } from "../error-shape.js";
 import { ENGINE_FIXTURES } from "../fixtures.js";
 import { post } from "../server/harness.js";
 import { admin, adminServer, routeVersions, stage, writableLibrary } from "./admin-library.js";
@@ -94,8 +95,7 @@ for (const c of cases) {
     const versions = await routeVersions(url);
     const manifest = await readFile(join(root, "library.json"), "utf8");
     const answer = await admin(url, "PUT", `/v1/admin/${c.kind}/${c.target}`, { path: await c.make() });
-    t.equal(answer.status, c.status, answer.text);
-    t.equal(answer.body.error, c.code);
+    assertError(t, answer, c.status, c.code);
     t.ok(answer.body.message.length > 10, answer.body.message);
     t.same(await routeVersions(url), versions, "every route keeps its version");
     t.same(await snapshot(), before, "predictions are byte-identical");

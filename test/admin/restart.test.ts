@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
+import { assertError } from "../error-shape.js";
 import { post, request } from "../server/harness.js";
 import { admin, adminServer, AUTH, routeVersions, scaleFloats, stage, writableLibrary } from "./admin-library.js";
 
@@ -38,13 +39,13 @@ t.test("a restart after swaps serves the same versions, and rollback works after
 t.test("delete: an adapter in use is a 409; a fusion route can be deleted, then its adapters", async (t) => {
   const root = await writableLibrary(t);
   const { url } = await adminServer(t, root);
-  t.equal((await admin(url, "DELETE", "/v1/admin/adapters/a3")).status, 409);
+  assertError(t, await admin(url, "DELETE", "/v1/admin/adapters/a3"), 409, "adapter_in_use");
   t.equal((await admin(url, "DELETE", "/v1/admin/fusions/dyn5")).status, 200);
   t.equal((await admin(url, "DELETE", "/v1/admin/fusions/static5")).status, 200);
   t.equal((await admin(url, "DELETE", "/v1/admin/adapters/a3")).status, 200);
-  t.equal((await post(`${url}/v1/predict/dyn5`, { inputs: "x" })).status, 404);
-  t.equal((await admin(url, "DELETE", "/v1/admin/adapters/a3")).status, 404);
-  t.equal((await admin(url, "POST", "/v1/admin/fusions/dyn2/rollback")).status, 409, "no previous version");
+  assertError(t, await post(`${url}/v1/predict/dyn5`, { inputs: "x" }), 404, "route_not_found");
+  assertError(t, await admin(url, "DELETE", "/v1/admin/adapters/a3"), 404, "adapter_not_found");
+  assertError(t, await admin(url, "POST", "/v1/admin/fusions/dyn2/rollback"), 409, "no_previous_version");
 });
 
 t.test("a new fusion route can be created from a path and served at once", async (t) => {

@@ -1,4 +1,5 @@
 import t from "tap";
+import { assertError } from "../error-shape.js";
 import { DEFAULT_CONFIG } from "../../src/config.js";
 import { buildApp } from "../../src/server/app.js";
 import { post, request, startServer, TINY_LIBRARY } from "./harness.js";
@@ -100,13 +101,9 @@ t.test("refusals name what was wrong", async (t) => {
     ["not JSON", () => predict("a1", "inputs=x", { "content-type": "text/plain" }), 415, "unsupported_media_type", /application\/json/],
   ];
   for (const [name, send, status, code, message] of cases) {
-    const res = await send();
-    t.equal(res.status, status, `${name}: status`);
-    t.equal(res.body?.error, code, `${name}: code`);
-    t.match(res.body?.message, message, `${name}: message`);
+    t.test(name, async (t) => assertError(t, await send(), status, code, message));
   }
-  const unknown = await request(`${url}/v2/nothing`);
-  t.same([unknown.status, unknown.body.error], [404, "not_found"]);
+  assertError(t, await request(`${url}/v2/nothing`), 404, "not_found");
 });
 
 t.test("request ids: a client's id is kept, otherwise one is made", async (t) => {
@@ -134,7 +131,8 @@ t.test("while the library loads: alive, not ready, predictions 503 not_ready", a
   t.equal((await request(`${loading}/health`)).status, 200);
   t.same(await request(`${loading}/ready`).then((r) => [r.status, r.body]), [503, { status: "loading" }]);
   const res = await post(`${loading}/v1/predict/a1`, { inputs: "x" });
-  t.same([res.status, res.body.error, res.headers.get("retry-after")], [503, "not_ready", "1"]);
+  assertError(t, res, 503, "not_ready");
+  t.equal(res.headers.get("retry-after"), "1");
 });
 
 t.test("an empty or whitespace-only text is answered, as the model sees it: [CLS] [SEP] alone", async (t) => {

@@ -1,4 +1,5 @@
 import t from "tap";
+import { assertError } from "../error-shape.js";
 import { post, request, startServer } from "./harness.js";
 import { parsePrometheusText, sampleValue } from "./prometheus.js";
 
@@ -7,8 +8,8 @@ const { url } = await startServer(t);
 t.test("/metrics is valid Prometheus text and counts the requests sent, by route", async (t) => {
   for (let i = 0; i < 3; i++) t.equal((await post(`${url}/v1/predict/dyn2`, { inputs: `text ${i}` })).status, 200);
   for (let i = 0; i < 2; i++) t.equal((await post(`${url}/v1/predict/a1`, { inputs: ["x", "y"] })).status, 200);
-  t.equal((await post(`${url}/v1/predict/a1`, { inputs: [] })).status, 400);
-  t.equal((await post(`${url}/v1/predict/nope`, { inputs: "x" })).status, 404);
+  assertError(t, await post(`${url}/v1/predict/a1`, { inputs: [] }), 400, "invalid_request");
+  assertError(t, await post(`${url}/v1/predict/nope`, { inputs: "x" }), 404, "route_not_found");
   t.equal((await request(`${url}/v1/fusions`)).status, 200);
 
   const res = await request(`${url}/metrics`);
