@@ -29,6 +29,8 @@ t.test("bad values fail fast, naming the flag, the variable and the value", asyn
   fails(["--host", ""], {}, /--host must not be empty/);
   fails(["--max-queue", "10", "--max-inputs", "20"], {}, /--max-queue \(10\) must be at least --max-inputs \(20\)/);
   fails(["--max-batch-tokens", "100", "--max-seq-len", "128"], {}, /--max-batch-tokens \(100\) must be at least the sequence length \(128\)/);
+  fails(["--keep-versions", "1"], {}, /--keep-versions must be an integer from 2/);
+  fails(["--headers-timeout-ms", "5000", "--receive-timeout-ms", "1000"], {}, /--headers-timeout-ms \(5000\) must be at most --receive-timeout-ms \(1000\)/);
   fails(["--nope"], {}, /Unknown option '--nope'/);
   fails(["--port"], {}, /argument missing/);
   t.throws(() => loadConfig(["--help"], {}), HelpRequested);
