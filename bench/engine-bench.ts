@@ -1,8 +1,10 @@
 import { join } from "node:path";
 import { loadBackbone, type Backbone } from "../src/engine/backbone.js";
-import { FusionEngine, type RouteFeeds, type TokenBatch } from "../src/engine/engine.js";
+import { FusionEngine, type TokenBatch } from "../src/engine/engine.js";
+import { routeFeeds, type RouteFeeds } from "../src/engine/layout.js";
 import { readout } from "../src/engine/readout.js";
 import type { GraphVariant } from "../src/engine/bert-graph.js";
+import type { Int8Mode } from "../src/engine/int8-mode.js";
 import type { Precision } from "../src/engine/products.js";
 import { loadAdapter, loadFusion, type AdapterModule } from "../src/library/adapterhub.js";
 import { assembleRoute, type FusionRoute } from "../src/library/route.js";
@@ -27,12 +29,17 @@ export interface EngineResults {
   /** case -> shape -> CPU (% of a core) other processes used while it was measured, after retries */
   readonly othersPercent: Record<EngineCase, Record<string, number>>;
   readonly loadSeconds: number;
+  /** The weight range the int8 cases ran with, as the engine chose it on this CPU. */
+  readonly int8: Int8Mode;
 }
 
+/** A route with the engine's feeds for it, laid out for one graph variant. */
+export type BenchRoute = FusionRoute & { readonly feeds: RouteFeeds };
+
 /** The bench library's fusions (N = 1, 2, 5, 8) as routes for one graph variant. */
-export async function loadRoutes(backbone: Backbone, weightsDir: string, variant: GraphVariant): Promise<Map<number, FusionRoute>> {
+export async function loadRoutes(backbone: Backbone, weightsDir: string, variant: "fused" | "literal"): Promise<Map<number, BenchRoute>> {
   const adapters = new Map<string, AdapterModule>();
-  const routes = new Map<number, FusionRoute>();
+  const routes = new Map<number, BenchRoute>();
   for (const n of FUSION_SIZES) {
     const fusion = await loadFusion(join(weightsDir, "fusions", `fuse${n}`, "1"), backbone.config);
     const members: AdapterModule[] = [];
@@ -40,7 +47,8 @@ export async function loadRoutes(backbone: Backbone, weightsDir: string, variant
       if (!adapters.has(name)) adapters.set(name, await loadAdapter(join(weightsDir, "adapters", name, "1"), backbone.config));
       members.push(adapters.get(name)!);
     }
-    routes.set(n, assembleRoute(`fuse${n}`, backbone.config, members, fusion, fusion.head, variant));
+    const route = assembleRoute(`fuse${n}`, members, fusion, fusion.head);
+    routes.set(n, { ...route, feeds: routeFeeds(backbone.config, route, variant) });
   }
   return routes;
 }
@@ -52,8 +60,8 @@ export interface Engines {
   readonly literal: FusionEngine;
   readonly plainInt8: FusionEngine;
   readonly fusedInt8: FusionEngine;
-  readonly fusedRoutes: Map<number, FusionRoute>;
-  readonly literalRoutes: Map<number, FusionRoute>;
+  readonly fusedRoutes: Map<number, BenchRoute>;
+  readonly literalRoutes: Map<number, BenchRoute>;
   close(): Promise<void>;
 }
 
@@ -116,7 +124,7 @@ export async function runEngineBench(
     const med = (c: EngineCase) => [...times[c][shape]].sort((x, y) => x - y)[Math.floor(times[c][shape].length / 2)].toFixed(1);
     log(`engine ${shape}: ${ENGINE_CASES.map((c) => `${c} ${med(c)} ms`).join(", ")} (${runs.times[0].length} runs each)`);
   }
-  return { shapes, times, othersPercent };
+  return { shapes, times, othersPercent, int8: engines.fusedInt8.int8! };
 }
 
 /** Fused N=5 on the parity input, for comparison with the reference's own output on the same weights. */

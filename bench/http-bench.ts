@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { DEFAULT_CONFIG, effectiveMaxSeqLen } from "../src/config.js";
 import { loadBackbone } from "../src/engine/backbone.js";
 import { FusionEngine } from "../src/engine/engine.js";
+import { routeFeeds } from "../src/engine/layout.js";
 import { padBatch, readout } from "../src/engine/readout.js";
 import { TextTokenizer } from "../src/engine/tokenizer.js";
 import { AdapterLibrary } from "../src/library/library.js";
@@ -219,7 +220,8 @@ async function engineOnly(libraryDir: string, routeName: string, tweets: readonl
   const engine = await FusionEngine.create(backbone, { device: "cpu", threads: opts.threads, variant: "fused" });
   const d = backbone.config.hiddenSize;
   type Batch = ReturnType<typeof padBatch>;
-  const pass = async (batch: Batch) => readout(route.head, await engine.run(batch, route.feeds), batch, d, false);
+  const feeds = routeFeeds(backbone.config, route);
+  const pass = async (batch: Batch) => readout(route.head, await engine.run(batch, feeds), batch, d, false);
   const timeAll = async (what: string, batches: Batch[]) => {
     for (const b of batches.slice(0, 3)) await pass(b);
     const { value, othersPercent } = await opts.guard(what, async () => {

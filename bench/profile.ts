@@ -18,7 +18,9 @@ import ort from "onnxruntime-node";
 import { loadBackbone } from "../src/engine/backbone.js";
 import { buildBertGraph, type GraphVariant } from "../src/engine/bert-graph.js";
 import type { Precision } from "../src/engine/products.js";
-import { quantizeRouteFeeds, sessionOptions, type RouteFeeds } from "../src/engine/engine.js";
+import { sessionOptions } from "../src/engine/engine.js";
+import { resolveInt8Mode } from "../src/engine/int8-mode.js";
+import { quantizeRouteFeeds, type RouteFeeds } from "../src/engine/layout.js";
 import { loadRoutes } from "./engine-bench.js";
 import { benchIds } from "./inputs.js";
 import { othersProbe, waitForQuiet } from "./machine.js";
@@ -32,6 +34,7 @@ const threads = args.threads ? Number(args.threads) : availableParallelism();
 const runs = Number(args.runs);
 const [B, T] = args.shape!.split("x").map(Number);
 const precision = args.precision as Precision;
+const int8 = precision === "int8" ? await resolveInt8Mode() : undefined;
 
 const backbone = await loadBackbone(join(ROOT, "models", "backbones", "all-MiniLM-L6-v2"));
 const fused = await loadRoutes(backbone, join(RESULTS, "weights"), "fused");
@@ -45,7 +48,7 @@ const cases: Case[] = ([
   ["literal5", "literal", literal.get(5)!.feeds],
 ] as Case[])
   .filter(([, variant]) => precision === "float32" || variant !== "literal")
-  .map(([name, variant, feeds]): Case => [name, variant, precision === "int8" && variant === "fused" ? quantizeRouteFeeds(feeds, backbone.config.numLayers) : feeds]);
+  .map(([name, variant, feeds]): Case => [name, variant, int8 && variant === "fused" ? quantizeRouteFeeds(feeds, backbone.config.numLayers, int8.weightMax) : feeds]);
 const dir = join(RESULTS, "profile");
 rmSync(dir, { recursive: true, force: true });
 mkdirSync(dir, { recursive: true });
@@ -53,7 +56,7 @@ const batch = benchIds(B, T);
 const inputs = (feeds: RouteFeeds) => ({
   input_ids: new ort.Tensor("int64", batch.ids, [B, T]),
   attention_mask: new ort.Tensor("int64", batch.mask, [B, T]),
-  ...feeds,
+  ...Object.fromEntries(Object.entries(feeds).map(([name, f]) => [name, new ort.Tensor(f.type, f.data, f.dims)])),
 });
 
 interface Event {
@@ -65,7 +68,7 @@ interface Event {
 }
 const table = new Map<string, Map<string, number>>();
 for (const [name, variant, feeds] of cases) {
-  const session = await ort.InferenceSession.create(buildBertGraph(backbone, variant, precision), {
+  const session = await ort.InferenceSession.create(buildBertGraph(backbone, variant, int8 ?? "float32"), {
     ...sessionOptions({ device: "cpu", threads, variant, precision }),
     enableProfiling: true,
     profileFilePrefix: join(dir, name),

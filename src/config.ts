@@ -1,7 +1,9 @@
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import type { Int8WeightChoice } from "./engine/int8-mode.js";
 import type { Precision } from "./engine/products.js";
+import { SCHEDULING_POLICIES, type SchedulingPolicy } from "./scheduler/plan.js";
 
 /** Every setting of the server, validated. Built once from flags and environment by `loadConfig`. */
 export interface ServerConfig {
@@ -10,10 +12,13 @@ export interface ServerConfig {
   readonly port: number;
   readonly device: "cpu" | "cuda";
   readonly precision: Precision;
+  readonly int8Weights: Int8WeightChoice;
   readonly threads: number;
   readonly maxBatchTokens: number;
   readonly maxBatchSize: number;
   readonly maxWaitMs: number;
+  readonly routeSlots: number;
+  readonly scheduling: SchedulingPolicy;
   readonly maxQueue: number;
   readonly requestTimeoutMs: number;
   readonly maxInputs: number;
@@ -95,10 +100,27 @@ export const OPTIONS: readonly AnyOption[] = [
     help: "matrix products of backbone and fusion: float32, or int8 (dynamic quantization, CPU only; README: Precision)",
     parse: oneOf(["float32", "int8"] as const),
   },
+  {
+    key: "int8Weights",
+    flag: "int8-weights",
+    env: "FUSION_INT8_WEIGHTS",
+    default: "auto",
+    help: "bits of the int8 weights: auto (8 where this CPU's integer products cannot saturate, else 7), 8 or 7 (README: Precision)",
+    parse: oneOf(["auto", "8", "7"] as const),
+  },
   { key: "threads", flag: "threads", env: "FUSION_THREADS", default: "0", help: "intra-op threads of the forward pass; 0 = one per core", parse: integer(0, 1024) },
   { key: "maxBatchTokens", flag: "max-batch-tokens", env: "FUSION_MAX_BATCH_TOKENS", default: "4096", help: "token budget of one forward pass: inputs × longest input, padding included", parse: integer(1) },
   { key: "maxBatchSize", flag: "max-batch-size", env: "FUSION_MAX_BATCH_SIZE", default: "32", help: "most inputs in one forward pass", parse: integer(1) },
   { key: "maxWaitMs", flag: "max-wait-ms", env: "FUSION_MAX_WAIT_MS", default: "5", help: "longest an input waits for others to share its forward pass", parse: integer(0, 60_000) },
+  { key: "routeSlots", flag: "route-slots", env: "FUSION_ROUTE_SLOTS", default: "8", help: "most routes one forward pass serves (fixed when the engine starts)", parse: integer(1, 64) },
+  {
+    key: "scheduling",
+    flag: "scheduling",
+    env: "FUSION_SCHEDULING",
+    default: "mixed",
+    help: "how passes are filled: mixed (oldest input first, then inputs of similar length of any route) or route-fifo (one route per pass, arrival order)",
+    parse: oneOf(SCHEDULING_POLICIES),
+  },
   { key: "maxQueue", flag: "max-queue", env: "FUSION_MAX_QUEUE", default: "1024", help: "inputs waiting across all routes; beyond it requests get 429", parse: integer(1) },
   { key: "requestTimeoutMs", flag: "request-timeout-ms", env: "FUSION_REQUEST_TIMEOUT_MS", default: "30000", help: "a prediction not answered in this time gets 503", parse: integer(1) },
   { key: "maxInputs", flag: "max-inputs", env: "FUSION_MAX_INPUTS", default: "64", help: "most texts in one request", parse: integer(1) },
@@ -154,10 +176,13 @@ export const DEFAULT_CONFIG: ServerConfig = {
   port: 8080,
   device: "cpu",
   precision: "float32",
+  int8Weights: "auto",
   threads: 0,
   maxBatchTokens: 4096,
   maxBatchSize: 32,
   maxWaitMs: 5,
+  routeSlots: 8,
+  scheduling: "mixed",
   maxQueue: 1024,
   requestTimeoutMs: 30_000,
   maxInputs: 64,

@@ -53,7 +53,7 @@ try {
   fatal(`cannot listen on ${config.host}:${config.port}: ${why} (--host, --port)`);
 }
 try {
-  app.serving.attach(await loadRuntime(config, app.log));
+  app.serving.attach(await loadRuntime(config, app.log, app.metrics));
 } catch (err) {
   await app.close();
   fatal(`cannot load the model library at ${config.library}: ${(err as Error).message}`);

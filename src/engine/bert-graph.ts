@@ -1,6 +1,6 @@
 import type { Backbone } from "./backbone.js";
 import { FLOAT, INT32, INT64, OnnxGraph } from "./onnx/graph.js";
-import { MatrixProducts, type Precision } from "./products.js";
+import { MatrixProducts, type Arithmetic } from "./products.js";
 
 /**
  * Which computation follows each layer's FFN:
@@ -12,7 +12,10 @@ import { MatrixProducts, type Precision } from "./products.js";
  */
 export type GraphVariant = "plain" | "fused" | "literal";
 
-/** Names of the per-route graph inputs of layer `l`; shapes in comments (N adapters, R bottleneck). */
+/**
+ * Names of the per-route graph inputs of layer `l`; shapes in comments (N adapters, R bottleneck).
+ * A graph with several route slots (see buildBertGraph) names slot s > 0's inputs `s{s}.l{l}.…`.
+ */
 export const routeInputs = (l: number) => ({
   inWeight: `l${l}.in_w`, // fused: [d, 2K + N] = [W_down | M·W_upᵀ | M·b_upᵀ], K = N·R
   inBias: `l${l}.in_b`, // fused: [2K + N] = [b_down | m·W_upᵀ | m·b_upᵀ]
@@ -28,23 +31,40 @@ export const routeInputs = (l: number) => ({
   keyBias: `l${l}.key_b`, // literal: [d]
 });
 
+/** A route input's name in route slot `slot` (slot 0 keeps the bare name). */
+export const slotInput = (name: string, slot: number): string => (slot === 0 ? name : `s${slot}.${name}`);
+
+/** Rows of the batch that each route slot serves, int64 [slots]; rows are ordered by slot. */
+export const SLOT_ROWS = "slot_rows";
+
 export const GRAPH_OUTPUTS = { hidden: "last_hidden_state", fusionProbs: "fusion_probs" } as const;
+
+/** fusion_probs of route slot `slot`: [L, N_slot, rows_slot·T]. */
+export const slotProbs = (slot: number): string => slotInput(GRAPH_OUTPUTS.fusionProbs, slot);
 
 /**
  * Builds the ONNX graph for a post-LayerNorm BERT encoder. The backbone's weights are
  * initializers (held once by the session); adapter and fusion weights are graph inputs, so one
  * session serves every route and the library can change without rebuilding it.
  *
- * Outputs: last_hidden_state [B, T, d]; for adapter variants also fusion_probs [L, N, B·T].
+ * With `slots` > 1 (fused variant), one pass serves up to that many routes: the rows of the batch
+ * are ordered by route, `slot_rows` says how many belong to each slot, and every layer splits its
+ * hidden states by slot, runs each slot's fusion on its own rows with its own inputs, and joins
+ * them again. The backbone's products still run once over the whole batch; a slot with no rows
+ * costs a few empty kernels.
+ *
+ * Outputs: last_hidden_state [B, T, d]; for adapter variants also fusion_probs [L, N, B·T]
+ * (per slot with several slots: slotProbs(s), [L, N_s, rows_s·T]).
  */
-export function buildBertGraph(backbone: Backbone, variant: GraphVariant, precision: Precision = "float32"): Uint8Array {
-  if (precision === "int8" && variant === "literal") {
+export function buildBertGraph(backbone: Backbone, variant: GraphVariant, arithmetic: Arithmetic = "float32", slots = 1): Uint8Array {
+  if (arithmetic !== "float32" && variant === "literal") {
     throw new Error("the literal fusion graph exists to check the float32 rewrite; it has no int8 form");
   }
+  if (slots > 1 && variant !== "fused") throw new Error("only the fused graph serves several routes in one pass");
   const { config } = backbone;
   const d = config.hiddenSize;
   const g = new OnnxGraph();
-  const products = new MatrixProducts(g, precision);
+  const products = new MatrixProducts(g, arithmetic);
 
   const ids = g.input("input_ids", INT64, ["B", "T"]);
   const mask = g.input("attention_mask", INT64, ["B", "T"]);
@@ -70,15 +90,17 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant, precis
   const maskIndex = g.op("Cast", [mask], { to: INT32 });
   const eps = { float: config.layerNormEps };
 
-  const shapes = variant === "plain" ? null : variant === "fused" ? fusedShapes(g, d) : literalShapes(g, d);
-  const probsPerLayer: string[] = [];
+  const shapes = variant === "literal" ? literalShapes(g) : null;
+  const slotShapes = variant === "fused" ? Array.from({ length: slots }, (_, s) => fusedShapes(g, s)) : [];
+  const slotSplit = slots > 1 ? g.op("Mul", [g.input(SLOT_ROWS, INT64, [slots]), seqLen]) : null;
+  const probsPerLayer: string[][] = Array.from({ length: slots }, () => []);
 
   backbone.layers.forEach((w, l) => {
     const p = `layer${l}`;
-    const context = products.attention(hidden, `${p}.qkv`, w.qkvWeight, w.qkvBias, maskIndex, config.numHeads);
+    const attended = products.attention(hidden, `${p}.qkv`, w.qkvWeight, w.qkvBias, maskIndex, config.numHeads);
     const { normed: h1 } = residualNorm(
       g,
-      g.op("Add", [products.constant(context, `${p}.ao.w`, w.attentionOutWeight), g.floats(`${p}.ao.b`, [d], w.attentionOutBias.data)]),
+      g.op("Add", [products.constant(attended, `${p}.ao.w`, w.attentionOutWeight), g.floats(`${p}.ao.b`, [d], w.attentionOutBias.data)]),
       hidden,
       g.floats(`${p}.ln1.gamma`, [d], w.attentionNormGamma.data),
       g.floats(`${p}.ln1.beta`, [d], w.attentionNormBeta.data),
@@ -100,23 +122,38 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant, precis
     // its bias; s = f + h1 is the residual the adapter or fusion output is added to before the
     // same LayerNorm again.
     const { normed: x, sum: s } = residualNorm(g, g.op("Add", [ffnOut, g.floats(`${p}.ffn_out.b`, [d], w.outputBias.data)]), h1, gamma, beta, eps);
-    if (!shapes) {
+    if (variant === "plain") {
       hidden = x;
       return;
     }
-    const flat = g.op("Reshape", [x, shapes.flatHidden]);
-    const fusion = "perAdapter" in shapes ? fusedTail(g, products, routeInputs(l), flat, shapes, d) : literalTail(g, routeInputs(l), flat, shapes, d);
-    probsPerLayer.push(g.op("Unsqueeze", [fusion.probs, g.ints(`${p}.axis0`, [0])]));
-    hidden = residualNorm(g, g.op("Reshape", [fusion.context, g.op("Shape", [x])]), s, gamma, beta, eps).normed;
+    const flat = g.op("Reshape", [x, g.shared("const.flat_hidden", () => g.ints("const.flat_hidden", [-1, d]))]);
+    const axis0 = g.ints(`${p}.axis0`, [0]);
+    let context: string;
+    if (shapes) {
+      const fusion = literalTail(g, routeInputs(l), flat, shapes, d);
+      probsPerLayer[0].push(g.op("Unsqueeze", [fusion.probs, axis0]));
+      context = fusion.context;
+    } else {
+      const parts = slotSplit ? g.node("Split", [flat, slotSplit], { axis: 0 }, { outputs: slots }) : [flat];
+      const contexts = parts.map((rows, slot) => {
+        const fusion = fusedTail(g, products, slotNames(l, slot), rows, slotShapes[slot], d);
+        probsPerLayer[slot].push(g.op("Unsqueeze", [fusion.probs, axis0]));
+        return fusion.context;
+      });
+      context = contexts.length === 1 ? contexts[0] : g.op("Concat", contexts, { axis: 0 });
+    }
+    hidden = residualNorm(g, g.op("Reshape", [context, g.op("Shape", [x])]), s, gamma, beta, eps).normed;
   });
 
   g.node("Identity", [hidden], {}, { outputs: [GRAPH_OUTPUTS.hidden] });
   g.output(GRAPH_OUTPUTS.hidden, FLOAT, ["B", "T", d]);
-  if (shapes) {
-    g.node("Concat", probsPerLayer, { axis: 0 }, { outputs: [GRAPH_OUTPUTS.fusionProbs] });
-    g.output(GRAPH_OUTPUTS.fusionProbs, FLOAT, [config.numLayers, "N", "BT"]);
+  if (variant !== "plain") {
+    probsPerLayer.forEach((layers, slot) => {
+      g.node("Concat", layers, { axis: 0 }, { outputs: [slotProbs(slot)] });
+      g.output(slotProbs(slot), FLOAT, [config.numLayers, slotInput("N", slot), slotInput("BT", slot)]);
+    });
   }
-  return g.toBytes(`bert-${variant}-${precision}`);
+  return g.toBytes(`bert-${variant}-${arithmetic === "float32" ? arithmetic : `int8w${arithmetic.weightBits}`}${slots > 1 ? `-${slots}slots` : ""}`);
 }
 
 /**
@@ -133,20 +170,23 @@ function residualNorm(g: OnnxGraph, branch: string, residual: string, gamma: str
 
 type Names = ReturnType<typeof routeInputs>;
 
+function slotNames(l: number, slot: number): Names {
+  return Object.fromEntries(Object.entries(routeInputs(l)).map(([key, name]) => [key, slotInput(name, slot)])) as Names;
+}
+
 interface FusionOutput {
   readonly context: string; // [B·T, d]
   readonly probs: string; // [N, B·T]
 }
 
-/** Shapes shared by every layer, derived once from layer 0's inputs: K + N rows of out_w, 2K + N of in_b. */
-function fusedShapes(g: OnnxGraph, d: number) {
-  const l0 = routeInputs(0);
+/** Shapes shared by every layer of a slot, derived once from its layer 0 inputs: K + N rows of out_w, 2K + N of in_b. */
+function fusedShapes(g: OnnxGraph, slot: number) {
+  const l0 = slotNames(0, slot);
   const kn = g.op("Shape", [l0.outWeight], { start: 0, end: 1 });
   const k = g.op("Sub", [g.op("Shape", [l0.inBias]), kn]);
   const n = g.op("Sub", [kn, k]);
-  const minus1 = g.ints("const.minus1", [-1]);
+  const minus1 = g.shared("const.minus1", () => g.ints("const.minus1", [-1]));
   return {
-    flatHidden: g.ints("const.flat_hidden", [-1, d]),
     split: g.op("Concat", [k, k, n], { axis: 0 }),
     perAdapter: g.op("Concat", [minus1, n, g.op("Div", [k, n])], { axis: 0 }), // [B·T, N, R]
     flatBottleneck: g.op("Concat", [minus1, k], { axis: 0 }), // [B·T, K]
@@ -174,10 +214,9 @@ function fusedTail(g: OnnxGraph, products: MatrixProducts, names: Names, x: stri
   return { context, probs: g.op("Transpose", [probs], { perm: [1, 0] }) };
 }
 
-function literalShapes(g: OnnxGraph, d: number) {
+function literalShapes(g: OnnxGraph) {
   const nr = g.op("Shape", [routeInputs(0).upWeight], { start: 0, end: 2 });
   return {
-    flatHidden: g.ints("const.flat_hidden", [-1, d]),
     bottleneck: g.op("Concat", [g.ints("const.minus1", [-1]), nr], { axis: 0 }),
   };
 }

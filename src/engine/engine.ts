@@ -1,9 +1,10 @@
 import ort from "onnxruntime-node";
 import { ModelLoadError, UnavailableError } from "../errors.js";
 import type { Backbone, BackboneConfig } from "./backbone.js";
-import { buildBertGraph, GRAPH_OUTPUTS, routeInputs, type GraphVariant } from "./bert-graph.js";
-import { scaleInput, type Precision } from "./products.js";
-import { quantizePerColumn } from "./quantize.js";
+import { buildBertGraph, GRAPH_OUTPUTS, SLOT_ROWS, slotInput, slotProbs, type GraphVariant } from "./bert-graph.js";
+import { resolveInt8Mode, type Int8Mode, type Int8WeightChoice } from "./int8-mode.js";
+import { backboneFeeds, quantizeRouteFeeds, type RouteFeeds } from "./layout.js";
+import type { Precision } from "./products.js";
 
 export type Device = "cpu" | "cuda";
 
@@ -14,6 +15,10 @@ export interface EngineOptions {
   readonly variant: GraphVariant;
   /** Arithmetic of the backbone and fusion matrix products (see products.ts); float32 unless asked. */
   readonly precision?: Precision;
+  /** Range of the int8 weights (int8-mode.ts); auto unless asked. */
+  readonly int8Weights?: Int8WeightChoice;
+  /** Routes one forward pass can serve (fused variant); 1 unless asked. */
+  readonly slots?: number;
 }
 
 /** A padded batch of token ids, row-major [batch, seqLen]. */
@@ -26,37 +31,67 @@ export interface TokenBatch {
   readonly lengths: readonly number[];
 }
 
-/** Graph inputs that carry one route's adapter and fusion weights. */
-export type RouteFeeds = Readonly<Record<string, ort.Tensor>>;
+export interface FusionProbs {
+  /** [layers, adapters, rows·seqLen] */
+  readonly data: Float32Array;
+  readonly adapters: number;
+}
 
 export interface ForwardResult {
   /** [batch, seqLen, hidden] */
   readonly hidden: Float32Array;
-  /** [layers, adapters, batch·seqLen], absent for the plain variant. */
-  readonly fusionProbs?: { readonly data: Float32Array; readonly adapters: number };
+  /** Absent for the plain variant. */
+  readonly fusionProbs?: FusionProbs;
+}
+
+/** One route's share of a pass: its weights, and how many consecutive rows of the batch are its own. */
+export interface PassSlot {
+  readonly feeds: RouteFeeds;
+  readonly rows: number;
+}
+
+export interface PassResult {
+  /** [batch, seqLen, hidden] */
+  readonly hidden: Float32Array;
+  /** Per slot, over that slot's rows only. */
+  readonly fusionProbs: readonly FusionProbs[];
 }
 
 /**
  * One ONNX Runtime session holding the frozen backbone. Every route runs through it; a route
  * only brings its own weights as inputs. Runs are serialized: on a CPU the intra-op threads
  * already use every core, and overlapping runs would only compete for them.
+ *
+ * This is the engine within one thread; the server runs it in a worker of its own
+ * (engine-thread.ts), and tests and benchmarks use it directly.
  */
 export class FusionEngine {
   private tail: Promise<unknown> = Promise.resolve();
   /** A route's feeds in the graph's precision, kept as long as the route's own feeds live. */
   private readonly prepared = new WeakMap<RouteFeeds, RouteFeeds>();
+  /** What an unused slot is fed: the all-zero adapter, on no rows. */
+  private readonly idleSlot: RouteFeeds;
 
   private constructor(
     private readonly session: ort.InferenceSession,
     readonly config: BackboneConfig,
     readonly options: EngineOptions,
-  ) {}
+    /** The int8 weight range chosen at start; absent for float32. */
+    readonly int8: Int8Mode | undefined,
+  ) {
+    this.idleSlot = this.prepare(backboneFeeds(config));
+  }
+
+  get slots(): number {
+    return this.options.slots ?? 1;
+  }
 
   static async create(backbone: Backbone, options: EngineOptions): Promise<FusionEngine> {
-    const model = buildBertGraph(backbone, options.variant, options.precision ?? "float32");
+    const int8 = options.precision === "int8" ? await resolveInt8Mode(options.int8Weights) : undefined;
+    const model = buildBertGraph(backbone, options.variant, int8 ?? "float32", options.slots ?? 1);
     try {
       const session = await ort.InferenceSession.create(model, sessionOptions(options));
-      return new FusionEngine(session, backbone.config, options);
+      return new FusionEngine(session, backbone.config, options, int8);
     } catch (err) {
       if (options.device === "cuda") {
         throw new ModelLoadError(
@@ -69,8 +104,15 @@ export class FusionEngine {
     }
   }
 
-  run(batch: TokenBatch, feeds: RouteFeeds): Promise<ForwardResult> {
-    const result = this.tail.then(() => this.forward(batch, feeds));
+  /** Every row of the batch through one route. */
+  async run(batch: TokenBatch, feeds: RouteFeeds): Promise<ForwardResult> {
+    const { hidden, fusionProbs } = await this.runPass(batch, [{ feeds, rows: batch.batch }]);
+    return { hidden, fusionProbs: fusionProbs[0] };
+  }
+
+  /** Rows of several routes in one pass, ordered by slot; at most `slots` routes. */
+  runPass(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassResult> {
+    const result = this.tail.then(() => this.forward(batch, slots));
     this.tail = result.catch(() => undefined);
     return result;
   }
@@ -80,7 +122,10 @@ export class FusionEngine {
     await this.session.release();
   }
 
-  private async forward(batch: TokenBatch, feeds: RouteFeeds): Promise<ForwardResult> {
+  private async forward(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassResult> {
+    if (slots.length > this.slots || slots.reduce((sum, s) => sum + s.rows, 0) !== batch.batch) {
+      throw new Error(`a pass takes 1 to ${this.slots} route slots covering its ${batch.batch} rows`);
+    }
     const shape = [batch.batch, batch.seqLen];
     const inputs: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor("int64", batch.ids, shape),
@@ -88,24 +133,34 @@ export class FusionEngine {
     };
     let out: ort.InferenceSession.ReturnType;
     try {
-      if (this.options.variant !== "plain") Object.assign(inputs, this.prepare(feeds));
+      if (this.options.variant !== "plain") {
+        for (let s = 0; s < this.slots; s++) {
+          for (const [name, f] of Object.entries(s < slots.length ? this.prepare(slots[s].feeds) : this.idleSlot)) {
+            inputs[slotInput(name, s)] = new ort.Tensor(f.type, f.data, f.dims);
+          }
+        }
+        if (this.slots > 1) {
+          const rows = BigInt64Array.from({ length: this.slots }, (_, s) => BigInt(slots[s]?.rows ?? 0));
+          inputs[SLOT_ROWS] = new ort.Tensor("int64", rows, [this.slots]);
+        }
+      }
       out = await this.session.run(inputs);
     } catch (err) {
       throw new UnavailableError("inference_failed", `the forward pass failed: ${String(err)}`);
     }
-    const probs = out[GRAPH_OUTPUTS.fusionProbs];
-    return {
-      hidden: out[GRAPH_OUTPUTS.hidden].data as Float32Array,
-      fusionProbs: probs ? { data: probs.data as Float32Array, adapters: probs.dims[1] } : undefined,
-    };
+    const fusionProbs = slots.flatMap((_, s) => {
+      const probs = out[slotProbs(s)];
+      return probs ? [{ data: probs.data as Float32Array, adapters: probs.dims[1] }] : [];
+    });
+    return { hidden: out[GRAPH_OUTPUTS.hidden].data as Float32Array, fusionProbs };
   }
 
-  /** Routes are assembled in float32, whatever the engine's precision; see quantizeRouteFeeds. */
+  /** Feeds laid out in float32 are quantized here, once, for an int8 engine; see quantizeRouteFeeds. */
   private prepare(feeds: RouteFeeds): RouteFeeds {
-    if (this.options.precision !== "int8") return feeds;
+    if (!this.int8 || Object.values(feeds).some((f) => f.type === "int8")) return feeds;
     let ready = this.prepared.get(feeds);
     if (!ready) {
-      ready = quantizeRouteFeeds(feeds, this.config.numLayers);
+      ready = quantizeRouteFeeds(feeds, this.config.numLayers, this.int8.weightMax);
       this.prepared.set(feeds, ready);
     }
     return ready;
@@ -124,19 +179,4 @@ export function sessionOptions(options: EngineOptions): ort.InferenceSession.Ses
     // would turn them back into the slower SkipLayerNormalization wherever it can prove the shapes.
     extra: { optimization: { disable_specified_optimizers: "SkipLayerNormFusion" } },
   };
-}
-
-/** The feeds an int8 fused graph takes: each layer's two fusion matrices quantized per column. */
-export function quantizeRouteFeeds(feeds: RouteFeeds, numLayers: number): RouteFeeds {
-  const quantized: Record<string, ort.Tensor> = { ...feeds };
-  for (let l = 0; l < numLayers; l++) {
-    const names = routeInputs(l);
-    for (const name of [names.inWeight, names.outWeight]) {
-      const { dims, data } = feeds[name];
-      const { values, scales } = quantizePerColumn({ shape: dims, data: data as Float32Array });
-      quantized[name] = new ort.Tensor("int8", values, dims);
-      quantized[scaleInput(name)] = new ort.Tensor("float32", scales, [scales.length]);
-    }
-  }
-  return quantized;
 }

@@ -1,10 +1,12 @@
+import type { Int8Mode } from "./int8-mode.js";
 import { FLOAT, INT8, type Dim, type OnnxGraph } from "./onnx/graph.js";
 import { quantizePerColumn } from "./quantize.js";
 import type { Tensor } from "./safetensors.js";
 
 /**
  * Arithmetic of the graph's matrix products. `int8` quantizes weights per output column
- * (symmetric; backbone weights when the graph is built, route weights once per route) and
+ * (symmetric, to ±127, or ±63 on CPUs whose integer kernel would saturate: int8-mode.ts; backbone
+ * weights when the graph is built, route weights once per route) and
  * activations per row, i.e. per token, at every call. Per token rather than per tensor because
  * BERT's hidden states hold a few tokens whose largest value is several times the typical token's:
  * one scale for the whole tensor leaves the other tokens a fraction of the 256 levels (about twice
@@ -13,6 +15,9 @@ import type { Tensor } from "./safetensors.js";
  * Embeddings, LayerNorms, softmaxes and biases stay float32.
  */
 export type Precision = "float32" | "int8";
+
+/** What a graph is built with: float32, or int8 with the weight range chosen for this CPU. */
+export type Arithmetic = "float32" | Int8Mode;
 
 /** Graph input carrying the per-column scales of the quantized route input `name`. */
 export const scaleInput = (name: string): string => `${name}.scale`;
@@ -37,16 +42,16 @@ function columnBlock(matrix: Tensor, i: number, parts: number): Tensor {
 export class MatrixProducts {
   constructor(
     private readonly g: OnnxGraph,
-    private readonly precision: Precision,
+    private readonly arithmetic: Arithmetic,
   ) {}
 
   constant(x: string, name: string, weight: Tensor): string {
-    if (this.precision === "float32") return this.g.op("MatMul", [x, this.g.floats(name, weight.shape, weight.data)]);
-    return this.perToken(x, [this.quantizedConstant(name, weight)])[0];
+    if (this.arithmetic === "float32") return this.g.op("MatMul", [x, this.g.floats(name, weight.shape, weight.data)]);
+    return this.perToken(x, [this.quantizedConstant(name, weight, this.arithmetic)])[0];
   }
 
-  private quantizedConstant(name: string, weight: Tensor): QuantizedWeight {
-    const { values, scales } = quantizePerColumn(weight);
+  private quantizedConstant(name: string, weight: Tensor, { weightMax }: Int8Mode): QuantizedWeight {
+    const { values, scales } = quantizePerColumn(weight, weightMax);
     return { weight: this.g.int8s(name, weight.shape, values), columnScales: this.g.floats(scaleInput(name), [scales.length], scales) };
   }
 
@@ -54,7 +59,7 @@ export class MatrixProducts {
   input(x: string, name: string, dims: [Dim, Dim], bias?: string): string {
     const g = this.g;
     const product =
-      this.precision === "float32"
+      this.arithmetic === "float32"
         ? g.op("MatMul", [x, g.input(name, FLOAT, dims)])
         : this.perToken(x, [{ weight: g.input(name, INT8, dims), columnScales: g.input(scaleInput(name), FLOAT, [dims[1]]) }])[0];
     return bias ? g.op("Add", [product, g.input(bias, FLOAT, [dims[1]])]) : product;
@@ -64,13 +69,14 @@ export class MatrixProducts {
   attention(x: string, name: string, weight: Tensor, bias: Tensor, maskIndex: string, numHeads: number): string {
     const g = this.g;
     const b = g.floats(`${name}.b`, bias.shape, bias.data);
-    if (this.precision === "float32") {
+    const { arithmetic } = this;
+    if (arithmetic === "float32") {
       return g.op("Attention", [x, g.floats(`${name}.w`, weight.shape, weight.data), b, maskIndex], { num_heads: numHeads }, "ms");
     }
     // Q, K and V as three products of one quantized x rather than one packed product and a Split
     // (packed QKV input to MultiHeadAttention is not implemented on ONNX Runtime's CPU). The bias
     // goes to MultiHeadAttention, which adds it while it rearranges the heads.
-    const [q, k, v] = this.perToken(x, (["q", "k", "v"] as const).map((part, i) => this.quantizedConstant(`${name}.w${part}`, columnBlock(weight, i, 3))));
+    const [q, k, v] = this.perToken(x, (["q", "k", "v"] as const).map((part, i) => this.quantizedConstant(`${name}.w${part}`, columnBlock(weight, i, 3), arithmetic)));
     return g.op("MultiHeadAttention", [q, k, v, b, maskIndex], { num_heads: numHeads }, "ms");
   }
 

@@ -1,4 +1,4 @@
-import type { ForwardResult, TokenBatch } from "./engine.js";
+import type { ForwardResult, FusionProbs, PassResult, TokenBatch } from "./engine.js";
 import { applyHead, type HeadOutput, type PredictionHead, type TaggingOutput } from "./heads.js";
 
 export interface InputReadout {
@@ -7,20 +7,52 @@ export interface InputReadout {
   readonly fusionWeights?: number[][];
 }
 
+/** How to read one slot's rows of a pass. */
+export interface SlotReadout {
+  readonly head: PredictionHead;
+  readonly rows: number;
+  readonly explain: boolean;
+}
+
 /** Splits a batch's forward result back into per-input head outputs (and explanations). */
 export function readout(head: PredictionHead, result: ForwardResult, batch: TokenBatch, hidden: number, explain: boolean): InputReadout[] {
+  return readRows(head, result.hidden, result.fusionProbs, batch, 0, batch.batch, hidden, explain);
+}
+
+/** The same for a pass of several routes: each slot's rows through its own head. */
+export function readoutPass(result: PassResult, batch: TokenBatch, slots: readonly SlotReadout[], hidden: number): InputReadout[] {
+  let first = 0;
+  return slots.flatMap((slot, s) => {
+    const outputs = readRows(slot.head, result.hidden, result.fusionProbs[s], batch, first, slot.rows, hidden, slot.explain);
+    first += slot.rows;
+    return outputs;
+  });
+}
+
+/** Rows [first, first + rows) of the batch; `probs` covers exactly those rows. */
+function readRows(
+  head: PredictionHead,
+  hiddenStates: Float32Array,
+  probs: FusionProbs | undefined,
+  batch: TokenBatch,
+  first: number,
+  rows: number,
+  hidden: number,
+  explain: boolean,
+): InputReadout[] {
   const { seqLen } = batch;
-  return batch.lengths.map((length, b) => {
-    const rows = result.hidden.subarray(b * seqLen * hidden, (b + 1) * seqLen * hidden);
-    const output = applyHead(head, rows, length, hidden);
-    if (!explain || !result.fusionProbs) return { output };
-    const { data, adapters: n } = result.fusionProbs;
-    const layers = data.length / (n * batch.batch * seqLen);
+  return Array.from({ length: rows }, (_, r) => {
+    const b = first + r;
+    const length = batch.lengths[b];
+    const output = applyHead(head, hiddenStates.subarray(b * seqLen * hidden, (b + 1) * seqLen * hidden), length, hidden);
+    if (!explain || !probs) return { output };
+    const { data, adapters: n } = probs;
+    const layers = data.length / (n * rows * seqLen);
     const weights: number[][] = [];
     for (let l = 0; l < layers; l++) {
       const perAdapter: number[] = [];
       for (let i = 0; i < n; i++) {
-        const base = (l * n + i) * batch.batch * seqLen + b * seqLen;
+        const base = (l * n + i) * rows * seqLen + r * seqLen;
         let sum = 0;
         for (let t = 0; t < length; t++) sum += data[base + t];
         perAdapter.push(sum / length);

@@ -28,6 +28,15 @@ export interface ChangeResult {
 }
 
 /**
+ * Where routes are served: the engine installs a route before the library publishes it, and is
+ * told when a published route has been replaced or removed.
+ */
+export interface RouteHost {
+  prepare(routes: readonly FusionRoute[]): Promise<void>;
+  retire(routes: readonly FusionRoute[]): void;
+}
+
+/**
  * The model library: adapters and fusions by name, and the routes built from them.
  *
  * Reads are snapshots of `state`. A change loads and validates the new module completely
@@ -45,12 +54,14 @@ export class AdapterLibrary {
     readonly root: string,
     readonly backbone: BackboneConfig,
     state: LibraryState,
+    private readonly host: RouteHost | undefined,
   ) {
     this.current = state;
     this.store = new LibraryStore(root);
   }
 
-  static async open(root: string, backbone: BackboneConfig): Promise<AdapterLibrary> {
+  /** Without a host the library only loads and validates (tests, tools); the server passes its engine. */
+  static async open(root: string, backbone: BackboneConfig, host?: RouteHost): Promise<AdapterLibrary> {
     const manifest = await readManifest(root);
     const store = new LibraryStore(root);
     await store.cleanUp(manifest);
@@ -62,7 +73,9 @@ export class AdapterLibrary {
     for (const [name, version] of Object.entries(manifest.fusions)) {
       fusions.set(name, await loadFusion(store.folder("fusions", name, version), backbone, name));
     }
-    return new AdapterLibrary(root, backbone, buildState(backbone, manifest, adapters, fusions));
+    const state = buildState(manifest, adapters, fusions);
+    await host?.prepare([...state.routes.values()]);
+    return new AdapterLibrary(root, backbone, state, host);
   }
 
   get state(): LibraryState {
@@ -132,9 +145,8 @@ export class AdapterLibrary {
       const fusions = new Map(state.fusions);
       (kind === "adapters" ? adapters : fusions).delete(name);
       const manifest = withEntry(state.manifest, kind, name, null, null);
-      const next = buildState(this.backbone, manifest, adapters, fusions, state.routes);
-      await this.store.writeManifest(manifest);
-      this.current = next;
+      const next = buildState(manifest, adapters, fusions, state.routes);
+      await this.switchTo(next, () => this.store.writeManifest(manifest));
       await this.store.removeModule(kind, name);
       return { kind, name, version: null, folder: null, previousFolder: null, routes: [name] };
     });
@@ -167,10 +179,27 @@ export class AdapterLibrary {
     const before = this.current;
     const manifest = withEntry(before.manifest, kind, name, folder, previousFolder);
     const next = { ...validated, manifest };
-    await this.store.writeManifest(manifest);
-    this.current = next;
+    await this.switchTo(next, () => this.store.writeManifest(manifest));
     const routes = [...next.routes].filter(([n, r]) => before.routes.get(n)?.version !== r.version).map(([n]) => n);
     return { kind, name, version: module.version, folder, previousFolder, routes };
+  }
+
+  /**
+   * Installs the routes `next` adds, makes the change durable, then publishes `next` in one step
+   * and retires the routes it replaced. Nothing is published when installing or writing fails.
+   */
+  private async switchTo(next: LibraryState, write: () => Promise<void>): Promise<void> {
+    const before = this.current;
+    const added = [...next.routes.values()].filter((route) => before.routes.get(route.name) !== route);
+    await this.host?.prepare(added);
+    try {
+      await write();
+    } catch (err) {
+      this.host?.retire(added);
+      throw err;
+    }
+    this.current = next;
+    this.host?.retire([...before.routes.values()].filter((route) => next.routes.get(route.name) !== route));
   }
 
   private nextState(kind: ModuleKind, name: string, module: AdapterModule | FusionModule): LibraryState {
@@ -179,7 +208,7 @@ export class AdapterLibrary {
     const fusions = new Map(state.fusions);
     if (kind === "adapters") adapters.set(name, module as AdapterModule);
     else fusions.set(name, module as FusionModule);
-    return buildState(this.backbone, state.manifest, adapters, fusions, state.routes);
+    return buildState(state.manifest, adapters, fusions, state.routes);
   }
 
   private serialize<T>(change: () => Promise<T>): Promise<T> {
@@ -206,7 +235,6 @@ function withEntry(manifest: Manifest, kind: ModuleKind, name: string, folder: s
  * the routes it touches.
  */
 export function buildState(
-  backbone: BackboneConfig,
   manifest: Manifest,
   adapters: ReadonlyMap<string, AdapterModule>,
   fusions: ReadonlyMap<string, FusionModule>,
@@ -216,7 +244,7 @@ export function buildState(
   const assemble = (name: string, members: AdapterModule[], fusion: FusionModule | null, head: PredictionHead) => {
     const old = reuse.get(name);
     const same = old && old.fusion === fusion && old.adapters.length === members.length && old.adapters.every((a, i) => a === members[i]);
-    routes.set(name, same ? old : assembleRoute(name, backbone, members, fusion, head));
+    routes.set(name, same ? old : assembleRoute(name, members, fusion, head));
   };
   for (const [name, adapter] of adapters) {
     if (adapter.head) assemble(name, [adapter], null, adapter.head);

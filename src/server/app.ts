@@ -39,7 +39,7 @@ export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
   limitConnections(app.server, config);
   // The API speaks JSON only: any other body is a 415, not a string that fails validation later.
   app.removeContentTypeParser("text/plain");
-  await app.register(metricsPlugin);
+  await app.register(metricsPlugin, { requestTimeoutMs: config.requestTimeoutMs });
   await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes });
   await app.register(servingPlugin, { config });
   await app.register(requestIdPlugin);

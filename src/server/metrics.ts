@@ -1,6 +1,7 @@
 import fp from "fastify-plugin";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { BatchObserver } from "./batcher.js";
+import type { AssemblyObserver } from "../engine/engine-thread.js";
+import type { PassStats, SchedulerObserver } from "../scheduler/scheduler.js";
 
 /** What the library and queue look like right now; read at every scrape. */
 export interface ServingSnapshot {
@@ -14,7 +15,7 @@ export interface ServingSnapshot {
  * The server's Prometheus instruments in their own registry (not prom-client's global one), so
  * two servers in one process, as in the tests, never share or clash over counters.
  */
-export class ServerMetrics implements BatchObserver {
+export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
   readonly registry = new Registry();
   private snapshot: () => ServingSnapshot | undefined = () => undefined;
 
@@ -39,17 +40,11 @@ export class ServerMetrics implements BatchObserver {
     registers: [this.registry],
   });
 
-  private readonly queueWaitSeconds = new Histogram({
-    name: "fusion_queue_wait_seconds",
-    help: "Time an input waited in its route's queue before its forward pass started",
-    labelNames: ["fusion"] as const,
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-    registers: [this.registry],
-  });
+  private readonly queueWaitSeconds: Histogram<"fusion">;
 
   private readonly inferenceSeconds = new Histogram({
     name: "fusion_inference_seconds",
-    help: "Time of one batched forward pass, prediction heads included",
+    help: "Time of one batched forward pass, prediction heads included, by each route it served",
     labelNames: ["fusion"] as const,
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [this.registry],
@@ -57,7 +52,7 @@ export class ServerMetrics implements BatchObserver {
 
   private readonly batchSize = new Histogram({
     name: "fusion_batch_size",
-    help: "Inputs coalesced into one forward pass",
+    help: "Inputs of one route coalesced into one forward pass",
     labelNames: ["fusion"] as const,
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
     registers: [this.registry],
@@ -70,8 +65,52 @@ export class ServerMetrics implements BatchObserver {
     registers: [this.registry],
   });
 
-  constructor() {
+  private readonly passRows = new Histogram({
+    name: "fusion_pass_rows",
+    help: "Inputs of one forward pass, all its routes together",
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+    registers: [this.registry],
+  });
+
+  private readonly passRoutes = new Histogram({
+    name: "fusion_pass_routes",
+    help: "Routes served by one forward pass",
+    buckets: [1, 2, 3, 4, 6, 8, 12, 16, 32, 64],
+    registers: [this.registry],
+  });
+
+  private readonly passTokens = new Counter({
+    name: "fusion_pass_tokens_total",
+    help: "Tokens of forward passes: real (the inputs' own) and computed (inputs × longest input, padding included)",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
+
+  private readonly inputTokens = new Histogram({
+    name: "fusion_input_tokens",
+    help: "Length of each input that ran, in tokens (special tokens included)",
+    buckets: [4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512],
+    registers: [this.registry],
+  });
+
+  private readonly assemblySeconds = new Histogram({
+    name: "fusion_route_assembly_seconds",
+    help: "Time to lay out one route's weights for the engine (in the layout thread) after a load or a change",
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+
+  /** `requestTimeoutSeconds` bounds the queue-wait buckets: no input waits longer. */
+  constructor(requestTimeoutSeconds = 30) {
     collectDefaultMetrics({ register: this.registry });
+    const waitBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300].filter((b) => b < requestTimeoutSeconds);
+    this.queueWaitSeconds = new Histogram({
+      name: "fusion_queue_wait_seconds",
+      help: "Time an input waited before its forward pass started",
+      labelNames: ["fusion"] as const,
+      buckets: [...waitBuckets, requestTimeoutSeconds],
+      registers: [this.registry],
+    });
     const metrics = this;
     const snapshotGauge = (name: string, help: string, read: (s: ServingSnapshot) => number) =>
       new Gauge({
@@ -98,10 +137,21 @@ export class ServerMetrics implements BatchObserver {
     this.queueWaitSeconds.observe({ fusion: route }, seconds);
   }
 
-  batch(route: string, stats: { inputs: number; tokens: number; seconds: number }): void {
-    this.batchSize.observe({ fusion: route }, stats.inputs);
-    this.inferenceSeconds.observe({ fusion: route }, stats.seconds);
-    this.tokens.inc({ fusion: route }, stats.tokens);
+  pass(stats: PassStats): void {
+    for (const [route, { inputs, tokens }] of stats.routes) {
+      this.batchSize.observe({ fusion: route }, inputs);
+      this.inferenceSeconds.observe({ fusion: route }, stats.seconds);
+      this.tokens.inc({ fusion: route }, tokens);
+    }
+    this.passRows.observe(stats.rows);
+    this.passRoutes.observe(stats.routes.size);
+    this.passTokens.inc({ kind: "real" }, stats.realTokens);
+    this.passTokens.inc({ kind: "computed" }, stats.computedTokens);
+    for (const length of stats.lengths) this.inputTokens.observe(length);
+  }
+
+  routeAssembled(_route: string, seconds: number): void {
+    this.assemblySeconds.observe(seconds);
   }
 }
 
@@ -116,9 +166,9 @@ declare module "fastify" {
 }
 
 /** Decorates `metrics` and times every request. */
-export const metricsPlugin = fp(
-  async (app) => {
-    const metrics = new ServerMetrics();
+export const metricsPlugin = fp<{ requestTimeoutMs: number }>(
+  async (app, { requestTimeoutMs }) => {
+    const metrics = new ServerMetrics(requestTimeoutMs / 1000);
     app.decorate("metrics", metrics);
     app.decorateRequest("fusionRoute", "");
     app.addHook("onRequest", async (_request, reply) => {

@@ -2,39 +2,59 @@ import { resolve } from "node:path";
 import fp from "fastify-plugin";
 import type { FastifyBaseLogger } from "fastify";
 import { effectiveMaxSeqLen, type ServerConfig } from "../config.js";
-import { loadBackbone } from "../engine/backbone.js";
-import { FusionEngine } from "../engine/engine.js";
+import { EngineThread, type AssemblyObserver } from "../engine/engine-thread.js";
 import { TextTokenizer } from "../engine/tokenizer.js";
 import { UnavailableError } from "../errors.js";
 import { AdapterLibrary } from "../library/library.js";
 import { readManifest } from "../library/manifest.js";
-import { Batcher } from "./batcher.js";
+import { Scheduler } from "../scheduler/scheduler.js";
 
 /** Everything loaded from the model library: what a prediction needs. */
 export interface ModelRuntime {
   readonly library: AdapterLibrary;
-  readonly engine: FusionEngine;
+  readonly engine: EngineThread;
   readonly tokenizer: TextTokenizer;
-  readonly hiddenSize: number;
   readonly maxSeqLen: number;
 }
 
-/** Loads the backbone named by the library's manifest, the library itself, the tokenizer and the engine. */
-export async function loadRuntime(config: ServerConfig, log: FastifyBaseLogger): Promise<ModelRuntime> {
+/**
+ * Starts the engine on the backbone named by the library's manifest (in its own threads), then
+ * opens the library with the engine as its route host, and loads the tokenizer.
+ */
+export async function loadRuntime(config: ServerConfig, log: FastifyBaseLogger, observer?: AssemblyObserver): Promise<ModelRuntime> {
   const started = Date.now();
   const manifest = await readManifest(config.library);
   const backboneDir = resolve(config.library, manifest.backbone);
-  const backbone = await loadBackbone(backboneDir);
-  const maxSeqLen = effectiveMaxSeqLen(config, backbone.config.maxPositions);
-  const library = await AdapterLibrary.open(config.library, backbone.config);
-  const tokenizer = await TextTokenizer.load(backboneDir, maxSeqLen);
-  const engine = await FusionEngine.create(backbone, { device: config.device, precision: config.precision, threads: config.threads, variant: "fused" });
-  const { routes, adapters, fusions } = library.state;
-  log.info(
-    { library: config.library, backbone: backboneDir, routes: [...routes.keys()], adapters: adapters.size, fusions: fusions.size, maxSeqLen, precision: config.precision, ms: Date.now() - started },
-    "model library loaded",
+  const engine = await EngineThread.start(
+    { backboneDir, device: config.device, precision: config.precision, int8Weights: config.int8Weights, threads: config.threads, slots: config.routeSlots },
+    observer,
   );
-  return { library, engine, tokenizer, hiddenSize: backbone.config.hiddenSize, maxSeqLen };
+  try {
+    const maxSeqLen = effectiveMaxSeqLen(config, engine.backbone.maxPositions);
+    const library = await AdapterLibrary.open(config.library, engine.backbone, engine);
+    const tokenizer = await TextTokenizer.load(backboneDir, maxSeqLen);
+    const { routes, adapters, fusions } = library.state;
+    log.info(
+      {
+        library: config.library,
+        backbone: backboneDir,
+        routes: [...routes.keys()],
+        adapters: adapters.size,
+        fusions: fusions.size,
+        maxSeqLen,
+        precision: config.precision,
+        int8: engine.int8,
+        routeSlots: config.routeSlots,
+        scheduling: config.scheduling,
+        ms: Date.now() - started,
+      },
+      "model library loaded",
+    );
+    return { library, engine, tokenizer, maxSeqLen };
+  } catch (err) {
+    await engine.close();
+    throw err;
+  }
 }
 
 export type ServingPhase = "loading" | "ready" | "draining";
@@ -46,12 +66,12 @@ export type ServingPhase = "loading" | "ready" | "draining";
  * every request already received (even one whose body is still arriving) is answered.
  */
 export class Serving {
-  private current: { runtime: ModelRuntime; batcher: Batcher } | undefined;
+  private current: { runtime: ModelRuntime; scheduler: Scheduler } | undefined;
   private state: ServingPhase = "loading";
 
   constructor(
     private readonly config: ServerConfig,
-    private readonly makeBatcher: (runtime: ModelRuntime) => Batcher,
+    private readonly makeScheduler: (runtime: ModelRuntime) => Scheduler,
   ) {}
 
   get phase(): ServingPhase {
@@ -63,16 +83,16 @@ export class Serving {
   }
 
   get queueDepth(): number {
-    return this.current?.batcher.depth ?? 0;
+    return this.current?.scheduler.depth ?? 0;
   }
 
   attach(runtime: ModelRuntime): void {
-    this.current = { runtime, batcher: this.makeBatcher(runtime) };
+    this.current = { runtime, scheduler: this.makeScheduler(runtime) };
     if (this.state === "loading") this.state = "ready";
   }
 
-  /** The runtime and batcher, or a 503 while the library loads. */
-  require(): { runtime: ModelRuntime; batcher: Batcher } {
+  /** The runtime and scheduler, or a 503 while the library loads. */
+  require(): { runtime: ModelRuntime; scheduler: Scheduler } {
     if (!this.current) throw new UnavailableError("not_ready", `the model library (${this.config.library}) is still loading`);
     return this.current;
   }
@@ -96,7 +116,7 @@ declare module "fastify" {
 /** Decorates `serving`; closing the app closes the engine once every in-flight request is answered. */
 export const servingPlugin = fp<{ config: ServerConfig }>(
   async (app, { config }) => {
-    const serving = new Serving(config, (runtime) => new Batcher(runtime.engine, runtime.hiddenSize, config, app.metrics));
+    const serving = new Serving(config, (runtime) => new Scheduler(runtime.engine, config, app.metrics));
     app.decorate("serving", serving);
     app.metrics.watch(() => {
       const state = serving.runtime?.library.state;

@@ -7,7 +7,7 @@ import { loadBackbone } from "../../src/engine/backbone.js";
 import { padBatch } from "../../src/engine/readout.js";
 import type { Tensor } from "../../src/engine/safetensors.js";
 import { loadAdapter, loadFusion, type AdapterModule, type FusionLayer, type FusionModule } from "../../src/library/adapterhub.js";
-import { assembleRoute } from "../../src/library/route.js";
+import { routeFeeds } from "../../src/engine/layout.js";
 import { ENGINE_FIXTURES, TINY_BACKBONE, expectedOutputs, maxAbsDiff, parityCases } from "../fixtures.js";
 
 /**
@@ -92,11 +92,11 @@ for (const spec of ROUTES) {
     const fusion = await loadFusion(join(ENGINE_FIXTURES, "fusions", spec.fusion), backbone.config);
     t.equal(fusion.kind, spec.fusion.startsWith("dyn") ? "dynamic" : "static");
     t.ok(new Set(adapters.map((a) => a.layers[0]!.downBias.shape[0])).size > 1, "the route mixes reduction factors (zero-padded bottlenecks)");
-    const fusedRoute = assembleRoute(spec.fusion, backbone.config, adapters, fusion, fusion.head, "fused");
-    const literalRoute = assembleRoute(spec.fusion, backbone.config, adapters, fusion, fusion.head, "literal");
+    const fusedFeeds = routeFeeds(backbone.config, { adapters, fusion }, "fused");
+    const literalFeeds = routeFeeds(backbone.config, { adapters, fusion }, "literal");
     for (const { label, sequences } of inputBatches()) {
       const batch = padBatch(sequences);
-      const [fused, literal] = await Promise.all([engines.fused.run(batch, fusedRoute.feeds), engines.literal.run(batch, literalRoute.feeds)]);
+      const [fused, literal] = await Promise.all([engines.fused.run(batch, fusedFeeds), engines.literal.run(batch, literalFeeds)]);
       t.equal(fused.fusionProbs!.adapters, spec.adapters.length, `${label}: one probability per adapter`);
       const diff = compare(fused, literal, batch.lengths, batch.seqLen);
       t.comment(
@@ -119,8 +119,8 @@ t.test("sharpened dyn5 (query and key weights ×3: nearly one-hot attention): fu
     layers: base.layers.map((l): FusionLayer => ({ ...l, queryWeight: scale(l.queryWeight, 3), queryBias: scale(l.queryBias, 3), keyWeight: scale(l.keyWeight, 3) })),
   };
   const batch = padBatch(inputBatches()[0].sequences);
-  const fused = await engines.fused.run(batch, assembleRoute("sharp", backbone.config, adapters, fusion, fusion.head, "fused").feeds);
-  const literal = await engines.literal.run(batch, assembleRoute("sharp", backbone.config, adapters, fusion, fusion.head, "literal").feeds);
+  const fused = await engines.fused.run(batch, routeFeeds(backbone.config, { adapters: adapters, fusion: fusion }, "fused"));
+  const literal = await engines.literal.run(batch, routeFeeds(backbone.config, { adapters: adapters, fusion: fusion }, "literal"));
   const diff = compare(fused, literal, batch.lengths, batch.seqLen);
   t.comment(`max |diff| hidden ${diff.hidden.toExponential(2)}, fusion p ${diff.probs.toExponential(2)}; mean max p ${diff.meanMaxProb.toFixed(3)}`);
   t.ok(diff.hidden <= TOLERANCE, `last hidden state within ${TOLERANCE}`);
@@ -211,7 +211,7 @@ for (const { dim, n, std, label } of [
       head: null,
       layers: [{ downWeight: { shape: [dim, 4], data: rand(dim * 4, 1) }, downBias: { shape: [4], data: rand(4, 1) }, upWeight: { shape: [4, dim], data: rand(4 * dim, 1) }, upBias: { shape: [dim], data: rand(dim, 1) } }],
     }));
-    const feeds = assembleRoute("random", config, adapters, fusion, fusion.head, "fused").feeds;
+    const feeds = routeFeeds(config, { adapters: adapters, fusion: fusion }, "fused");
     const names = routeInputs(0);
     const R = 4;
     const K = n * R;
@@ -265,8 +265,8 @@ t.test("static fusion and single-adapter routes apply no value (out_w is the bar
   const static5 = await loadFusion(join(ENGINE_FIXTURES, "fusions", "static5"), backbone.config);
   t.equal(static5.layers[0].valueWeight, null, "a static fusion has no value weights");
   const adapters = await Promise.all(ROUTES[1].adapters.map(adapter));
-  const feeds = assembleRoute("static5", backbone.config, adapters, static5, static5.head, "fused").feeds;
-  const single = assembleRoute("a1", backbone.config, [adapters[0]], null, adapters[0].head!, "fused").feeds;
+  const feeds = routeFeeds(backbone.config, { adapters: adapters, fusion: static5 }, "fused");
+  const single = routeFeeds(backbone.config, { adapters: [adapters[0]], fusion: null }, "fused");
   for (let l = 0; l < L; l++) {
     const names = routeInputs(l);
     const K = feeds[names.outWeight].dims[0] - adapters.length;

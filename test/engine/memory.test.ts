@@ -10,7 +10,7 @@ import { loadBackbone } from "../../src/engine/backbone.js";
 import { FusionEngine } from "../../src/engine/engine.js";
 import { padBatch } from "../../src/engine/readout.js";
 import { AdapterLibrary } from "../../src/library/library.js";
-import { backboneFeeds } from "../../src/library/route.js";
+import { backboneFeeds, feedBytes, routeFeeds } from "../../src/engine/layout.js";
 
 /**
  * Acceptance 5 of issue 2: one backbone in memory. On the real default backbone
@@ -283,25 +283,26 @@ if (process.env[CHILD_ENV] !== "1") {
   const library = await AdapterLibrary.open(root, config);
   const routes = [...library.state.routes.values()];
   t.same(routes.map((r) => r.name).sort(), [...ADAPTERS, ...Object.keys(FUSIONS)].sort(), "5 adapter routes and 3 fusion routes");
-  for (const route of routes) {
-    const result = await engine!.run(batch, route.feeds);
+  const feeds = routes.map((route) => routeFeeds(config, route));
+  for (const [i, route] of routes.entries()) {
+    const result = await engine!.run(batch, feeds[i]);
     t.ok(result.hidden.every(Number.isFinite), `${route.name}: one forward pass, finite output`);
     t.equal(result.fusionProbs?.adapters, route.adapters.length, `${route.name}: all ${route.adapters.length} adapter(s) in one pass`);
   }
   const withLibrary = await settledMemory();
 
-  const feedBytes = routes.reduce((sum, r) => sum + Object.values(r.feeds).reduce((s, f) => s + (f.data as Float32Array).byteLength, 0), 0);
+  const routeBytes = feeds.reduce((sum, f) => sum + feedBytes(f), 0);
   const growth = withLibrary.rss - withEngine.rss;
-  const budget = weightBytes + feedBytes + CONSTANT;
+  const budget = weightBytes + routeBytes + CONSTANT;
   const mb = (n: number) => `${(n / MB).toFixed(1)} MB`;
   t.comment(`backbone model.safetensors: ${mb(backboneBytes)}; RSS before the engine ${mb(start.rss)}, with the engine ${mb(withEngine.rss)} (+${mb(withEngine.rss - start.rss)})`);
-  t.comment(`adapter + fusion + head files: ${mb(weightBytes)}; graph inputs (feeds) of the ${routes.length} routes: ${mb(feedBytes)}`);
+  t.comment(`adapter + fusion + head files: ${mb(weightBytes)}; graph inputs (feeds) of the ${routes.length} routes: ${mb(routeBytes)}`);
   t.comment(
     `RSS growth from opening the library and running each route once: ${mb(growth)} ` +
       `(JS array buffers +${mb(withLibrary.arrayBuffers - withEngine.arrayBuffers)}, V8 heap +${mb(withLibrary.heapUsed - withEngine.heapUsed)}); ` +
       `budget ${mb(budget)} = files + feeds + ${mb(CONSTANT)}; one backbone copy per route would be ${mb(routes.length * backboneBytes)}`,
   );
-  t.ok(growth <= budget, `growth ${mb(growth)} ≤ weights ${mb(weightBytes)} + feeds ${mb(feedBytes)} + ${mb(CONSTANT)}`);
+  t.ok(growth <= budget, `growth ${mb(growth)} ≤ weights ${mb(weightBytes)} + feeds ${mb(routeBytes)} + ${mb(CONSTANT)}`);
   t.ok(
     growth < (routes.length * backboneBytes) / 4,
     `growth ${mb(growth)} is far below one backbone copy per route (${routes.length} × ${mb(backboneBytes)} = ${mb(routes.length * backboneBytes)})`,

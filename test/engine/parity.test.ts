@@ -5,7 +5,7 @@ import { FusionEngine } from "../../src/engine/engine.js";
 import type { HeadOutput, TaggingOutput } from "../../src/engine/heads.js";
 import { padBatch, readout } from "../../src/engine/readout.js";
 import { loadAdapter, loadFusion } from "../../src/library/adapterhub.js";
-import { assembleRoute, backboneFeeds } from "../../src/library/route.js";
+import { backboneFeeds, routeFeeds } from "../../src/engine/layout.js";
 import { ENGINE_FIXTURES, TINY_BACKBONE, expectedOutputs, maxAbsDiff, parityCases } from "../fixtures.js";
 
 const TOLERANCE = 1e-4;
@@ -31,8 +31,7 @@ for (const c of parityCases()) {
       const head = fusion?.head ?? adapters[0]?.head ?? null;
       const batch = padBatch(sequences);
       const engine = engines[variant];
-      const route = head ? assembleRoute(c.name, backbone.config, adapters, fusion, head, variant) : null;
-      const feeds = route?.feeds ?? (variant === "plain" ? {} : backboneFeeds(backbone.config));
+      const feeds = variant === "plain" ? {} : head ? routeFeeds(backbone.config, { adapters, fusion }, variant) : backboneFeeds(backbone.config);
       const result = await engine.run(batch, feeds);
 
       const hidden = expected.tensors.get("last_hidden_state")!;

@@ -21,7 +21,7 @@ export async function startServer(t: { teardown(fn: () => unknown): void }, over
   const app = await buildApp(config);
   t.teardown(() => app.close());
   await app.listen({ host: config.host, port: config.port });
-  app.serving.attach(await loadRuntime(config, app.log));
+  app.serving.attach(await loadRuntime(config, app.log, app.metrics));
   const address = app.server.address();
   if (!address || typeof address === "string") throw new Error("server has no TCP address");
   return { app, url: `http://127.0.0.1:${address.port}` };

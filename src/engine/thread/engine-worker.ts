@@ -1,0 +1,56 @@
+import { parentPort, workerData } from "node:worker_threads";
+import { performance } from "node:perf_hooks";
+import { loadBackbone } from "../backbone.js";
+import { FusionEngine } from "../engine.js";
+import type { PredictionHead } from "../heads.js";
+import type { RouteFeeds } from "../layout.js";
+import { readoutPass } from "../readout.js";
+import { toWire, type EngineWorkerSetup, type FromEngine, type ToEngine } from "./protocol.js";
+
+/**
+ * The engine's thread: the one ONNX Runtime session, the routes installed in it, and the heads.
+ * Messages are handled in arrival order, so a route installed before a pass that names it is
+ * always there; passes run one at a time (FusionEngine serializes them).
+ */
+const setup = workerData as EngineWorkerSetup;
+const port = parentPort!;
+const post = (message: FromEngine) => port.postMessage(message);
+const routes = new Map<number, { readonly feeds: RouteFeeds; readonly head: PredictionHead }>();
+
+try {
+  const backbone = await loadBackbone(setup.backboneDir);
+  const engine = await FusionEngine.create(backbone, {
+    device: setup.device,
+    precision: setup.precision,
+    int8Weights: setup.int8Weights,
+    threads: setup.threads,
+    variant: "fused",
+    slots: setup.slots,
+  });
+  const d = backbone.config.hiddenSize;
+  port.on("message", (message: ToEngine) => {
+    if (message.type === "install") routes.set(message.route, { feeds: message.feeds, head: message.head });
+    else if (message.type === "release") routes.delete(message.route);
+    else void run(message);
+  });
+
+  async function run({ pass, batch: wire, slots }: Extract<ToEngine, { type: "run" }>): Promise<void> {
+    const started = performance.now();
+    try {
+      const batch = { ...wire, batch: wire.lengths.length };
+      const installed = slots.map((slot) => {
+        const route = routes.get(slot.route);
+        if (!route) throw new Error(`route ${slot.route} is not installed in the engine`);
+        return { ...route, rows: slot.rows, explain: slot.explain };
+      });
+      const result = await engine.runPass(batch, installed);
+      const outputs = readoutPass(result, batch, installed, d);
+      post({ type: "done", pass, outputs, seconds: (performance.now() - started) / 1000 });
+    } catch (err) {
+      post({ type: "pass_failed", pass, error: toWire(err) });
+    }
+  }
+  post({ type: "ready", backbone: backbone.config, int8: engine.int8 });
+} catch (err) {
+  post({ type: "failed", error: toWire(err) });
+}

@@ -1,0 +1,84 @@
+import { ModelLoadError, ServingError, UnavailableError } from "../../errors.js";
+import type { AdapterModule, FusionModule } from "../../library/adapterhub.js";
+import type { BackboneConfig } from "../backbone.js";
+import type { Device } from "../engine.js";
+import type { PredictionHead } from "../heads.js";
+import type { Int8Mode, Int8WeightChoice } from "../int8-mode.js";
+import type { RouteFeeds } from "../layout.js";
+import type { Precision } from "../products.js";
+import type { InputReadout } from "../readout.js";
+
+/**
+ * Messages between the main thread and the engine's two workers (docs/design.md, "Threads"):
+ * the engine worker owns the ONNX Runtime session and runs passes; the layout worker turns a
+ * route's modules into the engine's feeds. Feeds travel as transferred buffers, never copied.
+ */
+
+export interface EngineWorkerSetup {
+  readonly backboneDir: string;
+  readonly device: Device;
+  readonly precision: Precision;
+  readonly int8Weights?: Int8WeightChoice;
+  readonly threads: number;
+  readonly slots: number;
+}
+
+export interface LayoutWorkerSetup {
+  readonly backbone: BackboneConfig;
+  /** The engine's int8 weight range; absent for float32. */
+  readonly int8: Int8Mode | undefined;
+  readonly hold?: Int32Array;
+}
+
+export type ToEngine =
+  | { readonly type: "install"; readonly route: number; readonly feeds: RouteFeeds; readonly head: PredictionHead }
+  | { readonly type: "release"; readonly route: number }
+  | { readonly type: "run"; readonly pass: number; readonly batch: WireBatch; readonly slots: readonly WireSlot[] };
+
+export type FromEngine =
+  | { readonly type: "ready"; readonly backbone: BackboneConfig; readonly int8: Int8Mode | undefined }
+  | { readonly type: "failed"; readonly error: WireError }
+  | { readonly type: "done"; readonly pass: number; readonly outputs: InputReadout[]; readonly seconds: number }
+  | { readonly type: "pass_failed"; readonly pass: number; readonly error: WireError };
+
+export interface ToLayout {
+  readonly job: number;
+  readonly adapters: readonly AdapterModule[];
+  readonly fusion: FusionModule | null;
+}
+
+export type FromLayout =
+  | { readonly job: number; readonly feeds: RouteFeeds; readonly seconds: number }
+  | { readonly job: number; readonly error: WireError };
+
+export interface WireBatch {
+  readonly seqLen: number;
+  readonly ids: BigInt64Array;
+  readonly mask: BigInt64Array;
+  readonly lengths: readonly number[];
+}
+
+export interface WireSlot {
+  readonly route: number;
+  readonly rows: number;
+  readonly explain: boolean;
+}
+
+export interface WireError {
+  readonly status?: number;
+  readonly code?: string;
+  readonly message: string;
+}
+
+export function toWire(err: unknown): WireError {
+  if (err instanceof ServingError) return { status: err.status, code: err.code, message: err.message };
+  return { message: err instanceof Error ? err.message : String(err) };
+}
+
+/** The error as the thread that raised it would have thrown it, so HTTP answers stay the same. */
+export function fromWire(wire: WireError): Error {
+  if (wire.status === 422 && wire.code) return new ModelLoadError(wire.code as ConstructorParameters<typeof ModelLoadError>[0], wire.message);
+  if (wire.status === 503 && wire.code) return new UnavailableError(wire.code, wire.message);
+  if (wire.status && wire.code) return new ServingError(wire.status, wire.code, wire.message);
+  return new Error(wire.message);
+}

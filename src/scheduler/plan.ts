@@ -1,0 +1,89 @@
+/**
+ * Which waiting inputs make the next forward pass. Pure: the scheduler calls it with its queue in
+ * arrival order, and the tests call it directly.
+ *
+ * - `mixed` (default): the oldest input anchors the pass, so no input and no route waits behind
+ *   younger ones. Around it, the pass takes the waiting inputs closest to it in length, of any
+ *   route, up to `slots` routes: similar lengths waste little padding, and many routes share one
+ *   pass instead of queueing behind each other's.
+ * - `route-fifo`: the oldest input's route alone, in arrival order, as far as the first input
+ *   that does not fit: the scheduling of single-route passes, kept for comparison.
+ */
+export type SchedulingPolicy = "mixed" | "route-fifo";
+export const SCHEDULING_POLICIES: readonly SchedulingPolicy[] = ["mixed", "route-fifo"];
+
+export interface Waiting<R> {
+  /** The route snapshot the input was admitted with: inputs of one snapshot share a slot. */
+  readonly route: R;
+  readonly length: number;
+}
+
+export interface PlanLimits {
+  readonly maxBatchSize: number;
+  /** Inputs × longest input. */
+  readonly maxBatchTokens: number;
+  /** Distinct route snapshots in one pass. */
+  readonly slots: number;
+}
+
+export interface Plan {
+  /** Indices into the queue, in the order the pass takes them. */
+  readonly picked: number[];
+  /** Whether some waiting input could not join: the pass is as full as it gets. */
+  readonly full: boolean;
+}
+
+export function planPass<R>(queue: readonly Waiting<R>[], limits: PlanLimits, policy: SchedulingPolicy): Plan {
+  return policy === "mixed" ? planMixed(queue, limits) : planRouteFifo(queue, limits);
+}
+
+function fits(count: number, width: number, limits: PlanLimits): boolean {
+  // The first input always runs, so even one over the budget cannot block the queue.
+  return count === 0 || (count < limits.maxBatchSize && (count + 1) * width <= limits.maxBatchTokens);
+}
+
+function planRouteFifo<R>(queue: readonly Waiting<R>[], limits: PlanLimits): Plan {
+  const picked: number[] = [];
+  if (queue.length === 0) return { picked, full: false };
+  const route = queue[0].route;
+  let longest = 0;
+  for (let i = 0; i < queue.length; i++) {
+    if (queue[i].route !== route) continue;
+    const width = Math.max(longest, queue[i].length);
+    if (!fits(picked.length, width, limits)) return { picked, full: true };
+    longest = width;
+    picked.push(i);
+  }
+  return { picked, full: false };
+}
+
+function planMixed<R>(queue: readonly Waiting<R>[], limits: PlanLimits): Plan {
+  if (queue.length === 0) return { picked: [], full: false };
+  const anchor = queue[0];
+  // Every other input by its distance in length from the anchor; ties to the older input.
+  const order = queue
+    .map((input, index) => ({ index, distance: Math.abs(input.length - anchor.length) }))
+    .slice(1)
+    .sort((a, b) => a.distance - b.distance || a.index - b.index);
+  const picked = [0];
+  const routes = new Set<R>([anchor.route]);
+  let longest = anchor.length;
+  let full = false;
+  for (const { index } of order) {
+    const input = queue[index];
+    const width = Math.max(longest, input.length);
+    if (picked.length >= limits.maxBatchSize) {
+      full = true;
+      break;
+    }
+    const newRoute = !routes.has(input.route);
+    if (!fits(picked.length, width, limits) || (newRoute && routes.size >= limits.slots)) {
+      full = true;
+      continue;
+    }
+    if (newRoute) routes.add(input.route);
+    longest = width;
+    picked.push(index);
+  }
+  return { picked, full };
+}

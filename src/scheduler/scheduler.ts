@@ -1,0 +1,195 @@
+import { performance } from "node:perf_hooks";
+import type { PassOutcome, PassSlot } from "../engine/engine-thread.js";
+import type { TokenBatch } from "../engine/engine.js";
+import { padBatch, type InputReadout } from "../engine/readout.js";
+import { OverloadedError, TimeoutError } from "../errors.js";
+import type { FusionRoute } from "../library/route.js";
+import { planPass, type SchedulingPolicy } from "./plan.js";
+
+export interface SchedulerOptions {
+  /** Padded tokens of one forward pass: inputs × longest input. */
+  readonly maxBatchTokens: number;
+  readonly maxBatchSize: number;
+  readonly maxWaitMs: number;
+  /** Inputs waiting across all routes. */
+  readonly maxQueue: number;
+  readonly requestTimeoutMs: number;
+  readonly scheduling: SchedulingPolicy;
+}
+
+/** What the scheduler needs of the engine; EngineThread is one. */
+export interface PassEngine {
+  /** Routes one pass can serve. */
+  readonly slots: number;
+  run(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassOutcome>;
+  /** Keeps a route installed while a request admitted on it is pending. */
+  acquire(route: FusionRoute): void;
+  release(route: FusionRoute): void;
+}
+
+export interface PassStats {
+  readonly rows: number;
+  /** Real length of each input, in tokens. */
+  readonly lengths: readonly number[];
+  /** Per route name: its inputs in this pass and their real tokens. */
+  readonly routes: ReadonlyMap<string, { readonly inputs: number; readonly tokens: number }>;
+  /** Real tokens, and tokens computed (padding included). */
+  readonly realTokens: number;
+  readonly computedTokens: number;
+  readonly seconds: number;
+}
+
+/** Where the scheduler reports what it did; the metrics plugin is one. */
+export interface SchedulerObserver {
+  queueWait(route: string, seconds: number): void;
+  pass(stats: PassStats): void;
+}
+
+interface PendingRequest {
+  readonly route: FusionRoute;
+  readonly explain: boolean;
+  readonly results: InputReadout[];
+  remaining: number;
+  settled: boolean;
+  readonly resolve: (results: InputReadout[]) => void;
+  readonly reject: (err: Error) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+interface QueuedInput {
+  readonly request: PendingRequest;
+  readonly route: FusionRoute;
+  readonly index: number;
+  readonly ids: readonly number[];
+  readonly length: number;
+  readonly enqueuedAt: number;
+}
+
+/**
+ * Coalesces the inputs of concurrent requests, of any routes, into shared forward passes.
+ *
+ * One pass runs at a time (the engine uses every core for each) in the engine's own thread, so
+ * while it runs the event loop keeps admitting requests, and when it ends the next pass is planned
+ * at once from everything waiting (plan.ts). When the engine is idle, the oldest input waits at
+ * most maxWaitMs for company.
+ *
+ * Each input carries the FusionRoute snapshot its request was admitted with, and inputs of one
+ * snapshot share a slot of the pass: a request is answered entirely by the version it started
+ * on, even when the library swaps that route meanwhile.
+ */
+export class Scheduler {
+  private queue: QueuedInput[] = [];
+  private running = false;
+  private waitTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly engine: PassEngine,
+    private readonly options: SchedulerOptions,
+    private readonly observer: SchedulerObserver,
+  ) {}
+
+  /** Inputs waiting for a forward pass, all routes together. */
+  get depth(): number {
+    return this.queue.length;
+  }
+
+  /** Resolves with one readout per sequence, in order; rejects with a ServingError. */
+  submit(route: FusionRoute, sequences: readonly (readonly number[])[], explain: boolean): Promise<InputReadout[]> {
+    if (this.queue.length + sequences.length > this.options.maxQueue) {
+      return Promise.reject(
+        new OverloadedError(`the queue is full (${this.queue.length} of ${this.options.maxQueue} inputs waiting); retry later`, 1),
+      );
+    }
+    this.engine.acquire(route);
+    return new Promise<InputReadout[]>((resolve, reject) => {
+      const request: PendingRequest = {
+        route,
+        explain,
+        results: new Array(sequences.length),
+        remaining: sequences.length,
+        settled: false,
+        resolve,
+        reject,
+        timer: setTimeout(() => this.expire(request), this.options.requestTimeoutMs),
+      };
+      const now = performance.now();
+      sequences.forEach((ids, index) => this.queue.push({ request, route, index, ids, length: ids.length, enqueuedAt: now }));
+      this.schedule();
+    });
+  }
+
+  private expire(request: PendingRequest): void {
+    this.fail(request, new TimeoutError(`no answer within ${this.options.requestTimeoutMs} ms; the server is busy, retry later`));
+  }
+
+  private schedule(): void {
+    if (this.running || this.queue.length === 0) return;
+    clearTimeout(this.waitTimer);
+    this.waitTimer = undefined;
+    const plan = planPass(this.queue, { ...this.options, slots: this.engine.slots }, this.options.scheduling);
+    const waited = performance.now() - this.queue[0].enqueuedAt;
+    if (plan.full || waited >= this.options.maxWaitMs) {
+      const picked = new Set(plan.picked);
+      const inputs = plan.picked.map((i) => this.queue[i]);
+      this.queue = this.queue.filter((_, i) => !picked.has(i));
+      void this.dispatch(inputs);
+    } else {
+      this.waitTimer = setTimeout(() => this.schedule(), this.options.maxWaitMs - waited);
+    }
+  }
+
+  private async dispatch(picked: readonly QueuedInput[]): Promise<void> {
+    this.running = true;
+    // Rows are grouped by route snapshot, in the order the snapshots were first picked.
+    const bySlot = new Map<FusionRoute, QueuedInput[]>();
+    for (const input of picked) {
+      const rows = bySlot.get(input.route);
+      if (rows) rows.push(input);
+      else bySlot.set(input.route, [input]);
+    }
+    const inputs = [...bySlot.values()].flat();
+    const started = performance.now();
+    for (const input of inputs) this.observer.queueWait(input.route.name, (started - input.enqueuedAt) / 1000);
+    try {
+      const batch = padBatch(inputs.map((i) => i.ids));
+      const realTokens = batch.lengths.reduce((a, b) => a + b, 0);
+      const computedTokens = batch.batch * batch.seqLen;
+      const slots = [...bySlot].map(([route, rows]) => ({ route, rows: rows.length, explain: rows.some((i) => i.request.explain) }));
+      const { outputs, seconds } = await this.engine.run(batch, slots);
+      const routes = new Map<string, { inputs: number; tokens: number }>();
+      for (const input of inputs) {
+        const entry = routes.get(input.route.name) ?? { inputs: 0, tokens: 0 };
+        routes.set(input.route.name, { inputs: entry.inputs + 1, tokens: entry.tokens + input.length });
+      }
+      this.observer.pass({ rows: batch.batch, lengths: batch.lengths, routes, realTokens, computedTokens, seconds });
+      inputs.forEach((input, i) => this.deliver(input, outputs[i]));
+    } catch (err) {
+      for (const { request } of inputs) this.fail(request, err as Error);
+    } finally {
+      this.running = false;
+      this.schedule();
+    }
+  }
+
+  private deliver(input: QueuedInput, output: InputReadout): void {
+    const { request } = input;
+    if (request.settled) return;
+    request.results[input.index] = output;
+    if (--request.remaining > 0) return;
+    this.settle(request);
+    request.resolve(request.results);
+  }
+
+  private fail(request: PendingRequest, err: Error): void {
+    if (request.settled) return;
+    this.settle(request);
+    this.queue = this.queue.filter((input) => input.request !== request);
+    request.reject(err);
+  }
+
+  private settle(request: PendingRequest): void {
+    request.settled = true;
+    clearTimeout(request.timer);
+    this.engine.release(request.route);
+  }
+}

@@ -1,0 +1,94 @@
+import t from "tap";
+import { AdapterLibrary } from "../../src/library/library.js";
+import { loadBackbone } from "../../src/engine/backbone.js";
+import { EngineThread } from "../../src/engine/engine-thread.js";
+import { FusionEngine } from "../../src/engine/engine.js";
+import type { HeadOutput, TaggingOutput } from "../../src/engine/heads.js";
+import { routeFeeds } from "../../src/engine/layout.js";
+import { padBatch, readout, readoutPass, type InputReadout } from "../../src/engine/readout.js";
+import { TINY_LIBRARY } from "../server/harness.js";
+import { TINY_BACKBONE } from "../fixtures.js";
+
+const TOLERANCE = 1e-5;
+// A fusion, two single adapters, a multi-label and a tagging route, side by side in one pass.
+const ROUTES = ["dyn5", "a1", "static2", "multilabel", "tagger"];
+
+const backbone = await loadBackbone(TINY_BACKBONE);
+const d = backbone.config.hiddenSize;
+const library = await AdapterLibrary.open(TINY_LIBRARY, backbone.config);
+const routes = ROUTES.map((name) => library.route(name));
+
+/** Deterministic token ids inside the tiny vocabulary, of varied lengths. */
+function sequences(count: number, seed: number): number[][] {
+  return Array.from({ length: count }, (_, b) => {
+    const length = 3 + ((b * 7 + seed * 5) % 13);
+    return [2, ...Array.from({ length }, (_, i) => 5 + ((b * 31 + i * 17 + seed * 11) % 200)), 3];
+  });
+}
+
+function logitsOf(out: InputReadout): number[] {
+  const o = out.output as HeadOutput & TaggingOutput;
+  return o.tokens ? o.tokens.flatMap((tok) => tok.logits) : o.logits;
+}
+
+function maxDiff(a: InputReadout, b: InputReadout): number {
+  const [la, lb] = [logitsOf(a), logitsOf(b)];
+  let diff = la.length === lb.length ? 0 : Infinity;
+  la.forEach((v, i) => (diff = Math.max(diff, Math.abs(v - lb[i]))));
+  a.fusionWeights?.forEach((layer, l) => layer.forEach((w, i) => (diff = Math.max(diff, Math.abs(w - b.fusionWeights![l][i])))));
+  return diff;
+}
+
+const rowsPerRoute = [3, 2, 4, 1, 3];
+const perRoute = routes.map((_, s) => sequences(rowsPerRoute[s], s));
+
+t.test("one pass of five routes gives each input its own route's answer, as if served alone", async (t) => {
+  const engine = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused", slots: 8 });
+  const single = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused" });
+  t.teardown(() => Promise.all([engine.close(), single.close()]));
+  const feeds = routes.map((route) => routeFeeds(backbone.config, route));
+  const batch = padBatch(perRoute.flat());
+  const slots = routes.map((route, s) => ({ feeds: feeds[s], head: route.head, rows: rowsPerRoute[s], explain: true }));
+  const mixed = readoutPass(await engine.runPass(batch, slots), batch, slots, d);
+  let row = 0;
+  for (const [s, route] of routes.entries()) {
+    const alone = padBatch(perRoute[s]);
+    const expected = readout(route.head, await single.run(alone, feeds[s]), alone, d, true);
+    const diff = Math.max(...expected.map((e, i) => maxDiff(mixed[row + i], e)));
+    t.ok(diff <= TOLERANCE, `${route.name} (${route.head.type}, ${route.adapters.length} adapter(s)): max |diff| ${diff.toExponential(2)} ≤ ${TOLERANCE}`);
+    t.equal(mixed[row].fusionWeights?.[0].length, route.adapters.length, `${route.name}: fusion weights over its own adapters`);
+    row += rowsPerRoute[s];
+  }
+});
+
+t.test("through the engine thread: routes installed by the layout thread, heads applied in the engine thread", async (t) => {
+  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 4 });
+  const single = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused" });
+  t.teardown(() => Promise.all([engine.close(), single.close()]));
+  await engine.prepare(routes);
+  // Four routes fit one pass of this engine; the fifth waits for the next.
+  const batch = padBatch(perRoute.slice(0, 4).flat());
+  const { outputs } = await engine.run(batch, routes.slice(0, 4).map((route, s) => ({ route, rows: rowsPerRoute[s], explain: true })));
+  let row = 0;
+  for (const [s, route] of routes.slice(0, 4).entries()) {
+    const alone = padBatch(perRoute[s]);
+    const expected = readout(route.head, await single.run(alone, routeFeeds(backbone.config, route)), alone, d, true);
+    const diff = Math.max(...expected.map((e, i) => maxDiff(outputs[row + i], e)));
+    t.ok(diff <= TOLERANCE, `${route.name}: max |diff| ${diff.toExponential(2)} ≤ ${TOLERANCE}`);
+    row += rowsPerRoute[s];
+  }
+});
+
+t.test("a retired route stays installed while a request holds it, and not after", async (t) => {
+  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2 });
+  t.teardown(() => engine.close());
+  const [route] = routes;
+  await engine.prepare([route]);
+  engine.acquire(route);
+  engine.retire([route]);
+  const batch = () => padBatch(perRoute[0]);
+  const { outputs } = await engine.run(batch(), [{ route, rows: rowsPerRoute[0], explain: false }]);
+  t.equal(outputs.length, rowsPerRoute[0], "the held route still answers after being retired");
+  engine.release(route);
+  t.throws(() => engine.acquire(route), { code: "route_not_installed" }, "released once its last request settled");
+});

@@ -1,0 +1,103 @@
+import t from "tap";
+import type { PassOutcome, PassSlot } from "../../src/engine/engine-thread.js";
+import type { TokenBatch } from "../../src/engine/engine.js";
+import type { PredictionHead } from "../../src/engine/heads.js";
+import { TimeoutError } from "../../src/errors.js";
+import type { FusionRoute } from "../../src/library/route.js";
+import { Scheduler, type SchedulerOptions } from "../../src/scheduler/scheduler.js";
+
+const head: PredictionHead = { type: "classification", labels: ["only"], linears: [], activation: "linear" };
+const route = (name: string, version: string) => ({ name, version, head }) as unknown as FusionRoute;
+
+/** Records every pass; each takes `ms`. Answers each row with its own length, so deliveries can be checked. */
+class FakeEngine {
+  readonly passes: { batch: TokenBatch; slots: readonly PassSlot[] }[] = [];
+  readonly held = new Map<FusionRoute, number>();
+  constructor(
+    private readonly ms = 1,
+    readonly slots = 4,
+  ) {}
+  async run(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassOutcome> {
+    this.passes.push({ batch, slots });
+    await new Promise((r) => setTimeout(r, this.ms));
+    return { outputs: batch.lengths.map((length) => ({ output: { logits: [length], probabilities: [1] } })), seconds: this.ms / 1000 };
+  }
+  acquire(r: FusionRoute): void {
+    this.held.set(r, (this.held.get(r) ?? 0) + 1);
+  }
+  release(r: FusionRoute): void {
+    this.held.set(r, this.held.get(r)! - 1);
+  }
+}
+
+const options: SchedulerOptions = { maxBatchTokens: 64, maxBatchSize: 8, maxWaitMs: 5, maxQueue: 100, requestTimeoutMs: 5_000, scheduling: "mixed" };
+const noMetrics = { queueWait() {}, pass() {} };
+const ids = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+const lengthsOf = (out: { output: unknown }[]) => out.map((o) => (o.output as { logits: number[] }).logits[0]);
+
+t.test("one pass serves several routes, each route's rows together, and every answer reaches its request", async (t) => {
+  const engine = new FakeEngine();
+  const scheduler = new Scheduler(engine, options, noMetrics);
+  const [a, b] = [route("a", "1"), route("b", "1")];
+  const answers = await Promise.all([scheduler.submit(a, [ids(3), ids(4)], false), scheduler.submit(b, [ids(5)], true), scheduler.submit(a, [ids(6)], false)]);
+  t.equal(engine.passes.length, 1, "one pass");
+  t.same(engine.passes[0].slots.map((s) => [s.route.name, s.rows, s.explain]), [["a", 3, false], ["b", 1, true]], "a's rows, then b's");
+  t.same(answers.map(lengthsOf), [[3, 4], [5], [6]], "each request got its own inputs' answers, in order");
+  t.same([...engine.held.values()], [0, 0], "every route released once its requests settled");
+});
+
+t.test("two versions of a route take two slots: a request is answered by the version it started on", async (t) => {
+  const engine = new FakeEngine();
+  const scheduler = new Scheduler(engine, options, noMetrics);
+  const [v1, v2] = [route("r", "v1"), route("r", "v2")];
+  await Promise.all([scheduler.submit(v1, [ids(3), ids(3)], false), scheduler.submit(v2, [ids(3)], false), scheduler.submit(v1, [ids(3)], false)]);
+  t.same(engine.passes[0].slots.map((s) => [s.route.version, s.rows]), [["v1", 3], ["v2", 1]]);
+});
+
+t.test("a pass stays within the token budget, the batch size and the slots", async (t) => {
+  const engine = new FakeEngine(1, 2);
+  const scheduler = new Scheduler(engine, options, noMetrics);
+  const lengths = [10, 20, 20, 5, 5, 5, 5, 5, 5, 5, 5, 5, 30];
+  const out = await Promise.all(lengths.map((n, i) => scheduler.submit(route(`r${i % 3}`, "1"), [ids(n)], false)));
+  t.same(out.map(lengthsOf).flat(), lengths, "one answer per input, each its own");
+  for (const { batch, slots } of engine.passes) {
+    t.ok(batch.batch * batch.seqLen <= options.maxBatchTokens, `${batch.batch} × ${batch.seqLen} within the budget`);
+    t.ok(batch.batch <= options.maxBatchSize && slots.length <= 2);
+  }
+  t.same(engine.passes.flatMap((p) => p.batch.lengths).sort((x, y) => x - y), [...lengths].sort((x, y) => x - y), "each input exactly once");
+});
+
+t.test("the oldest waiting input goes first, whatever its route", async (t) => {
+  const engine = new FakeEngine(20, 1);
+  const scheduler = new Scheduler(engine, { ...options, maxWaitMs: 0 }, noMetrics);
+  const [a, b] = [route("a", "1"), route("b", "1")];
+  const first = scheduler.submit(a, [ids(2)], false); // runs at once, keeping the engine busy
+  await new Promise((r) => setImmediate(r));
+  const waiting = [scheduler.submit(b, [ids(2)], false), scheduler.submit(a, [ids(2)], false)];
+  await Promise.all([first, ...waiting]);
+  t.same(engine.passes.map((p) => p.slots[0].route.name), ["a", "b", "a"], "b arrived before a's second request");
+});
+
+t.test("route-fifo keeps one route per pass", async (t) => {
+  const engine = new FakeEngine();
+  const scheduler = new Scheduler(engine, { ...options, scheduling: "route-fifo" }, noMetrics);
+  const [a, b] = [route("a", "1"), route("b", "1")];
+  await Promise.all([scheduler.submit(a, [ids(3)], false), scheduler.submit(b, [ids(3)], false), scheduler.submit(a, [ids(3)], false)]);
+  t.same(engine.passes.map((p) => p.slots.map((s) => s.route.name)), [["a"], ["b"]]);
+});
+
+t.test("a full queue refuses, a timed-out request leaves the queue", async (t) => {
+  const engine = new FakeEngine(50);
+  const scheduler = new Scheduler(engine, { ...options, maxQueue: 3, maxBatchSize: 1, maxWaitMs: 0, requestTimeoutMs: 30 }, noMetrics);
+  const r = route("r", "1");
+  const running = t.rejects(scheduler.submit(r, [ids(2)], false), TimeoutError, "the running one outlived its timeout too");
+  await new Promise((res) => setImmediate(res));
+  const queued = scheduler.submit(r, [ids(2), ids(2), ids(2)], false);
+  t.equal(scheduler.depth, 3);
+  await t.rejects(scheduler.submit(r, [ids(2)], false), { status: 429, code: "overloaded", headers: { "retry-after": "1" } });
+  await t.rejects(queued, TimeoutError);
+  t.equal(scheduler.depth, 0, "its inputs were dropped from the queue");
+  await running;
+  t.equal(engine.passes.length, 1, "no pass ran for the timed-out request");
+  t.equal(engine.held.get(r), 0, "the route is released by both");
+});
