@@ -25,7 +25,10 @@ export class LibraryStore {
     return join(this.root, kind, name, version);
   }
 
-  /** Copies the files of an AdapterHub save directory into the next free version folder of `name`. */
+  /**
+   * Copies the files of an AdapterHub save directory inside the library (links followed, none may
+   * lead out of it) into the next free version folder of `name`.
+   */
   async importVersion(kind: ModuleKind, name: string, sourceDir: string): Promise<string> {
     const files = await this.sourceFiles(sourceDir, sourceDir);
     const parent = join(this.root, kind, name);
