@@ -139,7 +139,6 @@ export function toServingError(err: FastifyError | ServingError, { maxBodyBytes 
     case "FST_ERR_CTP_BODY_TOO_LARGE":
       return new PayloadTooLargeError(`the request body exceeds ${maxBodyBytes} bytes (--max-body-bytes)`);
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
-    case "FST_ERR_CTP_INVALID_CONTENT_TYPE":
       return new UnsupportedMediaTypeError("send the request body as application/json (admin uploads: multipart/form-data)");
     case "FST_ERR_CTP_INVALID_CONTENT_LENGTH":
       return new MalformedRequestError("invalid_content_length", "the request body does not match its Content-Length");
@@ -170,7 +169,8 @@ export function transportErrorOptions(limits: Limits) {
     frameworkErrors: (err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
       const error = toServingError(err, limits);
       request.log.info({ code: error.code, message: error.message }, "request refused");
-      void reply.code(error.status).headers(error.headers).send({ error: error.code, message: error.message });
+      // No hook runs for these requests, so the request id is set here.
+      void reply.code(error.status).headers({ ...error.headers, "x-request-id": request.id }).send({ error: error.code, message: error.message });
     },
     clientErrorHandler(this: FastifyInstance, err: ConnectionError, socket: Socket) {
       // A reset connection has nobody left to answer.
