@@ -6,6 +6,7 @@ import t from "tap";
 import { loadBackbone } from "../../src/engine/backbone.js";
 import { FusionEngine } from "../../src/engine/engine.js";
 import type { HeadOutput } from "../../src/engine/heads.js";
+import { routeFeeds } from "../../src/engine/layout.js";
 import { padBatch, readout } from "../../src/engine/readout.js";
 import { ModelLoadError } from "../../src/errors.js";
 import { loadAdapter, loadFusion, type AdapterModule } from "../../src/library/adapterhub.js";
@@ -88,7 +89,7 @@ for (const c of cases) {
     const route = (await library(c.scene)).route(c.route);
     const { sequences, logits } = expected(c.file);
     const batch = padBatch(sequences);
-    const outputs = readout(route.head, await engine.run(batch, route.feeds), batch, d, false);
+    const outputs = readout(route.head, await engine.run(batch, routeFeeds(backbone.config, route)), batch, d, false);
     const C = route.head.labels.length;
     t.equal(logits.length, sequences.length * C, `the head has the library's ${C} labels`);
     const diff = Math.max(...outputs.map((o, b) => maxAbsDiff((o.output as HeadOutput).logits, logits.subarray(b * C, (b + 1) * C))));
