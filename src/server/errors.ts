@@ -38,15 +38,20 @@ export const DRAINING: ErrorCodes = { 503: ["shutting_down"] };
 export const PATH_ERRORS: ErrorCodes = { 400: ["bad_url"], 414: ["uri_too_long"] };
 
 /** Any operation that reads a JSON body. */
-export const BODY_ERRORS: ErrorCodes = { 400: ["malformed_json", "invalid_request"], 413: ["payload_too_large"], 415: ["unsupported_media_type"] };
+export const BODY_ERRORS: ErrorCodes = {
+  400: ["malformed_json", "invalid_request", "invalid_content_length"],
+  413: ["payload_too_large"],
+  415: ["unsupported_media_type"],
+};
 
 /**
  * The error answers of one operation, for its route schema's `response`: every status it can
- * answer with the codes that status carries. Every operation can also answer 500 internal_error.
+ * answer with the codes that status carries. Every operation can also answer 500 internal_error,
+ * and, to a request that does not arrive in time or whose headers are too large, 408 and 431.
  */
 export function errorResponses(...groups: ErrorCodes[]): Record<number, { description: string; content: { "application/json": { schema: { $ref: string } } } }> {
   const codes = new Map<number, Set<string>>();
-  for (const group of [...groups, { 500: ["internal_error"] }]) {
+  for (const group of [...groups, { 408: ["request_timeout"], 431: ["headers_too_large"], 500: ["internal_error"] }]) {
     for (const [status, list] of Object.entries(group)) {
       const set = codes.get(Number(status)) ?? new Set<string>();
       for (const code of list ?? []) set.add(code);

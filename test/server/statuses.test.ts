@@ -62,7 +62,7 @@ function probes(method: string, template: string, operation: Operation): Probe[]
         { what: "unknown name", path: withParams("nope"), init: method === "PUT" ? json({ path: "incoming/nothing" }) : { headers: AUTH } },
         { what: "a fusion's name", path: withParams("dyn2"), init: { headers: AUTH } },
       ];
-  const list: Probe[] = [...valid];
+  const list: Probe[] = [...valid, { what: "headers over the limit", path: withParams("a1"), init: { headers: { ...AUTH, "x-big": "a".repeat(20_000) } } }];
   if (operation.security) list.push({ what: "no token", path: withParams("a1") });
   if (params.length > 0) {
     list.push({ what: "parameter over maxParamLength", path: withParams("x".repeat(150)), init: json({}) });
