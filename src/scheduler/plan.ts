@@ -4,8 +4,11 @@
  *
  * - `mixed` (default): the oldest input anchors the pass, so no input and no route waits behind
  *   younger ones. Around it, the pass takes the waiting inputs closest to it in length, of any
- *   route, up to `slots` routes: similar lengths waste little padding, and many routes share one
- *   pass instead of queueing behind each other's.
+ *   route, up to `slots` routes: many routes share one pass instead of queueing behind each
+ *   other's. Of those, it takes as many as make the pass most efficient: real tokens per unit of
+ *   work, the work being the padded tokens plus a fixed cost per pass (`passOverheadTokens`).
+ *   A longer input that would pad many short ones waits for a pass of its own length, unless the
+ *   pass is so small that its fixed cost outweighs the padding.
  * - `route-fifo`: the oldest input's route alone, in arrival order, as far as the first input
  *   that does not fit: the scheduling of single-route passes, kept for comparison.
  */
@@ -24,6 +27,8 @@ export interface PlanLimits {
   readonly maxBatchTokens: number;
   /** Distinct route snapshots in one pass. */
   readonly slots: number;
+  /** The fixed cost of a forward pass, in tokens' worth of work (mixed only). */
+  readonly passOverheadTokens: number;
 }
 
 export interface Plan {
@@ -68,22 +73,24 @@ function planMixed<R>(queue: readonly Waiting<R>[], limits: PlanLimits): Plan {
   const picked = [0];
   const routes = new Set<R>([anchor.route]);
   let longest = anchor.length;
-  let full = false;
+  let real = anchor.length;
+  let best = { count: 1, efficiency: real / (limits.passOverheadTokens + longest) };
+  let skipped = false;
   for (const { index } of order) {
+    if (picked.length >= limits.maxBatchSize) break;
     const input = queue[index];
     const width = Math.max(longest, input.length);
-    if (picked.length >= limits.maxBatchSize) {
-      full = true;
-      break;
-    }
     const newRoute = !routes.has(input.route);
     if (!fits(picked.length, width, limits) || (newRoute && routes.size >= limits.slots)) {
-      full = true;
+      skipped = true;
       continue;
     }
     if (newRoute) routes.add(input.route);
     longest = width;
+    real += input.length;
     picked.push(index);
+    const efficiency = real / (limits.passOverheadTokens + picked.length * longest);
+    if (efficiency >= best.efficiency) best = { count: picked.length, efficiency };
   }
-  return { picked, full };
+  return { picked: picked.slice(0, best.count), full: skipped || best.count < queue.length };
 }

@@ -15,6 +15,7 @@ export interface SchedulerOptions {
   readonly maxQueue: number;
   readonly requestTimeoutMs: number;
   readonly scheduling: SchedulingPolicy;
+  readonly passOverheadTokens: number;
 }
 
 /** What the scheduler needs of the engine; EngineThread is one. */

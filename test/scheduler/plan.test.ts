@@ -1,7 +1,7 @@
 import t from "tap";
 import { planPass, type PlanLimits, type Waiting } from "../../src/scheduler/plan.js";
 
-const limits: PlanLimits = { maxBatchSize: 4, maxBatchTokens: 1000, slots: 2 };
+const limits: PlanLimits = { maxBatchSize: 4, maxBatchTokens: 1000, slots: 2, passOverheadTokens: 64 };
 const queue = (entries: [string, number][]): Waiting<string>[] => entries.map(([route, length]) => ({ route, length }));
 
 t.test("mixed: the oldest input anchors the pass, joined by the inputs closest to it in length", async (t) => {
@@ -16,6 +16,12 @@ t.test("mixed: routes share a pass up to the slot limit; ties go to the older in
   const plan = planPass(q, limits, "mixed");
   t.same(plan.picked, [0, 1, 3, 4], "a and b fill the two slots; c waits");
   t.ok(plan.full);
+});
+
+t.test("mixed: an input whose padding would cost more than a pass of its own waits for one", async (t) => {
+  const q = queue([["a", 10], ["a", 11], ["a", 12], ["a", 120]]);
+  t.same(planPass(q, limits, "mixed"), { picked: [0, 1, 2], full: true }, "120 would pad the other three tenfold");
+  t.same(planPass(q, { ...limits, passOverheadTokens: 100_000 }, "mixed").picked, [0, 1, 2, 3], "unless a pass costs far more than padding");
 });
 
 t.test("mixed: the token budget counts padding; the first input always runs", async (t) => {
