@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
 import { assertError } from "../error-shape.js";
+import { FIXTURES } from "../fixtures.js";
 import { post, request } from "../server/harness.js";
 import { admin, adminServer, AUTH, routeVersions, scaleFloats, stage, writableLibrary } from "./admin-library.js";
 
@@ -74,4 +75,18 @@ t.test("an adapter uploaded as multipart files replaces the live one", async (t)
   t.not(after.a1, before.a1);
   t.not(after.dyn2, before.dyn2);
   t.equal(after.a2, before.a2);
+});
+
+t.test("an adapter saved as PyTorch .bin files is accepted as an upload", async (t) => {
+  const root = await writableLibrary(t);
+  const { url } = await adminServer(t, root);
+  const saved = join(FIXTURES, "loaders", "bin", "adapters", "x");
+  const form = new FormData();
+  for (const file of ["adapter_config.json", "pytorch_adapter.bin", "head_config.json", "pytorch_model_head.bin"]) {
+    form.append(file, new Blob([await readFile(join(saved, file))]), file);
+  }
+  const answer = await request(`${url}/v1/admin/adapters/x`, { method: "PUT", headers: AUTH, body: form });
+  t.equal(answer.status, 200, answer.text);
+  const predicted = await post(`${url}/v1/predict/x`, { inputs: "served from a .bin upload" });
+  t.equal(predicted.status, 200, predicted.text);
 });

@@ -259,7 +259,7 @@ const REQUIRED_FILES: Record<ModuleKind, readonly string[]> = {
 // An upload is streamed to disk by receiveUpload, which checks its file names, never parsed into a
 // body: fastify validates the empty body the hook below gives it, and this schema documents the fields.
 const uploadSchema = (kind: ModuleKind) => ({
-  description: `The files of an AdapterHub save directory, each under its own file name; ${REQUIRED_FILES[kind].join(", ")} at least`,
+  description: `The files of an AdapterHub save directory, each under its own file name; ${REQUIRED_FILES[kind].join(", ")} at least (weights may come as their PyTorch .bin form instead)`,
   type: "object",
   properties: Object.fromEntries([...ADAPTERHUB_FILES].map((file) => [file, { type: "string", format: "binary" }])),
   additionalProperties: false,
