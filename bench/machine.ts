@@ -64,7 +64,18 @@ export async function busyProcesses(ms = 1000, threshold = 15, exclude: readonly
 
 export function machineLine(): string {
   const c = cpus();
-  return `${availableParallelism()} cores (${c[0]?.model.trim() ?? "?"}), load average ${loadavg().map((v) => v.toFixed(2)).join(" ")}, Node ${process.version}`;
+  return `${availableParallelism()} cores (${c[0]?.model.trim() ?? "?"}; ${int8Features()}), load average ${loadavg().map((v) => v.toFixed(2)).join(" ")}, Node ${process.version}`;
+}
+
+/** The CPU flags that decide ONNX Runtime's int8 kernel (src/engine/int8-mode.ts). */
+function int8Features(): string {
+  try {
+    const flags = new Set(/^flags\s*:(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1].trim().split(/\s+/));
+    const present = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"].filter((f) => flags.has(f));
+    return `int8-relevant flags: ${present.join(" ") || "none of avx2, avx512f, avx512_vnni, avx_vnni, amx_int8"}`;
+  } catch {
+    return "CPU flags unknown (no /proc/cpuinfo)";
+  }
 }
 
 /**

@@ -253,7 +253,12 @@ export function renderMarkdown(d: BenchData, targets: readonly Target[]): string
     );
   }
   if (d.engine.times.fused5_int8 && Object.keys(d.engine.times.fused5_int8).length) {
-    L.push("", "### --precision int8 (ms per batch, median)", "");
+    const { weightBits, saturatesAt8Bits } = d.engine.int8;
+    L.push("", `### --precision int8, ${weightBits}-bit weights (ms per batch, median)`, "");
+    L.push(
+      `Weights ${weightBits}-bit as chosen on this CPU (${saturatesAt8Bits ? "its u8×s8 kernel saturates on 8-bit weights" : "8-bit products are exact on it"}; CPU flags in the Machine line above; README: Precision).`,
+      "",
+    );
     L.push("| batch × tokens | AdapterHub ref N=5 | fused N=5 | plain | fused N=2 | fused N=8 | ref / fused | fused / plain | N=8 / N=2 | float32 / int8, fused N=5 |");
     L.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (const s of shapes) {

@@ -1,5 +1,6 @@
 import t from "tap";
-import { DEFAULT_LIBRARY } from "../../src/config.js";
+import { DEFAULT_LIBRARY, loadConfig } from "../../src/config.js";
+import { resolveInt8Mode } from "../../src/engine/int8-mode.js";
 import { startServer } from "../server/harness.js";
 import { argmax, probabilitiesOverHttp, references, ROUTES, sampleReferences, samples, score, trainerMaxSeqLen, tweetevalSkip, validation } from "./evaluation.js";
 
@@ -17,6 +18,8 @@ import { argmax, probabilitiesOverHttp, references, ROUTES, sampleReferences, sa
  * costs. Two points on TweetEval, because on the small splits a handful of changed labels moves the
  * score that much (emotion: 374 tweets, macro-F1 over 4 classes; per-tensor activation scales,
  * tried first, measured −1.5 there).
+ * The weights are 8-bit or 7-bit as the CPU decides (int8-mode.ts); FUSION_INT8_WEIGHTS=7 (or 8)
+ * measures the other range, as the server's --int8-weights does.
  */
 const MAX_SCORE_CHANGE = 0.02;
 const MIN_AGREEMENT = 0.96;
@@ -24,7 +27,10 @@ const MIN_SAMPLE_AGREEMENT = 0.95;
 const MAX_SAMPLE_MEAN_DIFF = 0.02;
 const MAX_SAMPLE_DIFF = 0.15;
 
-const { url } = await startServer(t, { library: DEFAULT_LIBRARY, precision: "int8", threads: 0, maxInputs: 64, maxSeqLen: trainerMaxSeqLen });
+const { int8Weights } = loadConfig([], { FUSION_INT8_WEIGHTS: process.env.FUSION_INT8_WEIGHTS });
+const mode = await resolveInt8Mode(int8Weights);
+t.comment(`int8 weights ${mode.weightBits}-bit (${int8Weights}; 8-bit products ${mode.saturatesAt8Bits ? "saturate" : "exact"} on this CPU)`);
+const { url } = await startServer(t, { library: DEFAULT_LIBRARY, precision: "int8", int8Weights, threads: 0, maxInputs: 64, maxSeqLen: trainerMaxSeqLen });
 
 for (const route of ROUTES) {
   t.test(`${route}: int8 answers on the ${samples.length} sample texts stay close to the float32 model`, async (t) => {
