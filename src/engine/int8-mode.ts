@@ -7,7 +7,7 @@ import { FLOAT, INT8, OnnxGraph, UINT8 } from "./onnx/graph.js";
  * ONNX Runtime multiplies the u8 activations (zero point 128, so up to 255) by the s8 weights. On
  * x86 CPUs without VNNI or AMX (AVX2, and AVX-512 before Cascade Lake) its kernel uses vpmaddubsw,
  * which adds each two neighbouring u8·s8 products into one int16 and saturates: 2 · 255 · 127 =
- * 64 770 does not fit, and a product that large is silently clipped to 32 767. Weights within ±63
+ * 64 770 does not fit, and a pair that large is silently clipped to 32 767. Weights within ±63
  * keep every pair inside int16 (2 · 255 · 63 = 32 130) for one bit of weight resolution. VNNI
  * (vpdpbusd) and AMX sum in int32 and keep the full ±127. SSE-only and ARM kernels widen first and
  * never saturate.
