@@ -23,9 +23,9 @@ export function parityCases(): ParityCase[] {
   return JSON.parse(readFileSync(join(ENGINE_FIXTURES, "cases.json"), "utf8"));
 }
 
-/** Expected outputs of one case; int64 tensors come back as plain numbers. */
-export function expectedOutputs(c: ParityCase): { ids: number[][]; mask: number[][]; tensors: Map<string, Tensor> } {
-  const bytes = readFileSync(join(ENGINE_FIXTURES, c.file));
+/** Expected outputs of one case (of the fixtures under `root`); int64 tensors come back as plain numbers. */
+export function expectedOutputs(c: ParityCase, root = ENGINE_FIXTURES): { ids: number[][]; mask: number[][]; tensors: Map<string, Tensor> } {
+  const bytes = readFileSync(join(root, c.file));
   const header = JSON.parse(bytes.subarray(8, 8 + Number(bytes.readBigUInt64LE(0))).toString("utf8"));
   const body = bytes.subarray(8 + Number(bytes.readBigUInt64LE(0)));
   const int64 = (name: string): number[][] => {

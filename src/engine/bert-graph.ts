@@ -70,13 +70,8 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant, arithm
   const mask = g.input("attention_mask", INT64, ["B", "T"]);
 
   const seqLen = g.op("Shape", [ids], { start: 1, end: 2 });
-  const positions = g.op("Slice", [
-    g.floats("embeddings.position", backbone.positionEmbeddings.shape, backbone.positionEmbeddings.data),
-    g.ints("const.zero", [0]),
-    seqLen,
-    g.ints("const.axis0", [0]),
-  ]);
-  const positionAndType = g.op("Add", [positions, g.floats("embeddings.token_type0", [d], backbone.tokenTypeRow.data)]);
+  const positions = positionEmbeddings(g, backbone, ids, mask, seqLen);
+  const positionAndType = backbone.tokenTypeRow ? g.op("Add", [positions, g.floats("embeddings.token_type0", [d], backbone.tokenTypeRow.data)]) : positions;
   const words = g.op("Gather", [g.floats("embeddings.word", backbone.wordEmbeddings.shape, backbone.wordEmbeddings.data), ids]);
   let hidden = g.op(
     "LayerNormalization",
@@ -154,6 +149,23 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant, arithm
     });
   }
   return g.toBytes(`bert-${variant}-${arithmetic === "float32" ? arithmetic : `int8w${arithmetic.weightBits}`}${slots > 1 ? `-${slots}slots` : ""}`);
+}
+
+/**
+ * Position embeddings, [T, d] (BERT, DistilBERT: rows 0 … T−1) or [B, T, d] (RoBERTa, XLM-R). RoBERTa
+ * numbers a row's positions from its ids: p = padding_idx + cumsum(real)·real, real = (id ≠ padding
+ * id). Here real also requires the attention mask, so a padded position is padding_idx whatever id
+ * the batch pads with, and never outside the table; real tokens get the library's positions, even
+ * one whose id is the padding id (a literal "<pad>" in the text).
+ */
+function positionEmbeddings(g: OnnxGraph, backbone: Backbone, ids: string, mask: string, seqLen: string): string {
+  const table = g.floats("embeddings.position", backbone.positionEmbeddings.shape, backbone.positionEmbeddings.data);
+  const paddingIdx = backbone.config.positionPaddingIdx;
+  if (paddingIdx === undefined) return g.op("Slice", [table, g.ints("const.zero", [0]), seqLen, g.ints("const.axis0", [0])]);
+  const padding = g.ints("const.padding_idx", [paddingIdx]);
+  const real = g.op("Mul", [g.op("Cast", [g.op("Not", [g.op("Equal", [ids, padding])])], { to: INT64 }), mask]);
+  const counted = g.op("CumSum", [real, g.ints("const.cumsum_axis", [1], [])]);
+  return g.op("Gather", [table, g.op("Add", [g.op("Mul", [counted, real]), padding])]);
 }
 
 /**

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { access, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ModelLoadError } from "../errors.js";
-import { parseJsonObject, type BackboneConfig } from "../engine/backbone.js";
+import { adapterSite, parseJsonObject, type BackboneConfig } from "../engine/backbone.js";
 import type { Activation, HeadType, PredictionHead } from "../engine/heads.js";
 import { transpose } from "../engine/linalg.js";
 import { parseSafetensors, type Tensor } from "../engine/safetensors.js";
@@ -242,7 +242,8 @@ export async function loadFusion(dir: string, backbone: BackboneConfig, loadAs?:
 }
 
 /**
- * The tensors of one module (`<prefix>.encoder.layer.<l>.output.<module>.<part>`), grouped by
+ * The tensors of one module (`<prefix>.encoder.layer.<l>.output.<module>.<part>`, in DistilBERT
+ * `<prefix>.transformer.layer.<l>.output_adapters.<module>.<part>`), grouped by
  * encoder layer and keyed by part. Other modules' tensors are skipped; one of this module with a
  * part that `parts` does not accept (a component the served computation lacks), or for a layer
  * the backbone does not have, is refused.
@@ -255,14 +256,18 @@ function tensorsByLayer(
   backbone: BackboneConfig,
 ): Map<number, Map<string, Tensor>> {
   const marker = `.${owner.module}.`;
+  const { layer: layerPath, site } = adapterSite(backbone.modelType);
+  const layerAt = new RegExp(`(?:^|\\.)${escapeRegExp(layerPath)}\\.(\\d+)\\.${escapeRegExp(site)}$`);
   const perLayer = new Map<number, Map<string, Tensor>>();
   for (const [tensorName, tensor] of tensors) {
     const at = tensorName.indexOf(marker);
     if (at < 0) continue;
-    const layerMatch = /(?:^|\.)encoder\.layer\.(\d+)\.output$/.exec(tensorName.slice(0, at));
+    const layerMatch = layerAt.exec(tensorName.slice(0, at));
     const part = tensorName.slice(at + marker.length);
     if (!layerMatch || !parts.test(part)) {
-      throw new ModelLoadError("unsupported_config", `${source}: unexpected tensor ${tensorName} of ${owner.what} '${owner.name}'`);
+      // A save from another model type has all of its tensors at another path: say where they belong.
+      const where = layerMatch ? "" : ` (with a ${backbone.modelType} backbone, AdapterHub saves them as …${layerPath}.<n>.${site}${marker}…)`;
+      throw new ModelLoadError("unsupported_config", `${source}: unexpected tensor ${tensorName} of ${owner.what} '${owner.name}'${where}`);
     }
     const layer = Number(layerMatch[1]);
     if (layer >= backbone.numLayers) {
@@ -276,6 +281,8 @@ function tensorsByLayer(
   }
   return perLayer;
 }
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 /** Module names of adapter-transformers 1.x saves, renamed in this order as `adapters` renames them when loading. */
 const LEGACY_ADAPTER_MODULES: readonly [string, string][] = [

@@ -62,8 +62,11 @@ export class OnnxGraph {
     return name;
   }
 
-  ints(name: string, values: readonly number[]): string {
-    const t = new ProtoMessage().int(1, values.length).int(2, INT64).string(8, name);
+  /** An int64 initializer, 1-D unless `dims` says otherwise ([] for a scalar). */
+  ints(name: string, values: readonly number[], dims: readonly number[] = [values.length]): string {
+    const t = new ProtoMessage();
+    for (const d of dims) t.int(1, d);
+    t.int(2, INT64).string(8, name);
     const raw = new BigInt64Array(values.map((v) => BigInt(v)));
     t.bytes(9, new Uint8Array(raw.buffer));
     this.initializers.push(t);
