@@ -57,13 +57,36 @@ export const slotProbs = (slot: number): string => slotInput(GRAPH_OUTPUTS.fusio
  * (per slot with several slots: slotProbs(s), [L, N_s, rows_s·T]).
  */
 export function buildBertGraph(backbone: Backbone, variant: GraphVariant, arithmetic: Arithmetic = "float32", slots = 1): Uint8Array {
+  const { g, hidden, probs } = buildEncoder(new OnnxGraph(), backbone, variant, arithmetic, slots);
+  g.node("Identity", [hidden], {}, { outputs: [GRAPH_OUTPUTS.hidden] });
+  g.output(GRAPH_OUTPUTS.hidden, FLOAT, ["B", "T", backbone.config.hiddenSize]);
+  probs.forEach((layers, slot) => {
+    g.node("Identity", [layers], {}, { outputs: [slotProbs(slot)] });
+    g.output(slotProbs(slot), FLOAT, [backbone.config.numLayers, slotInput("N", slot), slotInput("BT", slot)]);
+  });
+  return g.toBytes(`bert-${variant}-${arithmetic === "float32" ? arithmetic : `int8w${arithmetic.weightBits}`}${slots > 1 ? `-${slots}slots` : ""}`);
+}
+
+export interface EncoderGraph {
+  readonly g: OnnxGraph;
+  /** [B, T, d] */
+  readonly hidden: string;
+  /** Per route slot, its fusion attention [L, N, rows·T]; none for the plain variant. */
+  readonly probs: readonly string[];
+}
+
+/**
+ * The encoder into `g`, without graph outputs: buildBertGraph names them for the engine, an export
+ * (export/route-model.ts) adds a head to them. Route weights are read through `g.input`, so a graph
+ * whose route inputs are fixed (OnnxGraph's `fixed`) holds them as initializers.
+ */
+export function buildEncoder(g: OnnxGraph, backbone: Backbone, variant: GraphVariant, arithmetic: Arithmetic = "float32", slots = 1): EncoderGraph {
   if (arithmetic !== "float32" && variant === "literal") {
     throw new Error("the literal fusion graph exists to check the float32 rewrite; it has no int8 form");
   }
   if (slots > 1 && variant !== "fused") throw new Error("only the fused graph serves several routes in one pass");
   const { config } = backbone;
   const d = config.hiddenSize;
-  const g = new OnnxGraph();
   const products = new MatrixProducts(g, arithmetic);
 
   const ids = g.input("input_ids", INT64, ["B", "T"]);
@@ -140,15 +163,8 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant, arithm
     hidden = residualNorm(g, g.op("Reshape", [context, g.op("Shape", [x])]), s, gamma, beta, eps).normed;
   });
 
-  g.node("Identity", [hidden], {}, { outputs: [GRAPH_OUTPUTS.hidden] });
-  g.output(GRAPH_OUTPUTS.hidden, FLOAT, ["B", "T", d]);
-  if (variant !== "plain") {
-    probsPerLayer.forEach((layers, slot) => {
-      g.node("Concat", layers, { axis: 0 }, { outputs: [slotProbs(slot)] });
-      g.output(slotProbs(slot), FLOAT, [config.numLayers, slotInput("N", slot), slotInput("BT", slot)]);
-    });
-  }
-  return g.toBytes(`bert-${variant}-${arithmetic === "float32" ? arithmetic : `int8w${arithmetic.weightBits}`}${slots > 1 ? `-${slots}slots` : ""}`);
+  const probs = variant === "plain" ? [] : probsPerLayer.map((layers) => g.op("Concat", layers, { axis: 0 }));
+  return { g, hidden, probs };
 }
 
 /**

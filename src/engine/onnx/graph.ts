@@ -10,6 +10,13 @@ export const INT64 = 7;
 export type AttributeValue = number | { float: number } | number[] | string;
 export type Dim = number | string;
 
+/** A value given to a graph input in advance (engine/layout.ts's FeedTensor has this shape). */
+export interface FixedValue {
+  readonly type: "float32" | "int8";
+  readonly dims: readonly number[];
+  readonly data: Float32Array | Int8Array;
+}
+
 const MS_DOMAIN = "com.microsoft";
 
 /**
@@ -24,7 +31,21 @@ export class OnnxGraph {
   private counter = 0;
   private readonly defined = new Map<string, string>();
 
+  /**
+   * `fixed`: inputs whose values are known when the graph is built. Asking for one of them as an
+   * input gives an initializer holding its value instead, so the same graph code builds both a
+   * graph that takes those values at run time and one that holds them.
+   */
+  constructor(private readonly fixed: Readonly<Record<string, FixedValue>> = {}) {}
+
   input(name: string, elemType: number, dims: Dim[]): string {
+    const value = this.fixed[name];
+    if (value) {
+      if (elemType !== (value.type === "int8" ? INT8 : FLOAT) || value.dims.length !== dims.length) {
+        throw new Error(`fixed input ${name}: [${value.dims}] ${value.type} does not fit the graph's input`);
+      }
+      return value.data instanceof Int8Array ? this.int8s(name, value.dims, value.data) : this.floats(name, value.dims, value.data);
+    }
     this.inputs.push(valueInfo(name, elemType, dims));
     return name;
   }
