@@ -1,7 +1,9 @@
 import { connect, type Socket } from "node:net";
 import { once } from "node:events";
 import t from "tap";
+import { ADAPTERHUB_FILES } from "../../src/server/admin/upload.js";
 import { assertError } from "../error-shape.js";
+import { writableLibrary } from "../fixtures.js";
 import { type Answer, HTTP_TIMEOUT_MS, post, request, startServer } from "./harness.js";
 
 const server = await startServer(t, { adminToken: "errors-test-admin-token" });
@@ -75,9 +77,11 @@ t.test("a URL that is not valid percent-encoding: 400 bad_url", async (t) => {
 });
 
 t.test("an upload with more parts than a save directory has files: 413 payload_too_large", async (t) => {
+  // Uploads are staged inside the library, so this server gets a library of its own.
+  const uploads = await startServer(t, { adminToken: "errors-test-admin-token", library: await writableLibrary(t) });
   const form = new FormData();
-  for (let i = 0; i < 8; i++) form.append("adapter_config.json", new Blob(["{}"]), "adapter_config.json");
-  const answer = await request(`${server.url}/v1/admin/adapters/a1`, { method: "PUT", headers: { authorization: "Bearer errors-test-admin-token" }, body: form });
+  for (let i = 0; i <= ADAPTERHUB_FILES.size; i++) form.append("adapter_config.json", new Blob(["{}"]), "adapter_config.json");
+  const answer = await request(`${uploads.url}/v1/admin/adapters/a1`, { method: "PUT", headers: { authorization: "Bearer errors-test-admin-token" }, body: form });
   assertError(t, answer, 413, "payload_too_large");
 });
 
