@@ -383,7 +383,10 @@ function labelsOf(config: Record<string, unknown>, source: string): string[] {
 const CASE_INSENSITIVE = new Set(["non_linearity"]);
 
 function checkFields(config: Record<string, unknown>, required: Record<string, unknown>, ignored: Set<string>, source: string) {
-  for (const [field, value] of Object.entries(config)) {
+  // Required fields first: another method's config (LoRA, prefix tuning) is refused for its
+  // `architecture`, not for the first field of its own this server does not know.
+  const entries = Object.entries(config).sort(([a], [b]) => Number(Object.hasOwn(required, b)) - Number(Object.hasOwn(required, a)));
+  for (const [field, value] of entries) {
     if (field in required) {
       const normalized = CASE_INSENSITIVE.has(field) && typeof value === "string" ? value.toLowerCase() : value;
       if (normalized !== required[field]) {

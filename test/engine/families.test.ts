@@ -1,4 +1,6 @@
 import { readFileSync } from "node:fs";
+import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
 import { loadBackbone, parseBackboneConfig, type Backbone } from "../../src/engine/backbone.js";
@@ -193,4 +195,16 @@ t.test("an adapter saved from another family is refused, naming where its tensor
     loadAdapter(join(familyRoot("distilbert"), "adapters", "a1"), roberta.config),
     /unexpected tensor distilbert\.transformer\.layer\.0\.output_adapters\.adapters\.a1\.\S+ of adapter 'a1' \(with a roberta backbone, AdapterHub saves them as …encoder\.layer\.<n>\.output\.adapters\.a1\.…\)/,
   );
+});
+
+t.test("another adaptation method is refused for its architecture, before any field of its own", async (t) => {
+  const roberta = await loadBackbone(join(familyRoot("roberta"), "backbone"));
+  const dir = await mkdtemp(join(tmpdir(), "lora-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await cp(join(familyRoot("roberta"), "adapters", "a1"), dir, { recursive: true });
+  const saved = JSON.parse(await readFile(join(dir, "adapter_config.json"), "utf8"));
+  // LoRAConfig as adapters saves it: its own fields come before `architecture`.
+  saved.config = { alpha: 8, r: 8, selfattn_lora: true, intermediate_lora: false, architecture: "lora", dropout: 0 };
+  await writeFile(join(dir, "adapter_config.json"), JSON.stringify(saved));
+  await t.rejects(loadAdapter(dir, roberta.config), { code: "unsupported_config", message: /architecture "lora" is not supported \(supported: "bottleneck"\)/ });
 });
