@@ -57,7 +57,8 @@ export const slotProbs = (slot: number): string => slotInput(GRAPH_OUTPUTS.fusio
  * (per slot with several slots: slotProbs(s), [L, N_s, rows_s·T]).
  */
 export function buildBertGraph(backbone: Backbone, variant: GraphVariant, arithmetic: Arithmetic = "float32", slots = 1): Uint8Array {
-  const { g, hidden, probs } = buildEncoder(new OnnxGraph(), backbone, variant, arithmetic, slots);
+  const g = new OnnxGraph();
+  const { hidden, probs } = buildEncoder(g, backbone, variant, arithmetic, slots);
   g.node("Identity", [hidden], {}, { outputs: [GRAPH_OUTPUTS.hidden] });
   g.output(GRAPH_OUTPUTS.hidden, FLOAT, ["B", "T", backbone.config.hiddenSize]);
   probs.forEach((layers, slot) => {
@@ -68,7 +69,6 @@ export function buildBertGraph(backbone: Backbone, variant: GraphVariant, arithm
 }
 
 export interface EncoderGraph {
-  readonly g: OnnxGraph;
   /** [B, T, d] */
   readonly hidden: string;
   /** Per route slot, its fusion attention [L, N, rows·T]; none for the plain variant. */
@@ -164,15 +164,15 @@ export function buildEncoder(g: OnnxGraph, backbone: Backbone, variant: GraphVar
   });
 
   const probs = variant === "plain" ? [] : probsPerLayer.map((layers) => g.op("Concat", layers, { axis: 0 }));
-  return { g, hidden, probs };
+  return { hidden, probs };
 }
 
 /**
  * Position embeddings, [T, d] (BERT, DistilBERT: rows 0 … T−1) or [B, T, d] (RoBERTa, XLM-R). RoBERTa
  * numbers a row's positions from its ids: p = padding_idx + cumsum(real)·real, real = (id ≠ padding
  * id). Here real also requires the attention mask, so a padded position is padding_idx whatever id
- * the batch pads with, and never outside the table; real tokens get the library's positions, even
- * one whose id is the padding id (a literal "<pad>" in the text).
+ * the batch pads with, and never outside the table. A real token whose id is the padding id (a
+ * literal "<pad>" in the text) sits at padding_idx and is not counted, as in the library.
  */
 function positionEmbeddings(g: OnnxGraph, backbone: Backbone, ids: string, mask: string, seqLen: string): string {
   const table = g.floats("embeddings.position", backbone.positionEmbeddings.shape, backbone.positionEmbeddings.data);
