@@ -4,22 +4,13 @@ import { Worker } from "node:worker_threads";
 import { UnavailableError } from "../errors.js";
 import type { FusionRoute } from "../library/route.js";
 import type { BackboneConfig } from "./backbone.js";
-import type { Device, TokenBatch } from "./engine.js";
-import type { Int8Mode, Int8WeightChoice } from "./int8-mode.js";
+import type { TokenBatch } from "./engine.js";
+import type { Int8Mode } from "./int8-mode.js";
 import { feedBuffers } from "./layout.js";
-import type { Precision } from "./products.js";
 import type { InputReadout } from "./readout.js";
 import { fromWire, type EngineWorkerSetup, type FromEngine, type FromLayout, type LayoutWorkerSetup, type ToEngine, type ToLayout } from "./thread/protocol.js";
 
-export interface EngineThreadOptions {
-  readonly backboneDir: string;
-  readonly device: Device;
-  readonly precision: Precision;
-  /** Range of the int8 weights (int8-mode.ts); auto unless asked. */
-  readonly int8Weights?: Int8WeightChoice;
-  readonly threads: number;
-  /** Routes one pass can serve. */
-  readonly slots: number;
+export interface EngineThreadOptions extends EngineWorkerSetup {
   /**
    * On a SharedArrayBuffer: while hold[0] is 0, the layout thread stops at the start of each
    * assembly, after setting hold[1] to 1. Lets a test watch the server in the middle of a swap.
@@ -88,7 +79,7 @@ export class EngineThread {
   }
 
   static async start(options: EngineThreadOptions, observer?: AssemblyObserver): Promise<EngineThread> {
-    const { layoutHold, ...setup } = options satisfies EngineWorkerSetup & { layoutHold?: Int32Array };
+    const { layoutHold, ...setup } = options;
     const engine = startWorker("engine-worker", setup);
     const first = await new Promise<FromEngine>((resolve, reject) => {
       engine.once("message", resolve);

@@ -1,4 +1,5 @@
-import { access, copyFile, mkdir, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { copyFile, mkdir, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import ort from "onnxruntime-node";
 import { DEFAULT_MAX_SEQ_LEN } from "../config.js";
@@ -111,7 +112,7 @@ export async function exportRoute(options: ExportOptions): Promise<ExportDescrip
   await mkdir(options.out, { recursive: true });
   await writeFile(join(options.out, EXPORT_FILES.model), model);
   await copyFile(join(backboneDir, "tokenizer.json"), join(options.out, EXPORT_FILES.tokenizer));
-  if (await exists(join(backboneDir, "tokenizer_config.json"))) await copyFile(join(backboneDir, "tokenizer_config.json"), join(options.out, "tokenizer_config.json"));
+  if (existsSync(join(backboneDir, "tokenizer_config.json"))) await copyFile(join(backboneDir, "tokenizer_config.json"), join(options.out, "tokenizer_config.json"));
   await writeFile(join(options.out, EXPORT_FILES.description), `${JSON.stringify(description, null, 2)}\n`);
   return description;
 }
@@ -123,14 +124,5 @@ async function checkLoads(model: Uint8Array): Promise<void> {
     if (session.inputNames.join() !== EXPORT_INPUTS.join()) throw new Error(`the exported graph still takes inputs ${session.inputNames.join(", ")}`);
   } finally {
     await session.release();
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -18,8 +18,11 @@ export interface EngineWorkerSetup {
   readonly backboneDir: string;
   readonly device: Device;
   readonly precision: Precision;
+  /** Range of the int8 weights (int8-mode.ts); auto unless asked. */
   readonly int8Weights?: Int8WeightChoice;
+  /** Intra-op threads of the forward pass; 0 lets ONNX Runtime choose. */
   readonly threads: number;
+  /** Routes one pass can serve. */
   readonly slots: number;
 }
 
