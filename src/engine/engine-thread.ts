@@ -143,8 +143,9 @@ export class EngineThread {
     });
   }
 
+  /** Anything still pending is refused (the server closes the engine once every request is answered). */
   async close(): Promise<void> {
-    this.broken ??= new Error("the engine is closed");
+    this.fail(new Error("the engine was closed"));
     await Promise.all([this.engine.terminate(), this.layout.terminate()]);
   }
 
