@@ -53,7 +53,10 @@ try {
   fatal(`cannot listen on ${config.host}:${config.port}: ${why} (--host, --port)`);
 }
 try {
-  app.serving.attach(await loadRuntime(config, app.log, app.metrics));
+  const runtime = await loadRuntime(config, app.log, app.metrics);
+  // Without its engine the process cannot serve again; exiting lets the supervisor restart it.
+  runtime.engine.onFailure((err) => fatal(`the engine stopped: ${err.message}`));
+  app.serving.attach(runtime);
 } catch (err) {
   await app.close();
   fatal(`cannot load the model library at ${config.library}: ${(err as Error).message}`);

@@ -60,6 +60,7 @@ export class EngineThread {
   private readonly jobs = new Map<number, { resolve: (m: FromLayout) => void; reject: (e: Error) => void }>();
   private nextId = 1;
   private broken: Error | undefined;
+  private readonly failureListeners: ((err: Error) => void)[] = [];
 
   private constructor(
     private readonly engine: Worker,
@@ -143,8 +144,14 @@ export class EngineThread {
     });
   }
 
+  /** Called once if a thread of the engine stops unexpectedly (not after `close`). */
+  onFailure(listener: (err: Error) => void): void {
+    this.failureListeners.push(listener);
+  }
+
   /** Anything still pending is refused (the server closes the engine once every request is answered). */
   async close(): Promise<void> {
+    this.failureListeners.length = 0;
     this.fail(new Error("the engine was closed"));
     await Promise.all([this.engine.terminate(), this.layout.terminate()]);
   }
@@ -187,6 +194,7 @@ export class EngineThread {
     for (const { reject } of [...this.passes.values(), ...this.jobs.values()]) reject(this.unavailable());
     this.passes.clear();
     this.jobs.clear();
+    for (const listener of this.failureListeners) listener(err);
   }
 
   private unavailable(): UnavailableError {
