@@ -37,7 +37,7 @@ export function routeFeeds(
   backbone: BackboneConfig,
   { adapters, fusion }: RouteModules,
   variant: "fused" | "literal" = "fused",
-  rewritten?: RewrittenFusions,
+  folds: FoldCache = new FoldCache(0),
 ): RouteFeeds {
   const d = backbone.hiddenSize;
   const n = Math.max(1, adapters.length);
@@ -48,22 +48,20 @@ export function routeFeeds(
 
   for (let l = 0; l < backbone.numLayers; l++) {
     const names = routeInputs(l);
-    // All adapters side by side: down [d, K], up [K, d] (adapter i owns rows i·R .. i·R+R), up bias [N, d].
-    const down = zeros(d, k);
-    const downBias = zeros(k);
-    const up = zeros(k, d);
-    const upBias = zeros(n, d);
-    adapters.forEach((adapter, i) => {
-      const layer = adapter.layers[l];
-      if (!layer) return;
-      const ri = layer.downBias.shape[0];
-      for (let row = 0; row < d; row++) down.data.set(layer.downWeight.data.subarray(row * ri, (row + 1) * ri), row * k + i * r);
-      downBias.data.set(layer.downBias.data, i * r);
-      up.data.set(layer.upWeight.data, i * r * d);
-      upBias.data.set(layer.upBias.data, i * d);
-    });
-
     if (variant === "literal") {
+      // All adapters side by side: down [d, K], up [K, d] (adapter i owns rows i·R .. i·R+R), up bias [N, d].
+      const down = zeros(d, k);
+      const downBias = zeros(k);
+      const up = zeros(k, d);
+      const upBias = zeros(n, d);
+      adapters.forEach((adapter, i) => {
+        const layer = adapter.layers[l];
+        if (!layer) return;
+        placeColumns(down, layer.downWeight, i * r);
+        downBias.data.set(layer.downBias.data, i * r);
+        up.data.set(layer.upWeight.data, i * r * d);
+        upBias.data.set(layer.upBias.data, i * d);
+      });
       put(names.downWeight, down);
       put(names.downBias, downBias);
       put(names.upWeight, { shape: [n, r, d], data: up.data });
@@ -73,36 +71,39 @@ export function routeFeeds(
       continue;
     }
 
-    // See fusedTail in bert-graph.ts: in_w = [W_down | M·W_upᵀ | M·b_upᵀ], out_w = [W_up·W_v ; b_up·W_v].
+    // See fusedTail in bert-graph.ts: in_w = [W_down | M·W_upᵀ | M·b_upᵀ], in_b = [b_down | m·W_upᵀ | m·b_upᵀ],
+    // out_w = [W_up·W_v ; b_up·W_v]. Adapter i owns columns (rows of out_w) i·R .. i·R+R of each K-wide part
+    // and column (row) i of each N-wide part; padding stays zero.
     const inWeight = zeros(d, 2 * k + n);
     const inBias = zeros(2 * k + n);
-    let outTop = up;
-    let outBottom = upBias;
-    const f = fusion ? (rewritten?.get(fusion) ?? scoreAndValue(fusion))[l] : null;
-    if (f) {
-      const upT = transpose(up);
-      const upBiasT = transpose(upBias);
-      const scoreUp = matmul(f.score, upT);
-      const scoreUpBias = matmul(f.score, upBiasT);
-      for (let row = 0; row < d; row++) {
-        inWeight.data.set(scoreUp.data.subarray(row * k, (row + 1) * k), row * (2 * k + n) + k);
-        inWeight.data.set(scoreUpBias.data.subarray(row * n, (row + 1) * n), row * (2 * k + n) + 2 * k);
-      }
-      inBias.data.set(matmul(f.scoreBias, upT).data, k);
-      inBias.data.set(matmul(f.scoreBias, upBiasT).data, 2 * k);
-      outTop = matmul(up, f.value);
-      outBottom = matmul(upBias, f.value);
-    }
-    for (let row = 0; row < d; row++) inWeight.data.set(down.data.subarray(row * k, (row + 1) * k), row * (2 * k + n));
-    inBias.data.set(downBias.data, 0);
     const outWeight = zeros(k + n, d);
-    outWeight.data.set(outTop.data, 0);
-    outWeight.data.set(outBottom.data, k * d);
+    adapters.forEach((adapter, i) => {
+      const layer = adapter.layers[l];
+      if (!layer) return;
+      placeColumns(inWeight, layer.downWeight, i * r);
+      inBias.data.set(layer.downBias.data, i * r);
+      const folded = fusion ? folds.adapter(fusion, adapter)[l]! : { scoreUp: null, scoreUpBias: null, biasUp: null, biasUpBias: null, up: layer.upWeight, upBias: layer.upBias };
+      if (folded.scoreUp) {
+        placeColumns(inWeight, folded.scoreUp, k + i * r);
+        placeColumns(inWeight, folded.scoreUpBias!, 2 * k + i);
+        inBias.data.set(folded.biasUp!.data, k + i * r);
+        inBias.data[2 * k + i] = folded.biasUpBias!.data[0];
+      }
+      outWeight.data.set(folded.up.data, i * r * d);
+      outWeight.data.set(folded.upBias.data, (k + i) * d);
+    });
     put(names.inWeight, inWeight);
     put(names.inBias, inBias);
     put(names.outWeight, outWeight);
   }
   return feeds;
+}
+
+/** Writes `block` [rows, c] into columns `first` .. first + c of `matrix` [rows, cols]. */
+function placeColumns(matrix: Tensor, block: Tensor, first: number): void {
+  const [rows, cols] = matrix.shape;
+  const width = block.shape.length === 1 ? 1 : block.shape[1];
+  for (let row = 0; row < rows; row++) matrix.data.set(block.data.subarray(row * width, (row + 1) * width), row * cols + first);
 }
 
 /** Graph inputs that make the adapter graph compute the plain backbone. */
@@ -142,6 +143,47 @@ interface ScoreAndValue {
   readonly value: Tensor; // [d, d] = W_vᵀ, or the identity
 }
 
+/** One adapter's layer folded into one fusion's: its blocks of in_w, in_b and out_w. */
+interface FoldedAdapter {
+  readonly scoreUp: Tensor | null; // [d, R_i] = M·W_upᵀ
+  readonly scoreUpBias: Tensor | null; // [d, 1] = M·b_upᵀ
+  readonly biasUp: Tensor | null; // [1, R_i] = m·W_upᵀ
+  readonly biasUpBias: Tensor | null; // [1, 1] = m·b_upᵀ
+  readonly up: Tensor; // [R_i, d] = W_up·W_v
+  readonly upBias: Tensor; // [1, d] = b_up·W_v
+}
+
+/**
+ * The folded products a layout needs, kept for the modules laid out most recently. A fusion's
+ * W_qᵀW_k costs d³ per layer, and an adapter's blocks d²·R: kept, a change of one adapter
+ * re-folds only that adapter, in every route that fuses it, instead of whole routes. Modules
+ * reach the layout thread as copies, hence keys by content version (a hash of the files) rather
+ * than by object. Capacity 0 keeps nothing (a one-off layout).
+ */
+export class FoldCache {
+  private readonly fusions = new Map<string, ScoreAndValue[]>();
+  private readonly adapters = new Map<string, (FoldedAdapter | null)[]>();
+
+  constructor(private readonly capacity = 32) {}
+
+  adapter(fusion: FusionModule, adapter: AdapterModule): (FoldedAdapter | null)[] {
+    return this.remember(this.adapters, `${fusion.version}:${adapter.version}`, () => {
+      const rewritten = this.remember(this.fusions, fusion.version, () => scoreAndValue(fusion));
+      return adapter.layers.map((layer, l) => (layer ? foldAdapter(layer.upWeight, layer.upBias, rewritten[l]) : null));
+    });
+  }
+
+  private remember<T>(kept: Map<string, T>, key: string, make: () => T): T {
+    let entry = kept.get(key);
+    if (entry) kept.delete(key);
+    else entry = make();
+    if (this.capacity === 0) return entry;
+    kept.set(key, entry);
+    if (kept.size > this.capacity) kept.delete(kept.keys().next().value!);
+    return entry;
+  }
+}
+
 function scoreAndValue(fusion: FusionModule): ScoreAndValue[] {
   return fusion.layers.map((f) => {
     const d = f.queryBias.shape[0];
@@ -153,25 +195,19 @@ function scoreAndValue(fusion: FusionModule): ScoreAndValue[] {
   });
 }
 
-/**
- * A fusion's W_qᵀW_k costs d³ per layer to compute, so the layout thread keeps it for the fusions
- * it laid out most recently: a change of one adapter re-lays every route that fuses it, and those
- * share their fusion. Modules reach that thread as copies, hence the key by content version
- * (a hash of the files) rather than by object.
- */
-export class RewrittenFusions {
-  private readonly kept = new Map<string, ScoreAndValue[]>();
-
-  constructor(private readonly capacity = 8) {}
-
-  get(fusion: FusionModule): ScoreAndValue[] {
-    let entry = this.kept.get(fusion.version);
-    if (entry) this.kept.delete(fusion.version);
-    else entry = scoreAndValue(fusion);
-    this.kept.set(fusion.version, entry);
-    if (this.kept.size > this.capacity) this.kept.delete(this.kept.keys().next().value!);
-    return entry;
-  }
+function foldAdapter(up: Tensor, upBias: Tensor, f: ScoreAndValue): FoldedAdapter {
+  const d = upBias.shape[0];
+  const upT = transpose(up);
+  const upBiasRow = { shape: [1, d], data: upBias.data };
+  const upBiasT = { shape: [d, 1], data: upBias.data };
+  return {
+    scoreUp: matmul(f.score, upT),
+    scoreUpBias: matmul(f.score, upBiasT),
+    biasUp: matmul(f.scoreBias, upT),
+    biasUpBias: matmul(f.scoreBias, upBiasT),
+    up: matmul(up, f.value),
+    upBias: matmul(upBiasRow, f.value),
+  };
 }
 
 function literalFusionInputs(fusion: FusionModule): LiteralInputs[] {

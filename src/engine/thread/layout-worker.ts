@@ -1,6 +1,6 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
-import { feedBuffers, quantizeRouteFeeds, RewrittenFusions, routeFeeds } from "../layout.js";
+import { feedBuffers, FoldCache, quantizeRouteFeeds, routeFeeds } from "../layout.js";
 import { toWire, type FromLayout, type LayoutWorkerSetup, type ToLayout } from "./protocol.js";
 
 /**
@@ -10,7 +10,7 @@ import { toWire, type FromLayout, type LayoutWorkerSetup, type ToLayout } from "
  */
 const { backbone, int8, hold } = workerData as LayoutWorkerSetup;
 const port = parentPort!;
-const rewritten = new RewrittenFusions();
+const folds = new FoldCache();
 
 port.on("message", ({ job, adapters, fusion }: ToLayout) => {
   if (hold) {
@@ -20,7 +20,7 @@ port.on("message", ({ job, adapters, fusion }: ToLayout) => {
   }
   const started = performance.now();
   try {
-    const float = routeFeeds(backbone, { adapters, fusion }, "fused", rewritten);
+    const float = routeFeeds(backbone, { adapters, fusion }, "fused", folds);
     const feeds = int8 ? quantizeRouteFeeds(float, backbone.numLayers, int8.weightMax) : float;
     const reply: FromLayout = { job, feeds, seconds: (performance.now() - started) / 1000 };
     port.postMessage(reply, feedBuffers(feeds));
