@@ -1,5 +1,5 @@
 import { readlinkSync } from "node:fs";
-import { setPriority } from "node:os";
+import { getPriority, setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
 import { loadBackbone } from "../backbone.js";
@@ -20,14 +20,15 @@ const post = (message: FromEngine) => port.postMessage(message);
 const routes = new Map<number, { readonly feeds: RouteFeeds; readonly head: PredictionHead }>();
 
 /**
- * Lowers this thread's scheduling priority before the session starts its pool threads, which
- * inherit it: on a machine where a pass keeps every core busy, the event loop (at normal
- * priority) then gets the CPU as soon as it has a request to answer, and the pass runs on
+ * Lowers this thread's scheduling priority 10 nice levels below the process's before the session
+ * starts its pool threads, which inherit it: on a machine where a pass keeps every core busy, the
+ * event loop then gets the CPU as soon as it has a request to answer, and the pass runs on
  * whatever is left. Linux only (a thread's id from /proc/thread-self); elsewhere nothing changes.
  */
 function lowerPriority(): void {
   try {
-    setPriority(Number(readlinkSync("/proc/thread-self").split("/").pop()), 10);
+    const thread = Number(readlinkSync("/proc/thread-self").split("/").pop());
+    setPriority(thread, Math.min(19, getPriority(thread) + 10));
   } catch {
     // Not Linux, or not allowed: the engine runs at normal priority.
   }
