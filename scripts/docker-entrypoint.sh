@@ -6,6 +6,10 @@
 set -eu
 
 library="${FUSION_LIBRARY:?FUSION_LIBRARY names the library folder}"
+
+# A library on object storage is the bucket's, shared by every replica: nothing to seed here.
+case "$library" in s3://*) exec node "$(cd "$(dirname "$0")/.." && pwd)/dist/main.js" "$@" ;; esac
+
 seed="${FUSION_SEED_LIBRARY:?FUSION_SEED_LIBRARY names the library copied into an empty volume}"
 app="$(cd "$(dirname "$0")/.." && pwd)"
 

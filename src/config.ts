@@ -7,7 +7,15 @@ import { SCHEDULING_POLICIES, type SchedulingPolicy } from "./scheduler/plan.js"
 
 /** Every setting of the server, validated. Built once from flags and environment by `loadConfig`. */
 export interface ServerConfig {
+  /** A folder, or an s3://bucket/prefix URL. */
   readonly library: string;
+  /** An object-store library's local copy of its version folders and backbone; absent: one under the temp folder. */
+  readonly libraryCache: string | undefined;
+  readonly libraryPollMs: number;
+  /** Absent: the S3 client's own (AWS_ENDPOINT_URL_S3, the config files, or AWS itself). */
+  readonly s3Endpoint: string | undefined;
+  readonly s3PathStyle: "auto" | "true" | "false";
+  readonly s3TimeoutMs: number;
   readonly host: string;
   readonly port: number;
   readonly device: "cpu" | "cuda";
@@ -89,7 +97,40 @@ const nonEmpty = (raw: string): string => {
 };
 
 export const OPTIONS: readonly AnyOption[] = [
-  { key: "library", flag: "library", env: "FUSION_LIBRARY", default: "models/ of this package", help: "model library folder (holds library.json)", parse: (raw) => resolve(nonEmpty(raw)) },
+  {
+    key: "library",
+    flag: "library",
+    env: "FUSION_LIBRARY",
+    default: "models/ of this package",
+    help: "model library: a folder (holds library.json), or s3://bucket/prefix on S3-compatible object storage shared by replicas",
+    parse: (raw) => (raw.startsWith("s3://") ? s3Url(raw) : resolve(nonEmpty(raw))),
+  },
+  {
+    key: "libraryCache",
+    flag: "library-cache",
+    env: "FUSION_LIBRARY_CACHE",
+    default: "a folder under the temp folder",
+    help: "object-store library: local folder its version folders and backbone are downloaded to",
+    parse: (raw) => resolve(nonEmpty(raw)),
+  },
+  {
+    key: "libraryPollMs",
+    flag: "library-poll-ms",
+    env: "FUSION_LIBRARY_POLL_MS",
+    default: "5000",
+    help: "object-store library: how often the manifest is checked for other replicas' changes",
+    parse: integer(50, 3_600_000),
+  },
+  { key: "s3Endpoint", flag: "s3-endpoint", env: "AWS_ENDPOINT_URL", default: "AWS", help: "S3 endpoint URL of a store other than AWS (SeaweedFS, Ceph RGW, R2, ...)", parse: nonEmpty },
+  {
+    key: "s3PathStyle",
+    flag: "s3-path-style",
+    env: "FUSION_S3_PATH_STYLE",
+    default: "auto",
+    help: "path-style bucket addressing: auto (on when --s3-endpoint is set), true or false",
+    parse: oneOf(["auto", "true", "false"] as const),
+  },
+  { key: "s3TimeoutMs", flag: "s3-timeout-ms", env: "FUSION_S3_TIMEOUT_MS", default: "5000", help: "object store: longest wait to connect, and for an answer to stall", parse: integer(100, 600_000) },
   { key: "host", flag: "host", env: "HOST", default: "127.0.0.1", help: "address to listen on (0.0.0.0 for every interface)", parse: nonEmpty },
   { key: "port", flag: "port", env: "PORT", default: "8080", help: "TCP port; 0 picks a free one", parse: integer(0, 65535) },
   { key: "device", flag: "device", env: "FUSION_DEVICE", default: "cpu", help: "ONNX Runtime execution provider: cpu or cuda", parse: oneOf(["cpu", "cuda"] as const) },
@@ -181,6 +222,11 @@ export const OPTIONS: readonly AnyOption[] = [
 
 export const DEFAULT_CONFIG: ServerConfig = {
   library: DEFAULT_LIBRARY,
+  libraryCache: undefined,
+  libraryPollMs: 5_000,
+  s3Endpoint: undefined,
+  s3PathStyle: "auto",
+  s3TimeoutMs: 5_000,
   host: "127.0.0.1",
   port: 8080,
   device: "cpu",
@@ -211,6 +257,11 @@ export const DEFAULT_CONFIG: ServerConfig = {
   maxConnections: 1024,
   maxConnectionsPerClient: 256,
 };
+
+function s3Url(raw: string): string {
+  if (!/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(raw)) throw new Error("must be s3://bucket or s3://bucket/prefix, with a valid bucket name");
+  return raw.replace(/\/+$/, "");
+}
 
 /** Thrown for --help: the caller prints the text and exits 0. */
 export class HelpRequested extends Error {

@@ -1,11 +1,11 @@
 import { DEFAULT_CONFIG } from "../config.js";
-import { ConflictError, ModelLoadError, NotFoundError } from "../errors.js";
+import { ConflictError, ModelLoadError, NotFoundError, UnavailableError } from "../errors.js";
 import type { BackboneConfig } from "../engine/backbone.js";
 import type { PredictionHead } from "../engine/heads.js";
 import { loadAdapter, loadFusion, type AdapterModule, type FusionModule } from "./adapterhub.js";
-import { readManifest, type Manifest } from "./manifest.js";
+import type { Manifest } from "./manifest.js";
 import { assembleRoute, type FusionRoute } from "./route.js";
-import { LibraryStore, type ModuleKind } from "./store.js";
+import { LibraryStore, type ManifestVersion, type ModuleKind, type VersionStore } from "./store.js";
 
 /** Everything that is live at one moment. Never mutated: a change builds a new state. */
 export interface LibraryState {
@@ -27,6 +27,15 @@ export interface ChangeResult {
   readonly routes: readonly string[];
 }
 
+/** Whether the live state is the store's current manifest: always, for a folder only this server changes. */
+export interface SyncStatus {
+  readonly inSync: boolean;
+  /** Why not: the store cannot be read, or what the manifest names cannot be loaded. */
+  readonly error: string | undefined;
+  /** Tag of the manifest live here. */
+  readonly etag: string | undefined;
+}
+
 /**
  * Where routes are served: the engine installs a route before the library publishes it, and is
  * told when a published route has been replaced or removed.
@@ -44,42 +53,87 @@ export interface RouteHost {
  * whole next state, writes it through to disk, and only then publishes it by replacing one
  * reference. A failure at any step leaves the live state, and the files it came from, untouched.
  * Changes run one at a time.
+ *
+ * A store shared with other replicas may change underneath: `refresh` loads what its manifest
+ * names and publishes it the same way, and every change first catches up with the store and then
+ * replaces the manifest only if it is still the one the change was built on.
  */
 export class AdapterLibrary {
   private current: LibraryState;
   private changes: Promise<unknown> = Promise.resolve();
-  private readonly store: LibraryStore;
+  private etag: string | undefined;
+  private status: SyncStatus;
 
   private constructor(
-    readonly root: string,
+    private readonly store: VersionStore,
     readonly backbone: BackboneConfig,
     state: LibraryState,
+    etag: string | undefined,
     private readonly host: RouteHost | undefined,
   ) {
     this.current = state;
-    this.store = new LibraryStore(root);
+    this.etag = etag;
+    this.status = { inSync: true, error: undefined, etag };
   }
 
-  /** Without a host the library only loads and validates (tests, tools); the server passes its engine. */
-  static async open(root: string, backbone: BackboneConfig, host?: RouteHost): Promise<AdapterLibrary> {
-    const manifest = await readManifest(root);
-    const store = new LibraryStore(root);
-    await store.cleanUp(manifest);
-    const adapters = new Map<string, AdapterModule>();
-    for (const [name, version] of Object.entries(manifest.adapters)) {
-      adapters.set(name, await loadAdapter(store.folder("adapters", name, version), backbone, name));
-    }
-    const fusions = new Map<string, FusionModule>();
-    for (const [name, version] of Object.entries(manifest.fusions)) {
-      fusions.set(name, await loadFusion(store.folder("fusions", name, version), backbone, name));
-    }
-    const state = buildState(manifest, adapters, fusions);
+  /**
+   * Opens a library folder, or any store. Without a host the library only loads and validates
+   * (tests, tools); the server passes its engine. `read` is the manifest already read, if any.
+   */
+  static async open(source: string | VersionStore, backbone: BackboneConfig, host?: RouteHost, read?: ManifestVersion): Promise<AdapterLibrary> {
+    const store = typeof source === "string" ? new LibraryStore(source) : source;
+    const { manifest, etag } = read ?? (await store.readManifest());
+    await store.prepare(manifest);
+    const state = await loadState(store, backbone, manifest, undefined);
     await host?.prepare([...state.routes.values()]);
-    return new AdapterLibrary(root, backbone, state, host);
+    return new AdapterLibrary(store, backbone, state, etag, host);
   }
 
   get state(): LibraryState {
     return this.current;
+  }
+
+  get sync(): SyncStatus {
+    return this.status;
+  }
+
+  get location(): string {
+    return this.store.location;
+  }
+
+  /**
+   * Catches up with the store: loads and publishes what its manifest names, if that changed. A
+   * manifest that cannot be loaded leaves the live state as it was, and is tried again next time.
+   * Returns the routes whose version changed.
+   */
+  refresh(): Promise<string[]> {
+    return this.serialize(async () => {
+      try {
+        return await this.catchUp();
+      } catch {
+        return [];
+      }
+    });
+  }
+
+  private async catchUp(): Promise<string[]> {
+    const before = this.current;
+    try {
+      const found = await this.store.pollManifest(this.etag);
+      if (found) {
+        if (found.manifest.backbone !== before.manifest.backbone) {
+          throw new ModelLoadError("unsupported_config", `the manifest now names backbone '${found.manifest.backbone}' (serving '${before.manifest.backbone}'): a new backbone needs a restart`);
+        }
+        const next = await loadState(this.store, this.backbone, found.manifest, before);
+        await this.switchTo(next, async () => found.etag);
+      }
+    } catch (err) {
+      const message = (err as Error).message;
+      this.status = { inSync: false, error: message, etag: this.etag };
+      throw err instanceof UnavailableError ? err : new UnavailableError("library_out_of_sync", `this replica cannot load the library's current manifest, so it cannot change it: ${message}`);
+    }
+    this.status = { inSync: true, error: undefined, etag: this.etag };
+    return [...this.current.routes].filter(([n, r]) => before.routes.get(n)?.version !== r.version).map(([n]) => n);
   }
 
   route(name: string): FusionRoute {
@@ -104,6 +158,7 @@ export class AdapterLibrary {
    */
   putAdapter(name: string, sourceDir: string, keepVersions = DEFAULT_CONFIG.keepVersions): Promise<ChangeResult> {
     return this.serialize(async () => {
+      await this.catchUp();
       const module = await loadAdapter(sourceDir, this.backbone, name);
       return this.commit("adapters", name, module, sourceDir, keepVersions);
     });
@@ -112,6 +167,7 @@ export class AdapterLibrary {
   /** Creates or replaces a fusion route from an AdapterHub fusion save directory (with its head), as `putAdapter`. */
   putFusion(name: string, sourceDir: string, keepVersions = DEFAULT_CONFIG.keepVersions): Promise<ChangeResult> {
     return this.serialize(async () => {
+      await this.catchUp();
       const module = await loadFusion(sourceDir, this.backbone, name);
       return this.commit("fusions", name, module, sourceDir, keepVersions);
     });
@@ -120,12 +176,13 @@ export class AdapterLibrary {
   /** Returns a module to the version it had before its last change (and back again, if repeated). */
   rollback(kind: ModuleKind, name: string): Promise<ChangeResult> {
     return this.serialize(async () => {
+      await this.catchUp();
       const state = this.current;
       const live = state.manifest[kind][name];
       if (live === undefined) throw new NotFoundError(kind === "adapters" ? "adapter" : "fusion", name);
       const target = state.manifest.previous?.[kind][name];
       if (target === undefined) throw new ConflictError("no_previous_version", `${kind} '${name}' has no previous version to roll back to`);
-      const dir = this.store.folder(kind, name, target);
+      const dir = await this.store.fetch(kind, name, target);
       const module = kind === "adapters" ? await loadAdapter(dir, this.backbone, name) : await loadFusion(dir, this.backbone, name);
       return this.publish(kind, name, module, this.nextState(kind, name, module), target, live);
     });
@@ -133,6 +190,7 @@ export class AdapterLibrary {
 
   remove(kind: ModuleKind, name: string): Promise<ChangeResult> {
     return this.serialize(async () => {
+      await this.catchUp();
       const state = this.current;
       if (state.manifest[kind][name] === undefined) throw new NotFoundError(kind === "adapters" ? "adapter" : "fusion", name);
       if (kind === "adapters") {
@@ -146,8 +204,8 @@ export class AdapterLibrary {
       (kind === "adapters" ? adapters : fusions).delete(name);
       const manifest = withEntry(state.manifest, kind, name, null, null);
       const next = buildState(manifest, adapters, fusions, state.routes);
-      await this.switchTo(next, () => this.store.writeManifest(manifest));
-      await this.store.removeModule(kind, name);
+      await this.switchTo(next, () => this.store.writeManifest(manifest, this.etag));
+      await this.store.removeModule(kind, name, state.manifest);
       return { kind, name, version: null, folder: null, previousFolder: null, routes: [name] };
     });
   }
@@ -179,25 +237,29 @@ export class AdapterLibrary {
     const before = this.current;
     const manifest = withEntry(before.manifest, kind, name, folder, previousFolder);
     const next = { ...validated, manifest };
-    await this.switchTo(next, () => this.store.writeManifest(manifest));
+    await this.switchTo(next, () => this.store.writeManifest(manifest, this.etag));
     const routes = [...next.routes].filter(([n, r]) => before.routes.get(n)?.version !== r.version).map(([n]) => n);
     return { kind, name, version: module.version, folder, previousFolder, routes };
   }
 
   /**
-   * Installs the routes `next` adds, makes the change durable, then publishes `next` in one step
-   * and retires the routes it replaced. Nothing is published when installing or writing fails.
+   * Installs the routes `next` adds, makes the change durable (`write` gives the manifest's new
+   * tag), then publishes `next` in one step and retires the routes it replaced. Nothing is
+   * published when installing or writing fails.
    */
-  private async switchTo(next: LibraryState, write: () => Promise<void>): Promise<void> {
+  private async switchTo(next: LibraryState, write: () => Promise<string | undefined>): Promise<void> {
     const before = this.current;
     const added = [...next.routes.values()].filter((route) => before.routes.get(route.name) !== route);
     await this.host?.prepare(added);
+    let etag: string | undefined;
     try {
-      await write();
+      etag = await write();
     } catch (err) {
       this.host?.retire(added);
       throw err;
     }
+    this.etag = etag;
+    this.status = { inSync: true, error: undefined, etag };
     this.current = next;
     this.host?.retire([...before.routes.values()].filter((route) => next.routes.get(route.name) !== route));
   }
@@ -216,6 +278,24 @@ export class AdapterLibrary {
     this.changes = result.catch(() => undefined);
     return result;
   }
+}
+
+/**
+ * Loads what `manifest` names; modules at the same version folder as in `reuse` are taken from it
+ * as they are, so a change loads only what it changed.
+ */
+async function loadState(store: VersionStore, backbone: BackboneConfig, manifest: Manifest, reuse: LibraryState | undefined): Promise<LibraryState> {
+  const adapters = new Map<string, AdapterModule>();
+  for (const [name, version] of Object.entries(manifest.adapters)) {
+    const same = reuse?.manifest.adapters[name] === version ? reuse.adapters.get(name) : undefined;
+    adapters.set(name, same ?? (await loadAdapter(await store.fetch("adapters", name, version), backbone, name)));
+  }
+  const fusions = new Map<string, FusionModule>();
+  for (const [name, version] of Object.entries(manifest.fusions)) {
+    const same = reuse?.manifest.fusions[name] === version ? reuse.fusions.get(name) : undefined;
+    fusions.set(name, same ?? (await loadFusion(await store.fetch("fusions", name, version), backbone, name)));
+  }
+  return buildState(manifest, adapters, fusions, reuse?.routes);
 }
 
 function withEntry(manifest: Manifest, kind: ModuleKind, name: string, folder: string | null, previous: string | null): Manifest {

@@ -32,7 +32,12 @@ const PREVIOUS_KEYS = ["adapters", "fusions"];
 
 export async function readManifest(root: string): Promise<Manifest> {
   const path = join(root, MANIFEST_FILE);
-  const raw = parseManifest(await readText(path), path);
+  return manifestFromText(await readText(path), path);
+}
+
+/** A manifest from its text; `path` names where it came from in error messages. */
+export function manifestFromText(text: string, path: string): Manifest {
+  const raw = parseManifest(text, path);
   refuseUnknownKeys(raw, KEYS, "", path);
   if (typeof raw.backbone !== "string" || !raw.backbone) {
     throw new ModelLoadError("malformed_file", `${path}: 'backbone' must be a path relative to the library`);

@@ -1,7 +1,7 @@
 import { copyFile, mkdir, mkdtemp, open, readdir, realpath, rename, rm, stat } from "node:fs/promises";
 import { isAbsolute, join, relative, resolve, sep } from "node:path";
 import { BadRequestError, ModelLoadError } from "../errors.js";
-import { isValidName, MANIFEST_FILE, type Manifest } from "./manifest.js";
+import { isValidName, MANIFEST_FILE, readManifest, type Manifest } from "./manifest.js";
 
 export type ModuleKind = "adapters" | "fusions";
 
@@ -11,6 +11,41 @@ const VERSION = /^\d+$/;
 /** What an interrupted import (`.N.partial`) or prune (`.N.removing`) leaves in a module folder. */
 const UNFINISHED = /^\.\d+\.(partial|removing)$/;
 
+/** A manifest and the store's tag for that exact content (an ETag; none for a folder). */
+export interface ManifestVersion {
+  readonly manifest: Manifest;
+  readonly etag: string | undefined;
+}
+
+/**
+ * Where a library's manifest and version folders are kept: a local folder (LibraryStore) or a
+ * bucket that several replicas share (ObjectLibraryStore). The library loads modules from the
+ * local folders `fetch` gives.
+ */
+export interface VersionStore {
+  /** The folder or URL, for messages. */
+  readonly location: string;
+  readManifest(): Promise<ManifestVersion>;
+  /** The manifest if it is no longer the one tagged `etag`; undefined while it is. */
+  pollManifest(etag: string | undefined): Promise<ManifestVersion | undefined>;
+  /**
+   * Replaces the manifest, provided it is still the one tagged `etag` (409 otherwise, and nothing
+   * is written); returns the new tag. Durable once it returns.
+   */
+  writeManifest(manifest: Manifest, etag: string | undefined): Promise<string | undefined>;
+  /** Once at start, before anything is loaded. */
+  prepare(manifest: Manifest): Promise<void>;
+  /** A local folder holding the files of a version folder. */
+  fetch(kind: ModuleKind, name: string, version: string): Promise<string>;
+  backboneDir(manifest: Manifest): Promise<string>;
+  importVersion(kind: ModuleKind, name: string, sourceDir: string): Promise<string>;
+  /** Removes the files of a module that `before` named and the current manifest no longer does. */
+  removeModule(kind: ModuleKind, name: string, before: Manifest): Promise<void>;
+  prune(kind: ModuleKind, name: string, manifest: Manifest, keep: number): Promise<void>;
+  uploadFolder(): Promise<string>;
+  resolveInside(userPath: string): Promise<string>;
+}
+
 /**
  * The library's on-disk side, Triton-style: <root>/<kind>/<name>/<version>/ folders and one
  * manifest. Every write lands under a temporary name, is synced, and is renamed into place, and a
@@ -18,11 +53,36 @@ const UNFINISHED = /^\.\d+\.(partial|removing)$/;
  * manifest is the old one or the acknowledged new one, and names only complete folders. What an
  * interrupted change leaves behind is removed by `cleanUp` at the next start.
  */
-export class LibraryStore {
+export class LibraryStore implements VersionStore {
   constructor(readonly root: string) {}
+
+  get location(): string {
+    return this.root;
+  }
 
   folder(kind: ModuleKind, name: string, version: string): string {
     return join(this.root, kind, name, version);
+  }
+
+  async fetch(kind: ModuleKind, name: string, version: string): Promise<string> {
+    return this.folder(kind, name, version);
+  }
+
+  async readManifest(): Promise<ManifestVersion> {
+    return { manifest: await readManifest(this.root), etag: undefined };
+  }
+
+  /** Only this server changes its folder, so the manifest never changes underneath it. */
+  async pollManifest(): Promise<undefined> {
+    return undefined;
+  }
+
+  async backboneDir(manifest: Manifest): Promise<string> {
+    return resolve(this.root, manifest.backbone);
+  }
+
+  prepare(manifest: Manifest): Promise<void> {
+    return this.cleanUp(manifest);
   }
 
   /**
@@ -57,7 +117,7 @@ export class LibraryStore {
     await rm(join(this.root, kind, name), { recursive: true, force: true });
   }
 
-  async writeManifest(manifest: Manifest): Promise<void> {
+  async writeManifest(manifest: Manifest): Promise<undefined> {
     const path = join(this.root, MANIFEST_FILE);
     const staging = `${path}.partial`;
     const file = await open(staging, "w");
@@ -192,6 +252,6 @@ const syncDir = syncFile;
  * Test hook: the crash test sets FUSION_TEST_CRASH_AT to a step name to kill the process there,
  * the way a kill -9 or a power loss would, and checks what a restart finds.
  */
-function crashPoint(step: string): void {
+export function crashPoint(step: string): void {
   if (process.env.FUSION_TEST_CRASH_AT === step) process.kill(process.pid, "SIGKILL");
 }

