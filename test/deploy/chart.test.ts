@@ -1,0 +1,27 @@
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import t from "tap";
+
+// The Helm chart under deploy/, linted and rendered, every manifest validated against
+// Kubernetes' schemas offline (deploy/validate.sh); the tools come from scripts/install-tools.sh.
+const ROOT = join(import.meta.dirname, "..", "..");
+const TOOLS = ["helm", "kubeconform"].map((tool) => join(ROOT, ".tools", "bin", tool));
+const SCHEMAS = join(ROOT, ".tools", "kubernetes-json-schema");
+
+function missing(): string | undefined {
+  const absent = [...TOOLS, SCHEMAS].filter((p) => !existsSync(p));
+  if (absent.length === 0) return undefined;
+  const why = `${absent.map((p) => p.slice(ROOT.length + 1)).join(", ")} missing: run scripts/install-tools.sh`;
+  if (process.env.CI) throw new Error(`${why} (.ci/run does; the chart must be validated in CI)`);
+  return why;
+}
+
+t.test("the chart renders manifests that Kubernetes' schemas accept", { skip: missing() }, async (t) => {
+  const run = spawnSync("bash", [join(ROOT, "deploy", "validate.sh")], { encoding: "utf8", timeout: 120_000 });
+  t.equal(run.status, 0, `deploy/validate.sh: ${run.stderr}${run.stdout}`);
+  t.match(run.stdout, /validate \(fleet\): Summary: 7 resources found in 1 file - Valid: 7, Invalid: 0, Errors: 0/);
+  t.match(run.stdout, /kinds: .*Deployment HorizontalPodAutoscaler PodDisruptionBudget Secret Service/);
+  t.match(run.stdout, /validate: chart OK/);
+  t.comment(run.stdout.split("\n").filter((l) => l.startsWith("validate")).join("\n"));
+});
