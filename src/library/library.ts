@@ -262,6 +262,8 @@ export class AdapterLibrary {
     this.status = { inSync: true, error: undefined, etag };
     this.current = next;
     this.host?.retire([...before.routes.values()].filter((route) => next.routes.get(route.name) !== route));
+    // Published and durable: a local copy that cannot be removed now is removed after a later change.
+    await this.store.retain(next.manifest).catch(() => undefined);
   }
 
   private nextState(kind: ModuleKind, name: string, module: AdapterModule | FusionModule): LibraryState {

@@ -134,6 +134,19 @@ export class ObjectLibraryStore implements VersionStore {
     return mkdir(this.cache, { recursive: true }).then(() => undefined);
   }
 
+  /** Drops cached version folders the manifest names neither live nor as rollback target, so the cache does not grow with every change. */
+  async retain(manifest: Manifest): Promise<void> {
+    for (const kind of ["adapters", "fusions"] as const) {
+      for (const name of await entries(join(this.cache, kind))) {
+        const keep = new Set([manifest[kind][name], manifest.previous?.[kind][name]]);
+        for (const version of await entries(join(this.cache, kind, name))) {
+          // A download in progress is a staging folder, never a bare version number.
+          if (VERSION.test(version) && !keep.has(version)) await rm(join(this.cache, kind, name, version), { recursive: true, force: true });
+        }
+      }
+    }
+  }
+
   async fetch(kind: ModuleKind, name: string, version: string): Promise<string> {
     const folder = join(this.cache, kind, name, version);
     if (await exists(folder)) return folder;
@@ -285,6 +298,10 @@ function status(err: unknown): number | undefined {
 function unavailable(location: string, err: unknown): UnavailableError {
   const reason = (err as Error).message || (err as Error).name || String(err);
   return new UnavailableError("library_store_unavailable", `the library's object store (${location}) did not answer as expected: ${reason}`);
+}
+
+async function entries(dir: string): Promise<string[]> {
+  return readdir(dir).catch(() => []);
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -35,6 +35,8 @@ export interface VersionStore {
   writeManifest(manifest: Manifest, etag: string | undefined): Promise<string | undefined>;
   /** Once at start, before anything is loaded. */
   prepare(manifest: Manifest): Promise<void>;
+  /** After `manifest` is published: local copies it no longer names may go. */
+  retain(manifest: Manifest): Promise<void>;
   /** A local folder holding the files of a version folder. */
   fetch(kind: ModuleKind, name: string, version: string): Promise<string>;
   backboneDir(manifest: Manifest): Promise<string>;
@@ -84,6 +86,9 @@ export class LibraryStore implements VersionStore {
   prepare(manifest: Manifest): Promise<void> {
     return this.cleanUp(manifest);
   }
+
+  /** The folder is the library itself: what it keeps is for `prune`. */
+  async retain(): Promise<void> {}
 
   /**
    * Copies the files of an AdapterHub save directory inside the library (links followed, none may

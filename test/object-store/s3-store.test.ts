@@ -1,8 +1,9 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import t from "tap";
+import { ConfigError, loadConfig } from "../../src/config.js";
 import { loadBackbone } from "../../src/engine/backbone.js";
 import { AdapterLibrary } from "../../src/library/library.js";
 import { ObjectLibraryStore } from "../../src/library/object-store.js";
@@ -21,9 +22,10 @@ async function tempDir(t: { teardown(fn: () => unknown): void }, name: string): 
 
 /** A replica's view of the bucket: its own store and empty cache. */
 async function replica(t: { teardown(fn: () => unknown): void }, s3: ObjectStoreServer, prefix: string, timeoutMs = 5_000) {
-  const store = new ObjectLibraryStore({ url: `s3://${BUCKET}/${prefix}`, endpoint: s3.endpoint, pathStyle: undefined, cacheDir: await tempDir(t, "cache-"), timeoutMs });
+  const cache = await tempDir(t, "cache-");
+  const store = new ObjectLibraryStore({ url: `s3://${BUCKET}/${prefix}`, endpoint: s3.endpoint, pathStyle: undefined, cacheDir: cache, timeoutMs });
   t.teardown(() => store.close());
-  return { store, library: await AdapterLibrary.open(store, backbone.config) };
+  return { store, cache, library: await AdapterLibrary.open(store, backbone.config) };
 }
 
 async function manifest(s3: ObjectStoreServer, prefix: string) {
@@ -63,6 +65,10 @@ t.test("the object store", { skip }, async (t) => {
     t.equal(a.library.route("dyn2").version, original, "a rollback sent to b reaches a");
     const keys = await s3.client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: "follow/adapters/a1/2/" }));
     t.ok(keys.Contents?.some((o) => o.Key === "follow/adapters/a1/2/.claimed"), "a version number is claimed before its files are written");
+
+    await a.library.putAdapter("a1", await scaled("a1", 1.7));
+    await b.library.refresh();
+    t.same((await readdir(join(b.cache, "adapters", "a1"))).sort(), ["1", "3"], "b's cache keeps the live version and the rollback target only");
   });
 
   t.test("a change built on a manifest another replica replaced is refused, and a lagging replica catches up before it changes", async (t) => {
@@ -111,4 +117,11 @@ t.test("the object store", { skip }, async (t) => {
     t.ok(b.library.sync.inSync);
     t.equal(b.library.route("a5").version, a.library.route("a5").version);
   });
+});
+
+t.test("--library takes an s3:// URL as it is, and refuses one without a valid bucket name", async (t) => {
+  const config = loadConfig(["--library", "s3://models/fleet/library/", "--library-poll-ms", "250"], { AWS_ENDPOINT_URL: "http://127.0.0.1:9000" });
+  t.same([config.library, config.libraryPollMs, config.s3Endpoint, config.s3PathStyle], ["s3://models/fleet/library", 250, "http://127.0.0.1:9000", "auto"]);
+  t.throws(() => loadConfig(["--library", "s3://Models_1"], {}), new ConfigError("--library must be s3://bucket or s3://bucket/prefix, with a valid bucket name, got 's3://Models_1'"));
+  t.throws(() => loadConfig(["--s3-path-style", "yes"], {}), ConfigError);
 });
