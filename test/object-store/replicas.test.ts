@@ -186,17 +186,20 @@ t.test("three replicas on one bucket", { skip, timeout: 300_000 }, async (fleet)
   await t.test("20 changes sent to random replicas: all succeed, and every replica serves each within 2 poll intervals", async (t) => {
     const next = random(15);
     const statuses: number[] = [];
+    let rollbacks = 0;
     for (let i = 0; i < 20; i++) {
       const at = replicas[Math.floor(next() * 3)].url;
       const name = next() < 0.5 ? "a1" : "a2";
       const canRollBack = i >= 2 && next() < 0.4;
+      if (canRollBack) rollbacks++;
       const sent = Date.now();
       const answer = canRollBack ? await rollback(at, "adapters", name) : await put(at, "adapters", name, await retrained(name));
       statuses.push(answer.status);
       await record(sent, Date.now(), at);
       await converge();
     }
-    t.same(statuses.filter((s) => s < 200 || s > 299), [], "0 non-2xx changes");
+    t.same(statuses.filter((s) => s < 200 || s > 299), [], `0 non-2xx of 20 changes (${20 - rollbacks} PUTs, ${rollbacks} rollbacks)`);
+    t.ok(rollbacks > 0);
     const slowest = Math.max(...convergence);
     t.comment(`convergence after a change, ms: median ${convergence.sort((a, b) => a - b)[Math.floor(convergence.length / 2)]}, slowest ${slowest}`);
     t.ok(slowest <= 2 * POLL_MS, `every replica served every change within ${2 * POLL_MS} ms (slowest ${slowest} ms)`);
