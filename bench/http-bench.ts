@@ -64,7 +64,7 @@ function pickRoute(library: AdapterLibrary): FusionRoute {
   const routes = [...library.state.routes.values()];
   const fusions = routes.filter((r) => r.kind === "fusion").sort((a, b) => b.adapters.length - a.adapters.length);
   const route = fusions.find((r) => r.adapters.length === 5) ?? fusions[0] ?? routes[0];
-  if (!route) throw new Error(`the library at ${library.root} serves no route`);
+  if (!route) throw new Error(`the library at ${library.location} serves no route`);
   return route;
 }
 
