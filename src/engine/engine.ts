@@ -19,12 +19,7 @@ export interface EngineOptions {
   readonly int8Weights?: Int8WeightChoice;
   /** Routes one forward pass can serve (fused variant); 1 unless asked. */
   readonly slots?: number;
-  /**
-   * Whether ONNX Runtime's pool threads spin between parallel sections (its default). The server
-   * turns it off: there the event loop shares the cores with the pass, and spinning threads take
-   * the CPU it needs to answer meanwhile.
-   */
-  readonly spinning?: boolean;
+
 }
 
 /** A padded batch of token ids, row-major [batch, seqLen]. */
@@ -183,9 +178,6 @@ export function sessionOptions(options: EngineOptions): ort.InferenceSession.Ses
     executionMode: "sequential",
     // The graph writes residual LayerNorms unfused (bert-graph.ts, residualNorm); this fusion
     // would turn them back into the slower SkipLayerNormalization wherever it can prove the shapes.
-    extra: {
-      optimization: { disable_specified_optimizers: "SkipLayerNormFusion" },
-      ...(options.spinning === false ? { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } } : {}),
-    },
+    extra: { optimization: { disable_specified_optimizers: "SkipLayerNormFusion" } },
   };
 }
