@@ -7,7 +7,7 @@
  *   --no-reference      skip the Python AdapterHub reference
  *   --no-http           skip the HTTP level
  *   --no-engine         skip the engine level (development of the HTTP level)
- *   --server FILE       server entry for the HTTP level (default src/main.ts), e.g. bench/experiments/serve-yield.ts
+ *   --server FILE       server entry for the HTTP level (default src/main.ts)
  *   --name NAME         results file name under bench/results/ (default: timestamp)
  *   --publish           also write bench/RESULTS.md and its plots (the committed report)
  *   --wait-quiet MIN    first wait up to MIN minutes until no other process uses the CPU
