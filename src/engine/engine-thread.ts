@@ -160,7 +160,7 @@ export class EngineThread {
     if (this.installed.has(route)) return;
     if (this.broken) throw this.unavailable();
     const job = this.nextId++;
-    const request: ToLayout = { job, adapters: route.adapters, fusion: route.fusion };
+    const request: ToLayout = { job, adapters: route.adapters.map(shared), fusion: route.fusion && shared(route.fusion) };
     const reply = await new Promise<FromLayout>((resolve, reject) => {
       this.jobs.set(job, { resolve, reject });
       this.layout.postMessage(request);
@@ -169,7 +169,7 @@ export class EngineThread {
     this.observer?.routeAssembled(route.name, reply.seconds);
     const id = this.nextId++;
     this.installed.set(route, { id, users: 0, retired: false });
-    const message: ToEngine = { type: "install", route: id, feeds: reply.feeds, head: route.head };
+    const message: ToEngine = { type: "install", route: id, feeds: reply.feeds, head: shared(route.head) };
     this.engine.postMessage(message, feedBuffers(reply.feeds));
   }
 
@@ -200,6 +200,33 @@ export class EngineThread {
   private unavailable(): UnavailableError {
     return new UnavailableError("engine_unavailable", `the engine thread stopped: ${this.broken?.message ?? "unknown reason"}`);
   }
+}
+
+const sharedCopies = new WeakMap<object, unknown>();
+
+/**
+ * The module with its weights in shared memory, made once per loaded module: posted to another
+ * thread, its arrays are shared rather than copied, so laying out a route after a swap does not
+ * copy every module it fuses (and leaves the other thread no copies to collect).
+ */
+function shared<T extends object>(module: T): T {
+  let copy = sharedCopies.get(module);
+  if (!copy) {
+    copy = share(module);
+    sharedCopies.set(module, copy);
+  }
+  return copy as T;
+}
+
+function share(value: unknown): unknown {
+  if (value instanceof Float32Array) {
+    const copy = new Float32Array(new SharedArrayBuffer(value.byteLength));
+    copy.set(value);
+    return copy;
+  }
+  if (Array.isArray(value)) return value.map(share);
+  if (value !== null && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([key, v]) => [key, share(v)]));
+  return value;
 }
 
 /**

@@ -7,6 +7,7 @@ import { FusionEngine } from "../engine.js";
 import type { PredictionHead } from "../heads.js";
 import type { RouteFeeds } from "../layout.js";
 import { readoutPass } from "../readout.js";
+import { collectGarbage } from "./collect.js";
 import { toWire, type EngineWorkerSetup, type FromEngine, type ToEngine } from "./protocol.js";
 
 /**
@@ -51,7 +52,10 @@ try {
   const d = backbone.config.hiddenSize;
   port.on("message", (message: ToEngine) => {
     if (message.type === "install") routes.set(message.route, { feeds: message.feeds, head: message.head });
-    else if (message.type === "release") routes.delete(message.route);
+    else if (message.type === "release") {
+      routes.delete(message.route);
+      collectGarbage();
+    }
     else void run(message);
   });
 

@@ -1,6 +1,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
 import { feedBuffers, FoldCache, quantizeRouteFeeds, routeFeeds } from "../layout.js";
+import { collectGarbage } from "./collect.js";
 import { toWire, type FromLayout, type LayoutWorkerSetup, type ToLayout } from "./protocol.js";
 
 /**
@@ -24,6 +25,7 @@ port.on("message", ({ job, adapters, fusion }: ToLayout) => {
     const feeds = int8 ? quantizeRouteFeeds(float, backbone.numLayers, int8.weightMax) : float;
     const reply: FromLayout = { job, feeds, seconds: (performance.now() - started) / 1000 };
     port.postMessage(reply, feedBuffers(feeds));
+    collectGarbage();
   } catch (err) {
     port.postMessage({ job, error: toWire(err) } satisfies FromLayout);
   }
