@@ -7,9 +7,9 @@ as route.json says, and runs model.onnx with Python onnxruntime; asks the server
 and fusion weights. Exits 1 when the logits differ by more than --tolerance, or the server serves another
 version of the route than the one exported.
 
-    npm run export -- --route hate-fusion --out /tmp/hate-fusion
+    npm run export -- --route hate-fusion --out exported/hate-fusion
     npm start &                      # the server, on the same library
-    python python/export/check_export.py /tmp/hate-fusion --texts val_text.txt --limit 100 --server http://127.0.0.1:8080
+    python python/export/check_export.py exported/hate-fusion --texts val_text.txt --limit 100 --server http://127.0.0.1:8080
 
 Needs onnxruntime, tokenizers and numpy (python/requirements.txt).
 """
