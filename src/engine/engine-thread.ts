@@ -85,6 +85,7 @@ export class EngineThread {
     const first = await new Promise<FromEngine>((resolve, reject) => {
       engine.once("message", resolve);
       engine.once("error", reject);
+      engine.once("exit", (code) => reject(new Error(`the engine thread exited (code ${code}) before it was ready`)));
     });
     if (first.type !== "ready") {
       await engine.terminate();
@@ -224,6 +225,8 @@ function share(value: unknown): unknown {
     copy.set(value);
     return copy;
   }
+  // Modules hold float32 tensors only; anything else would silently become a plain object below.
+  if (ArrayBuffer.isView(value)) throw new Error(`cannot share a ${value.constructor.name} with the engine's threads`);
   if (Array.isArray(value)) return value.map(share);
   if (value !== null && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([key, v]) => [key, share(v)]));
   return value;

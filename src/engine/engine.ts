@@ -19,7 +19,6 @@ export interface EngineOptions {
   readonly int8Weights?: Int8WeightChoice;
   /** Routes one forward pass can serve (fused variant); 1 unless asked. */
   readonly slots?: number;
-
 }
 
 /** A padded batch of token ids, row-major [batch, seqLen]. */

@@ -263,7 +263,12 @@ export class ObjectLibraryStore implements VersionStore {
     const staging = await mkdtemp(`${folder}.partial-`);
     try {
       for (const key of keys) {
-        const target = join(staging, ...key.slice(prefix.length).split("/"));
+        const parts = key.slice(prefix.length).split("/");
+        // A key is the bucket's text: one with "..", "." or empty segments could write outside the folder.
+        if (parts.some((part) => part === "" || part === "." || part === "..")) {
+          throw new ModelLoadError("malformed_file", `${this.location}: object key '${key}' is not a plain path below '${prefix}'`);
+        }
+        const target = join(staging, ...parts);
         await mkdir(dirname(target), { recursive: true });
         const answer = await this.guard(this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key })));
         await pipeline(answer.Body as Readable, createWriteStream(target));

@@ -130,7 +130,7 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
           ...errorResponses(PATH_ERRORS, BODY_ERRORS, DRAINING, {
             404: ["route_not_found"],
             429: ["overloaded"],
-            503: ["not_ready", "timeout", "inference_failed"],
+            503: ["not_ready", "timeout", "inference_failed", "engine_unavailable"],
           }),
         },
       },
