@@ -203,7 +203,7 @@ export function renderMarkdown(d: BenchData, targets: readonly Target[]): string
   );
   L.push(`- GPU: ${d.gpu}`, "");
 
-  L.push("## Targets (issue 6)", "");
+  L.push("## Targets", "");
   L.push(
     "float32 is the default and reproduces the `adapters` model to 1e-5; int8 is the opt-in `--precision int8` (README: Precision, for what it costs in accuracy). " +
       "Targets 1a and 1b in int8 are given twice: against the float32 reference (what a user switching from AdapterHub to `--precision int8` gets) and against the same reference quantized by torch (int8 against int8). The HTTP level runs the default.",

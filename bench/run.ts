@@ -59,6 +59,8 @@ const policy = args.quick ? QUICK : FULL;
 const CONTENTION_THRESHOLD = 25;
 const guard: Guard = (what, measure) => guarded(what, measure, { threshold: CONTENTION_THRESHOLD, retries: args.quick ? 0 : 3, log });
 const python = resolvePython(ROOT);
+// The report names the interpreter as the repository knows it, not by this machine's path.
+const pythonShown = python.startsWith(ROOT) ? relative(ROOT, python) : python;
 const name = args.name ?? started.toISOString().replace(/[:.]/g, "-").slice(0, 19);
 mkdirSync(RESULTS, { recursive: true });
 
@@ -109,17 +111,17 @@ async function runReference(referenceShapes: readonly string[], file: string): P
   );
   return r.ok ? { ok: true, json: JSON.parse(readFileSync(out, "utf8")) } : { ok: false, reason: `'${python}' exited with ${r.code}: ${r.errorTail.split("\n").pop()}` };
 }
-let reference: ReferenceResults = { ok: false, python, reason: "skipped (--no-reference)", times: {} };
+let reference: ReferenceResults = { ok: false, python: pythonShown, reason: "skipped (--no-reference)", times: {} };
 let refParity: { batch: number; seq: number; hidden: number[]; logits: number[] } | undefined;
 if (!args["no-reference"]) {
   log(`AdapterHub reference, fusion N=${MAIN_N}`);
   const r = await runReference(shapes, `${name}.reference.json`);
   if (r.ok) {
     const j = r.json;
-    reference = { ok: true, python, torch: j.torch, adaptersVersion: j.adapters_version, attnImplementation: j.attn_implementation, times: j.shapes, othersPercent: j.others_percent, plainTimes: j.plain_shapes, int8Times: j.int8_shapes, int8Engine: j.int8_engine };
+    reference = { ok: true, python: pythonShown, torch: j.torch, adaptersVersion: j.adapters_version, attnImplementation: j.attn_implementation, times: j.shapes, othersPercent: j.others_percent, plainTimes: j.plain_shapes, int8Times: j.int8_shapes, int8Engine: j.int8_engine };
     refParity = j.parity;
   } else {
-    reference = { ok: false, python, reason: r.reason, times: {} };
+    reference = { ok: false, python: pythonShown, reason: r.reason, times: {} };
     log(`the AdapterHub reference could not run: ${reference.reason}`);
   }
 }
