@@ -46,6 +46,9 @@ export interface SchedulerObserver {
   pass(stats: PassStats): void;
 }
 
+/** The running pass and one more, planned ahead. */
+const MAX_IN_FLIGHT = 2;
+
 interface PendingRequest {
   readonly route: FusionRoute;
   readonly explain: boolean;
@@ -69,10 +72,14 @@ interface QueuedInput {
 /**
  * Coalesces the inputs of concurrent requests, of any routes, into shared forward passes.
  *
- * One pass runs at a time (the engine uses every core for each) in the engine's own thread, so
- * while it runs the event loop keeps admitting requests, and when it ends the next pass is planned
+ * Passes run one at a time (the engine uses every core for each) in the engine's own thread, so
+ * while one runs the event loop keeps admitting requests, and when it ends the next pass is planned
  * at once from everything waiting (plan.ts). When the engine is idle, the oldest input waits at
- * most maxWaitMs for company.
+ * most maxWaitMs for company. While one pass runs, a second is handed to the engine only when a
+ * full pass's worth of inputs (maxBatchSize) is waiting, that is under saturation: the engine then
+ * starts it the moment the first ends, instead of idling while the answer crosses to the event
+ * loop and the next plan crosses back (7 % of the engine's time at 64 clients on 2 cores). Below
+ * saturation, inputs keep joining the next pass until the running one ends.
  *
  * Each input carries the FusionRoute snapshot its request was admitted with, and inputs of one
  * snapshot share a slot of the pass: a request is answered entirely by the version it started
@@ -80,7 +87,8 @@ interface QueuedInput {
  */
 export class Scheduler {
   private queue: QueuedInput[] = [];
-  private running = false;
+  /** Passes handed to the engine and not yet answered: at most MAX_IN_FLIGHT. */
+  private inFlight = 0;
   private waitTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -124,23 +132,25 @@ export class Scheduler {
   }
 
   private schedule(): void {
-    if (this.running || this.queue.length === 0) return;
+    if (this.inFlight >= MAX_IN_FLIGHT || this.queue.length === 0) return;
     clearTimeout(this.waitTimer);
     this.waitTimer = undefined;
     const plan = planPass(this.queue, { ...this.options, slots: this.engine.slots }, this.options.scheduling);
     const waited = performance.now() - this.queue[0].enqueuedAt;
-    if (plan.full || waited >= this.options.maxWaitMs) {
+    const ready = this.inFlight === 0 ? plan.full || waited >= this.options.maxWaitMs : this.queue.length >= this.options.maxBatchSize;
+    if (ready) {
       const picked = new Set(plan.picked);
       const inputs = plan.picked.map((i) => this.queue[i]);
       this.queue = this.queue.filter((_, i) => !picked.has(i));
       void this.dispatch(inputs);
-    } else {
+      this.schedule();
+    } else if (this.inFlight === 0) {
       this.waitTimer = setTimeout(() => this.schedule(), this.options.maxWaitMs - waited);
     }
   }
 
   private async dispatch(picked: readonly QueuedInput[]): Promise<void> {
-    this.running = true;
+    this.inFlight++;
     // Rows are grouped by route snapshot, in the order the snapshots were first picked.
     const bySlot = new Map<FusionRoute, QueuedInput[]>();
     for (const input of picked) {
@@ -167,7 +177,7 @@ export class Scheduler {
     } catch (err) {
       for (const { request } of inputs) this.fail(request, err as Error);
     } finally {
-      this.running = false;
+      this.inFlight--;
       this.schedule();
     }
   }

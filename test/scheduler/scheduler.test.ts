@@ -88,7 +88,7 @@ t.test("route-fifo keeps one route per pass", async (t) => {
 
 t.test("a full queue refuses, a timed-out request leaves the queue", async (t) => {
   const engine = new FakeEngine(50);
-  const scheduler = new Scheduler(engine, { ...options, maxQueue: 3, maxBatchSize: 1, maxWaitMs: 0, requestTimeoutMs: 30 }, noMetrics);
+  const scheduler = new Scheduler(engine, { ...options, maxQueue: 3, maxBatchSize: 4, maxWaitMs: 0, requestTimeoutMs: 30 }, noMetrics);
   const r = route("r", "1");
   const running = t.rejects(scheduler.submit(r, [ids(2)], false), TimeoutError, "the running one outlived its timeout too");
   await new Promise((res) => setImmediate(res));
@@ -100,4 +100,23 @@ t.test("a full queue refuses, a timed-out request leaves the queue", async (t) =
   await running;
   t.equal(engine.passes.length, 1, "no pass ran for the timed-out request");
   t.equal(engine.held.get(r), 0, "the route is released by both");
+});
+
+t.test("while a pass runs, a second is handed to the engine only when a full pass is waiting", async (t) => {
+  const engine = new FakeEngine(40);
+  const scheduler = new Scheduler(engine, { ...options, maxBatchSize: 2, maxWaitMs: 0 }, noMetrics);
+  const r = route("r", "1");
+  const first = scheduler.submit(r, [ids(3)], false);
+  await new Promise((res) => setImmediate(res));
+  const few = scheduler.submit(r, [ids(3)], false);
+  await new Promise((res) => setImmediate(res));
+  t.equal(engine.passes.length, 1, "one input waiting: it waits for the running pass to end, so later ones can join it");
+  const many = scheduler.submit(r, [ids(3), ids(3)], false);
+  await new Promise((res) => setImmediate(res));
+  t.equal(engine.passes.length, 2, "a full pass waiting: handed over at once");
+  t.same(engine.passes[1].batch.batch, 2);
+  t.equal(scheduler.depth, 1, "never more than one pass ahead");
+  await Promise.all([first, few, many]);
+  t.equal(engine.passes.length, 3);
+  t.equal(engine.held.get(r), 0);
 });

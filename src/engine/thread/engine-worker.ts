@@ -13,7 +13,7 @@ import { toWire, type EngineWorkerSetup, type FromEngine, type ToEngine } from "
 /**
  * The engine's thread: the one ONNX Runtime session, the routes installed in it, and the heads.
  * Messages are handled in arrival order, so a route installed before a pass that names it is
- * always there; passes run one at a time (FusionEngine serializes them).
+ * always there; passes run one at a time, in the order they came.
  */
 const setup = workerData as EngineWorkerSetup;
 const port = parentPort!;
@@ -50,13 +50,16 @@ try {
     slots: setup.slots,
   });
   const d = backbone.config.hiddenSize;
+  // The scheduler may hand over a pass while another runs: each starts, and is timed, once the
+  // one before it has been answered.
+  let passes = Promise.resolve();
   port.on("message", (message: ToEngine) => {
     if (message.type === "install") routes.set(message.route, { feeds: message.feeds, head: message.head });
     else if (message.type === "release") {
       routes.delete(message.route);
       collectGarbage();
     }
-    else void run(message);
+    else passes = passes.then(() => run(message));
   });
 
   async function run({ pass, batch: wire, slots }: Extract<ToEngine, { type: "run" }>): Promise<void> {
