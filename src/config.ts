@@ -12,6 +12,7 @@ export interface ServerConfig {
   /** An object-store library's local copy of its version folders and backbone; absent: one under the temp folder. */
   readonly libraryCache: string | undefined;
   readonly libraryPollMs: number;
+  readonly libraryConsistency: LibraryConsistency;
   /** Absent: the S3 client's own (AWS_ENDPOINT_URL_S3, the config files, or AWS itself). */
   readonly s3Endpoint: string | undefined;
   readonly s3PathStyle: "auto" | "true" | "false";
@@ -50,6 +51,9 @@ export interface ServerConfig {
 }
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** How a replica of an object-store library answers while the manifest changes (README: Replicas). */
+export type LibraryConsistency = "eventual" | "strict";
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
 /** A setting that cannot be used; the message names the flag, the variable and the value. */
@@ -120,6 +124,14 @@ export const OPTIONS: readonly AnyOption[] = [
     default: "5000",
     help: "object-store library: how often the manifest is checked for other replicas' changes",
     parse: integer(50, 3_600_000),
+  },
+  {
+    key: "libraryConsistency",
+    flag: "library-consistency",
+    env: "FUSION_LIBRARY_CONSISTENCY",
+    default: "eventual",
+    help: "object-store library: eventual (answers come from the manifest of the last poll) or strict (each answer's route version is confirmed against the store's manifest before it is sent; README: Replicas)",
+    parse: oneOf(["eventual", "strict"] as const),
   },
   { key: "s3Endpoint", flag: "s3-endpoint", env: "AWS_ENDPOINT_URL", default: "AWS", help: "S3 endpoint URL of a store other than AWS (SeaweedFS, Ceph RGW, R2, ...)", parse: nonEmpty },
   {
@@ -224,6 +236,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   library: DEFAULT_LIBRARY,
   libraryCache: undefined,
   libraryPollMs: 5_000,
+  libraryConsistency: "eventual",
   s3Endpoint: undefined,
   s3PathStyle: "auto",
   s3TimeoutMs: 5_000,

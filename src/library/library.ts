@@ -1,3 +1,4 @@
+import { performance } from "node:perf_hooks";
 import { DEFAULT_CONFIG } from "../config.js";
 import { ConflictError, ModelLoadError, NotFoundError, UnavailableError } from "../errors.js";
 import type { BackboneConfig } from "../engine/backbone.js";
@@ -63,6 +64,10 @@ export class AdapterLibrary {
   private changes: Promise<unknown> = Promise.resolve();
   private etag: string | undefined;
   private status: SyncStatus;
+  /** When the manifest read that the live state is known to match was sent (performance.now()). */
+  private checkedAt = -Infinity;
+  /** A check queued behind the running change or check; callers arriving meanwhile share it. */
+  private nextCheck: Promise<void> | undefined;
 
   private constructor(
     private readonly store: VersionStore,
@@ -116,8 +121,25 @@ export class AdapterLibrary {
     });
   }
 
+  /**
+   * Resolves once the live state has been compared with the store's manifest by a read sent at or
+   * after `since` (performance.now()), and caught up with it if it had changed: a route the live
+   * state then holds was the manifest's at a moment after `since`. Concurrent callers share one
+   * read. Immediately for a store nobody else changes, and while this replica is out of sync (it
+   * cannot read or load the manifest; its poll keeps retrying, and /ready says so).
+   */
+  confirm(since: number): Promise<void> {
+    if (!this.store.shared || !this.status.inSync || this.checkedAt >= since) return Promise.resolve();
+    this.nextCheck ??= this.serialize(async () => {
+      this.nextCheck = undefined;
+      await this.catchUp().catch(() => undefined);
+    });
+    return this.nextCheck;
+  }
+
   private async catchUp(): Promise<string[]> {
     const before = this.current;
+    const sent = performance.now();
     try {
       const found = await this.store.pollManifest(this.etag);
       if (found) {
@@ -133,6 +155,7 @@ export class AdapterLibrary {
       throw err instanceof UnavailableError ? err : new UnavailableError("library_out_of_sync", `this replica cannot load the library's current manifest, so it cannot change it: ${message}`);
     }
     this.status = { inSync: true, error: undefined, etag: this.etag };
+    this.checkedAt = sent;
     return [...this.current.routes].filter(([n, r]) => before.routes.get(n)?.version !== r.version).map(([n]) => n);
   }
 

@@ -49,6 +49,7 @@ export function defaultCacheDir(url: string): string {
  */
 export class ObjectLibraryStore implements VersionStore {
   readonly location: string;
+  readonly shared = true;
   private readonly client: S3Client;
   private readonly bucket: string;
   private readonly prefix: string;

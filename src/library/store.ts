@@ -25,6 +25,8 @@ export interface ManifestVersion {
 export interface VersionStore {
   /** The folder or URL, for messages. */
   readonly location: string;
+  /** Whether others may change the manifest (replicas on one bucket): only then can the live state fall behind it. */
+  readonly shared: boolean;
   readManifest(): Promise<ManifestVersion>;
   /** The manifest if it is no longer the one tagged `etag`; undefined while it is. */
   pollManifest(etag: string | undefined): Promise<ManifestVersion | undefined>;
@@ -56,6 +58,8 @@ export interface VersionStore {
  * interrupted change leaves behind is removed by `cleanUp` at the next start.
  */
 export class LibraryStore implements VersionStore {
+  readonly shared = false;
+
   constructor(readonly root: string) {}
 
   get location(): string {

@@ -44,6 +44,13 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
     registers: [this.registry],
   });
 
+  private readonly recomputedAnswers = new Counter({
+    name: "library_answers_recomputed_total",
+    help: "Predictions computed again because the store's manifest replaced their route while they ran (--library-consistency strict)",
+    labelNames: ["fusion"] as const,
+    registers: [this.registry],
+  });
+
   private readonly queueWaitSeconds: Histogram<"fusion">;
 
   private readonly inferenceSeconds = new Histogram({
@@ -149,6 +156,10 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
   /** Gives the scrape-time gauges their source once the library is loaded. */
   watch(snapshot: () => ServingSnapshot | undefined): void {
     this.snapshot = snapshot;
+  }
+
+  recomputed(route: string): void {
+    this.recomputedAnswers.inc({ fusion: route });
   }
 
   queueWait(route: string, seconds: number): void {

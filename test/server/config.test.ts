@@ -12,6 +12,8 @@ t.test("defaults, environment, flags: a flag wins over its variable", async (t) 
   t.equal(c.maxQueue, 2000);
   t.equal(c.maxWaitMs, 0);
   t.equal(loadConfig([], { FUSION_PRECISION: "int8" }).precision, "int8");
+  t.equal(loadConfig([], {}).libraryConsistency, "eventual");
+  t.equal(loadConfig(["--library-consistency", "strict"], {}).libraryConsistency, "strict");
   t.equal(DEFAULT_CONFIG.int8Weights, "auto");
   t.equal(loadConfig([], { FUSION_INT8_WEIGHTS: "7" }).int8Weights, "7");
   t.equal(c.library, join(process.cwd(), "lib"), "relative library paths resolve against the working directory");
@@ -25,6 +27,7 @@ t.test("bad values fail fast, naming the flag, the variable and the value", asyn
   fails(["--precision", "fp16"], {}, /--precision must be one of float32, int8, got 'fp16'/);
   fails(["--precision", "int8", "--device", "cuda"], {}, /--precision int8 runs on the CPU only/);
   fails(["--int8-weights", "6"], {}, /--int8-weights must be one of auto, 8, 7, got '6'/);
+  fails([], { FUSION_LIBRARY_CONSISTENCY: "linearizable" }, /FUSION_LIBRARY_CONSISTENCY \(--library-consistency\) must be one of eventual, strict, got 'linearizable'/);
   fails(["--max-batch-size", "0"], {}, /--max-batch-size must be an integer from 1/);
   fails(["--threads=-1"], {}, /--threads must be an integer/);
   fails(["--max-seq-len", "1"], {}, /--max-seq-len must be an integer from 2/);

@@ -1,3 +1,4 @@
+import { performance } from "node:perf_hooks";
 import type { FastifyPluginAsync } from "fastify";
 import type { ServerConfig } from "../../config.js";
 import type { HeadOutput } from "../../engine/heads.js";
@@ -136,13 +137,28 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
       },
     },
     async (request) => {
+      const arrived = performance.now();
       const { runtime, scheduler } = app.serving.require();
-      const route = runtime.library.route(request.params.fusion);
+      const { library } = runtime;
+      let route = library.route(request.params.fusion);
       request.fusionRoute = route.name;
       const { inputs, explain, raw_scores: rawScores } = request.body;
       const texts = typeof inputs === "string" ? [inputs] : inputs;
       const encoded = texts.map((text) => runtime.tokenizer.encode(text));
-      const outputs = await scheduler.submit(route, encoded.map((e) => e.ids), explain);
+      const sequences = encoded.map((e) => e.ids);
+      let outputs = await scheduler.submit(route, sequences, explain);
+      if (config.libraryConsistency === "strict") {
+        // The answer goes out only once a manifest read sent after the request arrived has named
+        // its version; if that read brought another version of the route, the answer is computed
+        // again on it, which the read proved live during the request.
+        await library.confirm(arrived);
+        const current = library.route(route.name);
+        if (current.version !== route.version) {
+          app.metrics.recomputed(route.name);
+          route = current;
+          outputs = await scheduler.submit(route, sequences, explain);
+        }
+      }
       return {
         fusion: route.name,
         version: route.version,
