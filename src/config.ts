@@ -28,7 +28,6 @@ export interface ServerConfig {
   readonly maxWaitMs: number;
   readonly routeSlots: number;
   readonly scheduling: SchedulingPolicy;
-  readonly passOverheadTokens: number;
   readonly maxQueue: number;
   readonly requestTimeoutMs: number;
   readonly maxInputs: number;
@@ -172,16 +171,8 @@ export const OPTIONS: readonly AnyOption[] = [
     flag: "scheduling",
     env: "FUSION_SCHEDULING",
     default: "mixed",
-    help: "how passes are filled: mixed (oldest input first, then inputs of similar length of any route) or route-fifo (one route per pass, arrival order)",
+    help: "how passes are filled: mixed (arrival order, any route, inputs packed several to a row) or route-fifo (one route per pass, arrival order, one input per row)",
     parse: oneOf(SCHEDULING_POLICIES),
-  },
-  {
-    key: "passOverheadTokens",
-    flag: "pass-overhead-tokens",
-    env: "FUSION_PASS_OVERHEAD_TOKENS",
-    default: "64",
-    help: "fixed cost of one forward pass in tokens' worth of work: mixed scheduling leaves out inputs whose padding would cost more than a pass of their own",
-    parse: integer(0, 1_000_000),
   },
   { key: "maxQueue", flag: "max-queue", env: "FUSION_MAX_QUEUE", default: "1024", help: "inputs waiting across all routes; beyond it requests get 429", parse: integer(1) },
   { key: "requestTimeoutMs", flag: "request-timeout-ms", env: "FUSION_REQUEST_TIMEOUT_MS", default: "30000", help: "a prediction not answered in this time gets 503", parse: integer(1) },
@@ -251,7 +242,6 @@ export const DEFAULT_CONFIG: ServerConfig = {
   maxWaitMs: 5,
   routeSlots: 8,
   scheduling: "mixed",
-  passOverheadTokens: 64,
   maxQueue: 1024,
   requestTimeoutMs: 30_000,
   maxInputs: 64,

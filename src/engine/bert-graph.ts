@@ -37,6 +37,9 @@ export const slotInput = (name: string, slot: number): string => (slot === 0 ? n
 /** Rows of the batch that each route slot serves, int64 [slots]; rows are ordered by slot. */
 export const SLOT_ROWS = "slot_rows";
 
+/** Packed graphs only: each token's position within its own input, int64 [B, T] (packing.ts). */
+export const POSITION_IDS = "position_ids";
+
 export const GRAPH_OUTPUTS = { hidden: "last_hidden_state", fusionProbs: "fusion_probs" } as const;
 
 /** fusion_probs of route slot `slot`: [L, N_slot, rows_slot·T]. */
@@ -56,16 +59,16 @@ export const slotProbs = (slot: number): string => slotInput(GRAPH_OUTPUTS.fusio
  * Outputs: last_hidden_state [B, T, d]; for adapter variants also fusion_probs [L, N, B·T]
  * (per slot with several slots: slotProbs(s), [L, N_s, rows_s·T]).
  */
-export function buildBertGraph(backbone: Backbone, variant: GraphVariant, arithmetic: Arithmetic = "float32", slots = 1): Uint8Array {
+export function buildBertGraph(backbone: Backbone, variant: GraphVariant, arithmetic: Arithmetic = "float32", slots = 1, packed = false): Uint8Array {
   const g = new OnnxGraph();
-  const { hidden, probs } = buildEncoder(g, backbone, variant, arithmetic, slots);
+  const { hidden, probs } = buildEncoder(g, backbone, variant, arithmetic, slots, packed);
   g.node("Identity", [hidden], {}, { outputs: [GRAPH_OUTPUTS.hidden] });
   g.output(GRAPH_OUTPUTS.hidden, FLOAT, ["B", "T", backbone.config.hiddenSize]);
   probs.forEach((layers, slot) => {
     g.node("Identity", [layers], {}, { outputs: [slotProbs(slot)] });
     g.output(slotProbs(slot), FLOAT, [backbone.config.numLayers, slotInput("N", slot), slotInput("BT", slot)]);
   });
-  return g.toBytes(`bert-${variant}-${arithmetic === "float32" ? arithmetic : `int8w${arithmetic.weightBits}`}${slots > 1 ? `-${slots}slots` : ""}`);
+  return g.toBytes(`bert-${variant}-${arithmetic === "float32" ? arithmetic : `int8w${arithmetic.weightBits}`}${slots > 1 ? `-${slots}slots` : ""}${packed ? "-packed" : ""}`);
 }
 
 export interface EncoderGraph {
@@ -79,8 +82,13 @@ export interface EncoderGraph {
  * The encoder into `g`, without graph outputs: buildBertGraph names them for the engine, an export
  * (export/route-model.ts) adds a head to them. Route weights are read through `g.input`, so a graph
  * whose route inputs are fixed (OnnxGraph's `fixed`) holds them as initializers.
+ *
+ * A `packed` graph takes rows that hold several inputs side by side (packing.ts): attention_mask is
+ * [B, T, T], 1 where a token may attend to another (both in the same input), and position_ids
+ * [B, T] numbers each input's tokens from its own start. Everything but attention works token by
+ * token, so each input's result is the one it would have alone in a row.
  */
-export function buildEncoder(g: OnnxGraph, backbone: Backbone, variant: GraphVariant, arithmetic: Arithmetic = "float32", slots = 1): EncoderGraph {
+export function buildEncoder(g: OnnxGraph, backbone: Backbone, variant: GraphVariant, arithmetic: Arithmetic = "float32", slots = 1, packed = false): EncoderGraph {
   if (arithmetic !== "float32" && variant === "literal") {
     throw new Error("the literal fusion graph exists to check the float32 rewrite; it has no int8 form");
   }
@@ -90,10 +98,12 @@ export function buildEncoder(g: OnnxGraph, backbone: Backbone, variant: GraphVar
   const products = new MatrixProducts(g, arithmetic);
 
   const ids = g.input("input_ids", INT64, ["B", "T"]);
-  const mask = g.input("attention_mask", INT64, ["B", "T"]);
+  const mask = g.input("attention_mask", INT64, packed ? ["B", "T", "T"] : ["B", "T"]);
 
   const seqLen = g.op("Shape", [ids], { start: 1, end: 2 });
-  const positions = positionEmbeddings(g, backbone, ids, mask, seqLen);
+  const positions = packed
+    ? g.op("Gather", [g.floats("embeddings.position", backbone.positionEmbeddings.shape, backbone.positionEmbeddings.data), g.input(POSITION_IDS, INT64, ["B", "T"])])
+    : positionEmbeddings(g, backbone, ids, mask, seqLen);
   const positionAndType = backbone.tokenTypeRow ? g.op("Add", [positions, g.floats("embeddings.token_type0", [d], backbone.tokenTypeRow.data)]) : positions;
   const words = g.op("Gather", [g.floats("embeddings.word", backbone.wordEmbeddings.shape, backbone.wordEmbeddings.data), ids]);
   let hidden = g.op(

@@ -26,7 +26,7 @@ export interface PassSlot {
 }
 
 export interface PassOutcome {
-  /** One per row of the batch, in order. */
+  /** One per input of the batch, in order. */
   readonly outputs: InputReadout[];
   /** Forward pass and heads, as the engine thread measured them. */
   readonly seconds: number;
@@ -136,7 +136,7 @@ export class EngineThread {
     const message: ToEngine = {
       type: "run",
       pass,
-      batch: { seqLen: batch.seqLen, ids: batch.ids, mask: batch.mask, lengths: batch.lengths },
+      batch: { seqLen: batch.seqLen, ids: batch.ids, mask: batch.mask, lengths: batch.lengths, segments: batch.segments },
       slots: slots.map(({ route, rows, explain }) => ({ route: this.installed.get(route)!.id, rows, explain })),
     };
     return new Promise<PassOutcome>((resolve, reject) => {

@@ -1,9 +1,10 @@
 import ort from "onnxruntime-node";
 import { ModelLoadError, UnavailableError } from "../errors.js";
 import type { Backbone, BackboneConfig } from "./backbone.js";
-import { buildBertGraph, GRAPH_OUTPUTS, SLOT_ROWS, slotInput, slotProbs, type GraphVariant } from "./bert-graph.js";
+import { buildBertGraph, GRAPH_OUTPUTS, POSITION_IDS, SLOT_ROWS, slotInput, slotProbs, type GraphVariant } from "./bert-graph.js";
 import { resolveInt8Mode, type Int8Mode, type Int8WeightChoice } from "./int8-mode.js";
 import { backboneFeeds, quantizeRouteFeeds, type RouteFeeds } from "./layout.js";
+import { attentionMask, positionIds } from "./packing.js";
 import type { Precision } from "./products.js";
 
 export type Device = "cpu" | "cuda";
@@ -19,16 +20,28 @@ export interface EngineOptions {
   readonly int8Weights?: Int8WeightChoice;
   /** Routes one forward pass can serve (fused variant); 1 unless asked. */
   readonly slots?: number;
+  /** Rows may hold several inputs (packing.ts); false unless asked. */
+  readonly packed?: boolean;
+}
+
+/** Where one input lies in a batch: its row, first column and length. */
+export interface Segment {
+  readonly row: number;
+  readonly offset: number;
+  readonly length: number;
 }
 
 /** A padded batch of token ids, row-major [batch, seqLen]. */
 export interface TokenBatch {
+  /** Rows. */
   readonly batch: number;
   readonly seqLen: number;
   readonly ids: BigInt64Array;
   readonly mask: BigInt64Array;
-  /** Real (unpadded) length of each row. */
+  /** Real (unpadded) length of each input. */
   readonly lengths: readonly number[];
+  /** Where each input lies, when rows hold several (packBatch); absent: input b is row b, from its start. */
+  readonly segments?: readonly Segment[];
 }
 
 export interface FusionProbs {
@@ -88,7 +101,7 @@ export class FusionEngine {
 
   static async create(backbone: Backbone, options: EngineOptions): Promise<FusionEngine> {
     const int8 = options.precision === "int8" ? await resolveInt8Mode(options.int8Weights) : undefined;
-    const model = buildBertGraph(backbone, options.variant, int8 ?? "float32", options.slots ?? 1);
+    const model = buildBertGraph(backbone, options.variant, int8 ?? "float32", options.slots ?? 1, options.packed ?? false);
     try {
       const session = await ort.InferenceSession.create(model, sessionOptions(options));
       return new FusionEngine(session, backbone.config, options, int8);
@@ -126,11 +139,15 @@ export class FusionEngine {
     if (slots.length > this.slots || slots.reduce((sum, s) => sum + s.rows, 0) !== batch.batch) {
       throw new Error(`a pass takes 1 to ${this.slots} route slots covering its ${batch.batch} rows`);
     }
+    if (batch.segments && !this.options.packed) throw new Error("a packed batch needs an engine created with `packed`");
     const shape = [batch.batch, batch.seqLen];
-    const inputs: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor("int64", batch.ids, shape),
-      attention_mask: new ort.Tensor("int64", batch.mask, shape),
-    };
+    const inputs: Record<string, ort.Tensor> = { input_ids: new ort.Tensor("int64", batch.ids, shape) };
+    if (this.options.packed) {
+      inputs.attention_mask = new ort.Tensor("int64", attentionMask(batch), [...shape, batch.seqLen]);
+      inputs[POSITION_IDS] = new ort.Tensor("int64", positionIds(batch, this.config), shape);
+    } else {
+      inputs.attention_mask = new ort.Tensor("int64", batch.mask, shape);
+    }
     let out: ort.InferenceSession.ReturnType;
     try {
       if (this.options.variant !== "plain") {

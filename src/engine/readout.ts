@@ -1,5 +1,6 @@
-import type { ForwardResult, FusionProbs, PassResult, TokenBatch } from "./engine.js";
+import type { ForwardResult, FusionProbs, PassResult, Segment, TokenBatch } from "./engine.js";
 import { applyHead, type HeadOutput, type PredictionHead, type TaggingOutput } from "./heads.js";
+import { segmentsOf } from "./packing.js";
 
 export interface InputReadout {
   readonly output: HeadOutput | TaggingOutput;
@@ -16,35 +17,38 @@ export interface SlotReadout {
 
 /** Splits a batch's forward result back into per-input head outputs (and explanations). */
 export function readout(head: PredictionHead, result: ForwardResult, batch: TokenBatch, hidden: number, explain: boolean): InputReadout[] {
-  return readRows(head, result.hidden, result.fusionProbs, batch, 0, batch.batch, hidden, explain);
+  return readInputs(head, result.hidden, result.fusionProbs, batch, segmentsOf(batch), 0, batch.batch, hidden, explain);
 }
 
-/** The same for a pass of several routes: each slot's rows through its own head. */
+/** The same for a pass of several routes: each slot's rows, and the inputs in them, through its own head. */
 export function readoutPass(result: PassResult, batch: TokenBatch, slots: readonly SlotReadout[], hidden: number): InputReadout[] {
+  const segments = segmentsOf(batch);
   let first = 0;
   return slots.flatMap((slot, s) => {
-    const outputs = readRows(slot.head, result.hidden, result.fusionProbs[s], batch, first, slot.rows, hidden, slot.explain);
-    first += slot.rows;
+    const end = first + slot.rows;
+    const own = segments.filter((segment) => segment.row >= first && segment.row < end);
+    const outputs = readInputs(slot.head, result.hidden, result.fusionProbs[s], batch, own, first, slot.rows, hidden, slot.explain);
+    first = end;
     return outputs;
   });
 }
 
-/** Rows [first, first + rows) of the batch; `probs` covers exactly those rows. */
-function readRows(
+/** The inputs at `segments`, all in the `rows` rows from `firstRow` on, which `probs` covers exactly. */
+function readInputs(
   head: PredictionHead,
   hiddenStates: Float32Array,
   probs: FusionProbs | undefined,
   batch: TokenBatch,
-  first: number,
+  segments: readonly Segment[],
+  firstRow: number,
   rows: number,
   hidden: number,
   explain: boolean,
 ): InputReadout[] {
   const { seqLen } = batch;
-  return Array.from({ length: rows }, (_, r) => {
-    const b = first + r;
-    const length = batch.lengths[b];
-    const output = applyHead(head, hiddenStates.subarray(b * seqLen * hidden, (b + 1) * seqLen * hidden), length, hidden);
+  return segments.map(({ row, offset, length }) => {
+    const start = (row * seqLen + offset) * hidden;
+    const output = applyHead(head, hiddenStates.subarray(start, start + length * hidden), length, hidden);
     if (!explain || !probs) return { output };
     const { data, adapters: n } = probs;
     const layers = data.length / (n * rows * seqLen);
@@ -52,7 +56,7 @@ function readRows(
     for (let l = 0; l < layers; l++) {
       const perAdapter: number[] = [];
       for (let i = 0; i < n; i++) {
-        const base = (l * n + i) * rows * seqLen + r * seqLen;
+        const base = (l * n + i) * rows * seqLen + (row - firstRow) * seqLen + offset;
         let sum = 0;
         for (let t = 0; t < length; t++) sum += data[base + t];
         perAdapter.push(sum / length);

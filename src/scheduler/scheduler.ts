@@ -1,6 +1,7 @@
 import { performance } from "node:perf_hooks";
 import type { PassOutcome, PassSlot } from "../engine/engine-thread.js";
 import type { TokenBatch } from "../engine/engine.js";
+import { packBatch } from "../engine/packing.js";
 import { padBatch, type InputReadout } from "../engine/readout.js";
 import { OverloadedError, TimeoutError } from "../errors.js";
 import type { FusionRoute } from "../library/route.js";
@@ -15,7 +16,6 @@ export interface SchedulerOptions {
   readonly maxQueue: number;
   readonly requestTimeoutMs: number;
   readonly scheduling: SchedulingPolicy;
-  readonly passOverheadTokens: number;
 }
 
 /** What the scheduler needs of the engine; EngineThread is one. */
@@ -29,7 +29,8 @@ export interface PassEngine {
 }
 
 export interface PassStats {
-  readonly rows: number;
+  /** Inputs of the pass, all routes together (several may share a row). */
+  readonly inputs: number;
   /** Real length of each input, in tokens. */
   readonly lengths: readonly number[];
   /** Per route name: its inputs in this pass and their real tokens. */
@@ -142,14 +143,14 @@ export class Scheduler {
       const picked = new Set(plan.picked);
       const inputs = plan.picked.map((i) => this.queue[i]);
       this.queue = this.queue.filter((_, i) => !picked.has(i));
-      void this.dispatch(inputs);
+      void this.dispatch(inputs, plan.packed);
       this.schedule();
     } else if (this.inFlight === 0) {
       this.waitTimer = setTimeout(() => this.schedule(), this.options.maxWaitMs - waited);
     }
   }
 
-  private async dispatch(picked: readonly QueuedInput[]): Promise<void> {
+  private async dispatch(picked: readonly QueuedInput[], packed: boolean): Promise<void> {
     this.inFlight++;
     // Rows are grouped by route snapshot, in the order the snapshots were first picked.
     const bySlot = new Map<FusionRoute, QueuedInput[]>();
@@ -162,17 +163,18 @@ export class Scheduler {
     const started = performance.now();
     for (const input of inputs) this.observer.queueWait(input.route.name, (started - input.enqueuedAt) / 1000);
     try {
-      const batch = padBatch(inputs.map((i) => i.ids));
+      const groups = [...bySlot.values()];
+      const { batch, rowsPerGroup } = packed ? packBatch(groups.map((rows) => rows.map((i) => i.ids))) : { batch: padBatch(inputs.map((i) => i.ids)), rowsPerGroup: groups.map((rows) => rows.length) };
       const realTokens = batch.lengths.reduce((a, b) => a + b, 0);
       const computedTokens = batch.batch * batch.seqLen;
-      const slots = [...bySlot].map(([route, rows]) => ({ route, rows: rows.length, explain: rows.some((i) => i.request.explain) }));
+      const slots = groups.map((rows, s) => ({ route: rows[0].route, rows: rowsPerGroup[s], explain: rows.some((i) => i.request.explain) }));
       const { outputs, seconds } = await this.engine.run(batch, slots);
       const routes = new Map<string, { inputs: number; tokens: number }>();
       for (const input of inputs) {
         const entry = routes.get(input.route.name) ?? { inputs: 0, tokens: 0 };
         routes.set(input.route.name, { inputs: entry.inputs + 1, tokens: entry.tokens + input.length });
       }
-      this.observer.pass({ rows: batch.batch, lengths: batch.lengths, routes, realTokens, computedTokens, seconds });
+      this.observer.pass({ inputs: inputs.length, lengths: batch.lengths, routes, realTokens, computedTokens, seconds });
       inputs.forEach((input, i) => this.deliver(input, outputs[i]));
     } catch (err) {
       for (const { request } of inputs) this.fail(request, err as Error);

@@ -76,8 +76,8 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
     registers: [this.registry],
   });
 
-  private readonly passRows = new Histogram({
-    name: "fusion_pass_rows",
+  private readonly passInputs = new Histogram({
+    name: "fusion_pass_inputs",
     help: "Inputs of one forward pass, all its routes together",
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
     registers: [this.registry],
@@ -172,7 +172,7 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
       this.inferenceSeconds.observe({ fusion: route }, stats.seconds);
       this.tokens.inc({ fusion: route }, tokens);
     }
-    this.passRows.observe(stats.rows);
+    this.passInputs.observe(stats.inputs);
     this.passRoutes.observe(stats.routes.size);
     this.passTokens.inc({ kind: "real" }, stats.realTokens);
     this.passTokens.inc({ kind: "computed" }, stats.computedTokens);

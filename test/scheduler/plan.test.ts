@@ -1,44 +1,44 @@
 import t from "tap";
+import { packBatch, placeInRows } from "../../src/engine/packing.js";
 import { planPass, type PlanLimits, type Waiting } from "../../src/scheduler/plan.js";
 
-const limits: PlanLimits = { maxBatchSize: 4, maxBatchTokens: 1000, slots: 2, passOverheadTokens: 64 };
+const limits: PlanLimits = { maxBatchSize: 4, maxBatchTokens: 1000, slots: 2 };
 const queue = (entries: [string, number][]): Waiting<string>[] => entries.map(([route, length]) => ({ route, length }));
 
-t.test("mixed: the oldest input anchors the pass, joined by the inputs closest to it in length", async (t) => {
-  const q = queue([["a", 20], ["a", 90], ["a", 19], ["a", 60], ["a", 22], ["a", 21], ["a", 5]]);
+t.test("mixed: inputs in arrival order, whatever their lengths, packed several to a row", async (t) => {
+  const q = queue([["a", 20], ["a", 90], ["a", 19], ["a", 60], ["a", 22], ["a", 5]]);
   const plan = planPass(q, limits, "mixed");
-  t.same(plan.picked, [0, 2, 5, 4], "20 with 19, 21, 22: little padding; 90, 60 and 5 wait for a pass of their own");
-  t.ok(plan.full, "inputs were left out: run now rather than wait");
+  t.same(plan, { picked: [0, 1, 2, 3], full: true, packed: true }, "the four oldest; the rest wait for the next pass");
+  t.same(placeInRows([20, 90, 19, 60], 90).rows, 3, "90 | 60 + 20 | 19: 3 rows of 90 where one input per row would take 4");
 });
 
-t.test("mixed: routes share a pass up to the slot limit; ties go to the older input", async (t) => {
+t.test("mixed: routes share a pass up to the slot limit; an input of one more route waits, younger ones of the pass's routes go ahead", async (t) => {
   const q = queue([["a", 10], ["b", 10], ["c", 10], ["b", 10], ["a", 10]]);
-  const plan = planPass(q, limits, "mixed");
-  t.same(plan.picked, [0, 1, 3, 4], "a and b fill the two slots; c waits");
-  t.ok(plan.full);
+  t.same(planPass(q, limits, "mixed"), { picked: [0, 1, 3, 4], full: true, packed: true }, "a and b fill the two slots; c waits");
 });
 
-t.test("mixed: an input whose padding would cost more than a pass of its own waits for one", async (t) => {
-  const q = queue([["a", 10], ["a", 11], ["a", 12], ["a", 120]]);
-  t.same(planPass(q, limits, "mixed"), { picked: [0, 1, 2], full: true }, "120 would pad the other three tenfold");
-  t.same(planPass(q, { ...limits, passOverheadTokens: 100_000 }, "mixed").picked, [0, 1, 2, 3], "unless a pass costs far more than padding");
+t.test("mixed: the token budget counts packed rows × the longest input; the oldest input always runs", async (t) => {
+  const tight = { ...limits, maxBatchTokens: 60 };
+  t.same(planPass(queue([["a", 30], ["a", 25], ["a", 30], ["a", 5]]), tight, "mixed").picked, [0, 1, 3], "30 | 25 + 5 fits 2 rows of 30; a third 30 would need a third row");
+  t.same(planPass(queue([["a", 80], ["a", 5]]), tight, "mixed").picked, [0], "an input over the budget still runs, alone");
+  t.same(planPass(queue([["a", 10], ["b", 11]]), tight, "mixed"), { picked: [0, 1], full: false, packed: true }, "everything fits: not full");
 });
 
-t.test("mixed: the token budget counts padding; the first input always runs", async (t) => {
-  const tight = { ...limits, maxBatchTokens: 40 };
-  t.same(planPass(queue([["a", 10], ["a", 30], ["a", 12]]), tight, "mixed").picked, [0, 2], "3 × 30 would not fit; 2 × 12 does");
-  t.same(planPass(queue([["a", 50], ["a", 5]]), tight, "mixed").picked, [0], "an input over the budget still runs, alone");
-  t.same(planPass(queue([["a", 10], ["a", 11]]), tight, "mixed"), { picked: [0, 1], full: false }, "everything fits: not full");
+t.test("packed rows never mix routes, and keep each input whole and in order", async (t) => {
+  const { batch, rowsPerGroup } = packBatch([[[7, 7, 7], [8], [9, 9]], [[5, 5]]]);
+  t.same(rowsPerGroup, [2, 1], "the first route's three inputs in two rows of 3, the second's one in a row of its own");
+  t.same(batch.segments, [{ row: 0, offset: 0, length: 3 }, { row: 1, offset: 2, length: 1 }, { row: 1, offset: 0, length: 2 }, { row: 2, offset: 0, length: 2 }]);
+  t.same([...batch.ids].map(Number), [7, 7, 7, 9, 9, 8, 5, 5, 0]);
+  t.same([...batch.mask].map(Number), [1, 1, 1, 1, 1, 1, 1, 1, 0]);
+  t.same(batch.lengths, [3, 1, 2, 2], "lengths in input order");
 });
 
-t.test("route-fifo: the oldest input's route only, in arrival order, up to the first misfit", async (t) => {
+t.test("route-fifo: the oldest input's route only, in arrival order, one per row, up to the first misfit", async (t) => {
   const q = queue([["a", 10], ["b", 10], ["a", 30], ["a", 5], ["a", 200], ["a", 5]]);
-  const plan = planPass(q, { ...limits, maxBatchTokens: 100 }, "route-fifo");
-  t.same(plan.picked, [0, 2, 3], "b is skipped; the 200-token input stops the pass");
-  t.ok(plan.full);
+  t.same(planPass(q, { ...limits, maxBatchTokens: 100 }, "route-fifo"), { picked: [0, 2, 3], full: true, packed: false }, "b is skipped; the 200-token input stops the pass");
 });
 
 t.test("an empty queue plans nothing", async (t) => {
-  t.same(planPass([], limits, "mixed"), { picked: [], full: false });
-  t.same(planPass([], limits, "route-fifo"), { picked: [], full: false });
+  t.same(planPass([], limits, "mixed"), { picked: [], full: false, packed: true });
+  t.same(planPass([], limits, "route-fifo"), { picked: [], full: false, packed: false });
 });

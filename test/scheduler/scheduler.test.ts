@@ -30,7 +30,7 @@ class FakeEngine {
   }
 }
 
-const options: SchedulerOptions = { maxBatchTokens: 64, maxBatchSize: 8, maxWaitMs: 5, maxQueue: 100, requestTimeoutMs: 5_000, scheduling: "mixed", passOverheadTokens: 64 };
+const options: SchedulerOptions = { maxBatchTokens: 64, maxBatchSize: 8, maxWaitMs: 5, maxQueue: 100, requestTimeoutMs: 5_000, scheduling: "mixed" };
 const noMetrics = { queueWait() {}, pass() {} };
 const ids = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
 const lengthsOf = (out: { output: unknown }[]) => out.map((o) => (o.output as { logits: number[] }).logits[0]);

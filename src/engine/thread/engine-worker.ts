@@ -48,6 +48,8 @@ try {
     threads: setup.threads,
     variant: "fused",
     slots: setup.slots,
+    // Takes padded batches as they are, and packed ones (packing.ts) from the scheduler.
+    packed: true,
   });
   const d = backbone.config.hiddenSize;
   // The scheduler may hand over a pass while another runs: each starts, and is timed, once the
@@ -65,7 +67,7 @@ try {
   async function run({ pass, batch: wire, slots }: Extract<ToEngine, { type: "run" }>): Promise<void> {
     const started = performance.now();
     try {
-      const batch = { ...wire, batch: wire.lengths.length };
+      const batch = { ...wire, batch: wire.ids.length / wire.seqLen };
       const installed = slots.map((slot) => {
         const route = routes.get(slot.route);
         if (!route) throw new Error(`route ${slot.route} is not installed in the engine`);

@@ -1,7 +1,7 @@
 import { ModelLoadError, ServingError, UnavailableError } from "../../errors.js";
 import type { AdapterModule, FusionModule } from "../../library/adapterhub.js";
 import type { BackboneConfig } from "../backbone.js";
-import type { Device } from "../engine.js";
+import type { Device, Segment } from "../engine.js";
 import type { PredictionHead } from "../heads.js";
 import type { Int8Mode, Int8WeightChoice } from "../int8-mode.js";
 import type { RouteFeeds } from "../layout.js";
@@ -59,6 +59,7 @@ export interface WireBatch {
   readonly ids: BigInt64Array;
   readonly mask: BigInt64Array;
   readonly lengths: readonly number[];
+  readonly segments: readonly Segment[] | undefined;
 }
 
 export interface WireSlot {

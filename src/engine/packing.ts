@@ -1,0 +1,90 @@
+import type { BackboneConfig } from "./backbone.js";
+import type { Segment, TokenBatch } from "./engine.js";
+
+/**
+ * Packed batches: several inputs side by side in one row, so that a pass computes little padding
+ * whatever the mix of lengths. Rows are as wide as the longest input; inputs are placed first-fit
+ * decreasing. A packed graph (bert-graph.ts, `packed`) lets each token attend only to tokens of its
+ * own input and numbers positions from each input's start, so an input's result does not depend
+ * on what shares its row.
+ */
+
+/** The inputs of each group (a route slot) packed into rows of their own; rows are ordered by group. */
+export interface PackedBatch {
+  readonly batch: TokenBatch;
+  /** Rows of each group, in group order. */
+  readonly rowsPerGroup: readonly number[];
+}
+
+export function packBatch(groups: readonly (readonly (readonly number[])[])[], padId = 0): PackedBatch {
+  const seqLen = Math.max(1, ...groups.flatMap((group) => group.map((ids) => ids.length)));
+  const segments: Segment[] = [];
+  const rowsPerGroup: number[] = [];
+  let firstRow = 0;
+  for (const group of groups) {
+    const { places, rows } = placeInRows(group.map((ids) => ids.length), seqLen);
+    segments.push(...places.map(({ row, offset }, i) => ({ row: firstRow + row, offset, length: group[i].length })));
+    rowsPerGroup.push(rows);
+    firstRow += rows;
+  }
+  const ids = new BigInt64Array(firstRow * seqLen).fill(BigInt(padId));
+  const mask = new BigInt64Array(firstRow * seqLen);
+  const inputs = groups.flat();
+  segments.forEach(({ row, offset }, i) => {
+    inputs[i].forEach((id, t) => {
+      ids[row * seqLen + offset + t] = BigInt(id);
+      mask[row * seqLen + offset + t] = 1n;
+    });
+  });
+  return { batch: { batch: firstRow, seqLen, ids, mask, lengths: inputs.map((ids) => ids.length), segments }, rowsPerGroup };
+}
+
+/** Rows of `width` tokens that inputs of these lengths fill, first-fit decreasing; each input's row and offset. */
+export function placeInRows(lengths: readonly number[], width: number): { places: { row: number; offset: number }[]; rows: number } {
+  const used: number[] = [];
+  const places: { row: number; offset: number }[] = new Array(lengths.length);
+  const longestFirst = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
+  for (const i of longestFirst) {
+    let row = used.findIndex((filled) => filled + lengths[i] <= width);
+    if (row < 0) row = used.push(0) - 1;
+    places[i] = { row, offset: used[row] };
+    used[row] += lengths[i];
+  }
+  return { places, rows: used.length };
+}
+
+/** Where each input lies: as packed, or one input per row from its start. */
+export function segmentsOf(batch: TokenBatch): readonly Segment[] {
+  return batch.segments ?? batch.lengths.map((length, row) => ({ row, offset: 0, length }));
+}
+
+/** [B, T, T]: 1 where the token of the second index may be attended to from the first's, both in one input. */
+export function attentionMask(batch: TokenBatch): BigInt64Array {
+  const T = batch.seqLen;
+  const mask = new BigInt64Array(batch.batch * T * T);
+  for (const { row, offset, length } of segmentsOf(batch)) {
+    for (let q = offset; q < offset + length; q++) mask.fill(1n, (row * T + q) * T + offset, (row * T + q) * T + offset + length);
+  }
+  return mask;
+}
+
+/**
+ * [B, T]: each token's position within its input. BERT and DistilBERT count from 0. RoBERTa and
+ * XLM-R count from padding_idx + 1, skipping tokens whose id is the padding id, which sit at
+ * padding_idx as the library places them (bert-graph.ts, positionEmbeddings); columns outside any
+ * input sit at padding_idx too.
+ */
+export function positionIds(batch: TokenBatch, config: BackboneConfig): BigInt64Array {
+  const T = batch.seqLen;
+  const paddingIdx = config.positionPaddingIdx;
+  const positions = new BigInt64Array(batch.batch * T).fill(BigInt(paddingIdx ?? 0));
+  for (const { row, offset, length } of segmentsOf(batch)) {
+    let counted = 0;
+    for (let t = 0; t < length; t++) {
+      const at = row * T + offset + t;
+      if (paddingIdx === undefined) positions[at] = BigInt(t);
+      else if (batch.ids[at] !== BigInt(paddingIdx)) positions[at] = BigInt(paddingIdx + ++counted);
+    }
+  }
+  return positions;
+}
