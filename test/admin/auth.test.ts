@@ -23,7 +23,7 @@ t.test("the OpenAPI document lists the admin routes", async (t) => {
 
 for (const { method, path } of operations) {
   t.test(`${method} ${path} answers 401 without a token and with a wrong one`, async (t) => {
-    for (const headers of [{}, { authorization: "Bearer wrong" }, { authorization: "Basic dGVzdA==" }]) {
+    for (const headers of [{}, { authorization: "Bearer wrong" }, { authorization: "Basic dGVzdA==" }] as Record<string, string>[]) {
       const answer = await admin(url, method, path, method === "PUT" ? { path: "adapters/a1/1" } : undefined, headers);
       assertError(t, answer, 401, "unauthorized");
     }

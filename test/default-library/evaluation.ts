@@ -1,3 +1,4 @@
+import type { Test } from "tap";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { FIXTURES, tweetevalDir, tweetevalMissing } from "../fixtures.js";
@@ -60,7 +61,7 @@ export function score(task: string, predicted: number[], gold: number[], classes
 export const argmax = (row: number[]) => row.indexOf(Math.max(...row));
 
 /** Probabilities in the order of `labels`, one row per input, asked 50 inputs per request. */
-export async function probabilitiesOverHttp(t: { equal: (a: unknown, b: unknown, m?: string) => void }, url: string, route: string, labels: string[], inputs: string[]) {
+export async function probabilitiesOverHttp(t: Pick<Test, "equal">, url: string, route: string, labels: string[], inputs: string[]) {
   const probabilities: number[][] = [];
   for (let i = 0; i < inputs.length; i += 50) {
     const answer = await post(`${url}/v1/predict/${route}`, { inputs: inputs.slice(i, i + 50) });

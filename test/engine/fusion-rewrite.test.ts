@@ -150,12 +150,6 @@ function affine(W: Tensor, v: ArrayLike<number>, b?: Tensor): Float64Array {
   }
   return y;
 }
-/** v · M with M laid out [in, out] (graph layout). */
-function rowTimes(v: ArrayLike<number>, M: Float32Array, dim: number): Float64Array {
-  const y = new Float64Array(dim);
-  for (let i = 0; i < dim; i++) for (let o = 0; o < dim; o++) y[o] += v[i] * M[i * dim + o];
-  return y;
-}
 const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i] * b[i];

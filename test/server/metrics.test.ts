@@ -47,5 +47,5 @@ t.test("the Prometheus reader rejects what Prometheus would", async (t) => {
     "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
     "# TYPE x gauge\nx 1",
   ];
-  for (const text of bad) t.throws(() => parsePrometheusText(text), undefined, JSON.stringify(text));
+  for (const text of bad) t.throws(() => parsePrometheusText(text), Error, JSON.stringify(text));
 });
