@@ -47,13 +47,13 @@ for (const round of [1, 2]) {
   for (const [b, t, reps] of shapes) {
     const batch = benchIds(b, t);
     const cells: string[] = [];
-    for (const [slots, engine] of engines) cells.push(`${slots} slot(s) ${(await time(() => engine.runPass(batch, [{ feeds: routes[0], rows: b }]), reps)).toFixed(2)} ms`);
+    for (const [slots, engine] of engines) cells.push(`${slots} slot(s) ${(await time(() => engine.runPass(batch, [{ feeds: routes[0], inputs: b }]), reps)).toFixed(2)} ms`);
     console.log(`round ${round}, one route, ${b}×${t}: ${cells.join(", ")}`);
   }
   const rows = 8;
   const batch = benchIds(4 * rows, 36);
   const slice = (i: number): TokenBatch => ({ ...benchIds(rows, 36) , ids: batch.ids.slice(i * rows * 36, (i + 1) * rows * 36) });
-  const mixed = await time(() => engines.get(8)!.runPass(batch, routes.map((feeds) => ({ feeds, rows }))), 7);
+  const mixed = await time(() => engines.get(8)!.runPass(batch, routes.map((feeds) => ({ feeds, inputs: rows }))), 7);
   const apart = await time(async () => {
     for (const [i, feeds] of routes.entries()) await engines.get(1)!.run(slice(i), feeds);
   }, 7);

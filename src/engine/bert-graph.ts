@@ -34,8 +34,14 @@ export const routeInputs = (l: number) => ({
 /** A route input's name in route slot `slot` (slot 0 keeps the bare name). */
 export const slotInput = (name: string, slot: number): string => (slot === 0 ? name : `s${slot}.${name}`);
 
-/** Rows of the batch that each route slot serves, int64 [slots]; rows are ordered by slot. */
-export const SLOT_ROWS = "slot_rows";
+/**
+ * Graphs with several route slots: which tokens each slot serves. slot_order, int64 [B·T], lists the
+ * batch's flat token indices slot by slot; slot_tokens, int64 [slots], how many of them each slot
+ * takes; slot_unorder, int64 [B·T], is slot_order's inverse. Rows may hold inputs of several routes.
+ */
+export const SLOT_ORDER = "slot_order";
+export const SLOT_TOKENS = "slot_tokens";
+export const SLOT_UNORDER = "slot_unorder";
 
 /** Packed graphs only: each token's position within its own input, int64 [B, T] (packing.ts). */
 export const POSITION_IDS = "position_ids";
@@ -50,14 +56,13 @@ export const slotProbs = (slot: number): string => slotInput(GRAPH_OUTPUTS.fusio
  * initializers (held once by the session); adapter and fusion weights are graph inputs, so one
  * session serves every route and the library can change without rebuilding it.
  *
- * With `slots` > 1 (fused variant), one pass serves up to that many routes: the rows of the batch
- * are ordered by route, `slot_rows` says how many belong to each slot, and every layer splits its
- * hidden states by slot, runs each slot's fusion on its own rows with its own inputs, and joins
- * them again. The backbone's products still run once over the whole batch; a slot with no rows
- * costs a few empty kernels.
+ * With `slots` > 1 (fused variant), one pass serves up to that many routes: every layer gathers
+ * its tokens slot by slot (slot_order), runs each slot's fusion on its own tokens with its own
+ * inputs, and puts the results back in place (slot_unorder). The backbone's products still run
+ * once over the whole batch; a slot with no tokens costs a few empty kernels.
  *
  * Outputs: last_hidden_state [B, T, d]; for adapter variants also fusion_probs [L, N, B·T]
- * (per slot with several slots: slotProbs(s), [L, N_s, rows_s·T]).
+ * (per slot with several slots: slotProbs(s), [L, N_s, tokens_s], in slot_order's order).
  */
 export function buildBertGraph(backbone: Backbone, variant: GraphVariant, arithmetic: Arithmetic = "float32", slots = 1, packed = false): Uint8Array {
   const g = new OnnxGraph();
@@ -120,7 +125,8 @@ export function buildEncoder(g: OnnxGraph, backbone: Backbone, variant: GraphVar
 
   const shapes = variant === "literal" ? literalShapes(g) : null;
   const slotShapes = variant === "fused" ? Array.from({ length: slots }, (_, s) => fusedShapes(g, s)) : [];
-  const slotSplit = slots > 1 ? g.op("Mul", [g.input(SLOT_ROWS, INT64, [slots]), seqLen]) : null;
+  const slotting =
+    slots > 1 ? { order: g.input(SLOT_ORDER, INT64, ["BT"]), tokens: g.input(SLOT_TOKENS, INT64, [slots]), unorder: g.input(SLOT_UNORDER, INT64, ["BT"]) } : null;
   const probsPerLayer: string[][] = Array.from({ length: slots }, () => []);
 
   backbone.layers.forEach((w, l) => {
@@ -162,13 +168,13 @@ export function buildEncoder(g: OnnxGraph, backbone: Backbone, variant: GraphVar
       probsPerLayer[0].push(g.op("Unsqueeze", [fusion.probs, axis0]));
       context = fusion.context;
     } else {
-      const parts = slotSplit ? g.node("Split", [flat, slotSplit], { axis: 0 }, { outputs: slots }) : [flat];
-      const contexts = parts.map((rows, slot) => {
-        const fusion = fusedTail(g, products, slotNames(l, slot), rows, slotShapes[slot], d);
+      const parts = slotting ? g.node("Split", [g.op("Gather", [flat, slotting.order], { axis: 0 }), slotting.tokens], { axis: 0 }, { outputs: slots }) : [flat];
+      const contexts = parts.map((tokens, slot) => {
+        const fusion = fusedTail(g, products, slotNames(l, slot), tokens, slotShapes[slot], d);
         probsPerLayer[slot].push(g.op("Unsqueeze", [fusion.probs, axis0]));
         return fusion.context;
       });
-      context = contexts.length === 1 ? contexts[0] : g.op("Concat", contexts, { axis: 0 });
+      context = slotting ? g.op("Gather", [g.op("Concat", contexts, { axis: 0 }), slotting.unorder], { axis: 0 }) : contexts[0];
     }
     hidden = residualNorm(g, g.op("Reshape", [context, g.op("Shape", [x])]), s, gamma, beta, eps).normed;
   });

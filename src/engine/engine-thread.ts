@@ -18,10 +18,10 @@ export interface EngineThreadOptions extends EngineWorkerSetup {
   readonly layoutHold?: Int32Array;
 }
 
-/** One route's consecutive rows of a pass. */
+/** One route's consecutive inputs of a pass. */
 export interface PassSlot {
   readonly route: FusionRoute;
-  readonly rows: number;
+  readonly inputs: number;
   readonly explain: boolean;
 }
 
@@ -129,7 +129,7 @@ export class EngineThread {
     this.releaseIfUnused(route, entry);
   }
 
-  /** One forward pass over rows of up to `slots` routes, rows ordered by slot. */
+  /** One forward pass over inputs of up to `slots` routes, inputs ordered by slot. */
   run(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassOutcome> {
     if (this.broken) return Promise.reject(this.unavailable());
     const pass = this.nextId++;
@@ -137,7 +137,7 @@ export class EngineThread {
       type: "run",
       pass,
       batch: { seqLen: batch.seqLen, ids: batch.ids, mask: batch.mask, lengths: batch.lengths, segments: batch.segments },
-      slots: slots.map(({ route, rows, explain }) => ({ route: this.installed.get(route)!.id, rows, explain })),
+      slots: slots.map(({ route, inputs, explain }) => ({ route: this.installed.get(route)!.id, inputs, explain })),
     };
     return new Promise<PassOutcome>((resolve, reject) => {
       this.passes.set(pass, { resolve, reject });

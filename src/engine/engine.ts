@@ -1,10 +1,10 @@
 import ort from "onnxruntime-node";
 import { ModelLoadError, UnavailableError } from "../errors.js";
 import type { Backbone, BackboneConfig } from "./backbone.js";
-import { buildBertGraph, GRAPH_OUTPUTS, POSITION_IDS, SLOT_ROWS, slotInput, slotProbs, type GraphVariant } from "./bert-graph.js";
+import { buildBertGraph, GRAPH_OUTPUTS, POSITION_IDS, SLOT_ORDER, SLOT_TOKENS, SLOT_UNORDER, slotInput, slotProbs, type GraphVariant } from "./bert-graph.js";
 import { resolveInt8Mode, type Int8Mode, type Int8WeightChoice } from "./int8-mode.js";
 import { backboneFeeds, quantizeRouteFeeds, type RouteFeeds } from "./layout.js";
-import { attentionMask, positionIds } from "./packing.js";
+import { attentionMask, positionIds, segmentsOf } from "./packing.js";
 import type { Precision } from "./products.js";
 
 export type Device = "cpu" | "cuda";
@@ -45,9 +45,12 @@ export interface TokenBatch {
 }
 
 export interface FusionProbs {
-  /** [layers, adapters, rows·seqLen] */
+  /** [layers, adapters, columns]: one column per token */
   readonly data: Float32Array;
   readonly adapters: number;
+  readonly columns: number;
+  /** The column of each input's first token, in input order (the inputs of its slot). */
+  readonly starts: readonly number[];
 }
 
 export interface ForwardResult {
@@ -57,16 +60,16 @@ export interface ForwardResult {
   readonly fusionProbs?: FusionProbs;
 }
 
-/** One route's share of a pass: its weights, and how many consecutive rows of the batch are its own. */
+/** One route's share of a pass: its weights, and how many consecutive inputs of the batch are its own. */
 export interface PassSlot {
   readonly feeds: RouteFeeds;
-  readonly rows: number;
+  readonly inputs: number;
 }
 
 export interface PassResult {
   /** [batch, seqLen, hidden] */
   readonly hidden: Float32Array;
-  /** Per slot, over that slot's rows only. */
+  /** Per slot, over that slot's tokens only. */
   readonly fusionProbs: readonly FusionProbs[];
 }
 
@@ -119,7 +122,7 @@ export class FusionEngine {
 
   /** Every row of the batch through one route. */
   async run(batch: TokenBatch, feeds: RouteFeeds): Promise<ForwardResult> {
-    const { hidden, fusionProbs } = await this.runPass(batch, [{ feeds, rows: batch.batch }]);
+    const { hidden, fusionProbs } = await this.runPass(batch, [{ feeds, inputs: batch.lengths.length }]);
     return { hidden, fusionProbs: fusionProbs[0] };
   }
 
@@ -136,8 +139,8 @@ export class FusionEngine {
   }
 
   private async forward(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassResult> {
-    if (slots.length > this.slots || slots.reduce((sum, s) => sum + s.rows, 0) !== batch.batch) {
-      throw new Error(`a pass takes 1 to ${this.slots} route slots covering its ${batch.batch} rows`);
+    if (slots.length > this.slots || slots.reduce((sum, s) => sum + s.inputs, 0) !== batch.lengths.length) {
+      throw new Error(`a pass takes 1 to ${this.slots} route slots covering its ${batch.lengths.length} inputs`);
     }
     if (batch.segments && !this.options.packed) throw new Error("a packed batch needs an engine created with `packed`");
     const shape = [batch.batch, batch.seqLen];
@@ -156,18 +159,28 @@ export class FusionEngine {
             inputs[slotInput(name, s)] = new ort.Tensor(f.type, f.data, f.dims);
           }
         }
-        if (this.slots > 1) {
-          const rows = BigInt64Array.from({ length: this.slots }, (_, s) => BigInt(slots[s]?.rows ?? 0));
-          inputs[SLOT_ROWS] = new ort.Tensor("int64", rows, [this.slots]);
-        }
+      }
+      if (this.slots > 1) {
+        const { order, tokens, unorder } = slotTokens(batch, slots, this.slots);
+        inputs[SLOT_ORDER] = new ort.Tensor("int64", order, [order.length]);
+        inputs[SLOT_TOKENS] = new ort.Tensor("int64", tokens, [this.slots]);
+        inputs[SLOT_UNORDER] = new ort.Tensor("int64", unorder, [unorder.length]);
       }
       out = await this.session.run(inputs);
     } catch (err) {
       throw new UnavailableError("inference_failed", `the forward pass failed: ${String(err)}`);
     }
-    const fusionProbs = slots.flatMap((_, s) => {
+    const segments = segmentsOf(batch);
+    let first = 0;
+    const fusionProbs = slots.flatMap((slot, s) => {
+      const own = segments.slice(first, (first += slot.inputs));
       const probs = out[slotProbs(s)];
-      return probs ? [{ data: probs.data as Float32Array, adapters: probs.dims[1] }] : [];
+      if (!probs) return [];
+      // Several slots: a slot's columns are its inputs' tokens one input after another (slotTokens);
+      // one slot: every token of the batch, row by row.
+      let column = 0;
+      const starts = own.map(({ row, offset, length }) => (this.slots > 1 ? (column += length) - length : row * batch.seqLen + offset));
+      return [{ data: probs.data as Float32Array, adapters: probs.dims[1], columns: probs.dims[2], starts }];
     });
     return { hidden: out[GRAPH_OUTPUTS.hidden].data as Float32Array, fusionProbs };
   }
@@ -196,4 +209,41 @@ export function sessionOptions(options: EngineOptions): ort.InferenceSession.Ses
     // would turn them back into the slower SkipLayerNormalization wherever it can prove the shapes.
     extra: { optimization: { disable_specified_optimizers: "SkipLayerNormFusion" } },
   };
+}
+
+/**
+ * The batch's flat token indices slot by slot: each slot's inputs (consecutive in input order) one
+ * after another, token by token; the tokens of no input (padding) go to the last slot that has any,
+ * where they are computed and never read.
+ */
+function slotTokens(batch: TokenBatch, slots: readonly PassSlot[], slotCount: number) {
+  const T = batch.seqLen;
+  const segments = segmentsOf(batch);
+  const order = new BigInt64Array(batch.batch * T);
+  const taken = new Uint8Array(batch.batch * T);
+  const tokens = new BigInt64Array(slotCount);
+  let next = 0;
+  let first = 0;
+  let lastUsed = 0;
+  slots.forEach((slot, s) => {
+    const start = next;
+    for (const { row, offset, length } of segments.slice(first, first + slot.inputs)) {
+      for (let t = row * T + offset; t < row * T + offset + length; t++) {
+        order[next++] = BigInt(t);
+        taken[t] = 1;
+      }
+    }
+    first += slot.inputs;
+    tokens[s] = BigInt(next - start);
+    if (slot.inputs > 0) lastUsed = s;
+  });
+  for (let t = 0; t < taken.length; t++) {
+    if (!taken[t]) {
+      order[next++] = BigInt(t);
+      tokens[lastUsed]++;
+    }
+  }
+  const unorder = new BigInt64Array(order.length);
+  order.forEach((t, i) => (unorder[Number(t)] = BigInt(i)));
+  return { order, tokens, unorder };
 }

@@ -4,39 +4,26 @@ import type { Segment, TokenBatch } from "./engine.js";
 /**
  * Packed batches: several inputs side by side in one row, so that a pass computes little padding
  * whatever the mix of lengths. Rows are as wide as the longest input; inputs are placed first-fit
- * decreasing. A packed graph (bert-graph.ts, `packed`) lets each token attend only to tokens of its
+ * decreasing, whatever their routes (a graph with route slots picks each slot's tokens wherever
+ * they lie). A packed graph (bert-graph.ts, `packed`) lets each token attend only to tokens of its
  * own input and numbers positions from each input's start, so an input's result does not depend
  * on what shares its row.
  */
 
-/** The inputs of each group (a route slot) packed into rows of their own; rows are ordered by group. */
-export interface PackedBatch {
-  readonly batch: TokenBatch;
-  /** Rows of each group, in group order. */
-  readonly rowsPerGroup: readonly number[];
-}
-
-export function packBatch(groups: readonly (readonly (readonly number[])[])[], padId = 0): PackedBatch {
-  const seqLen = Math.max(1, ...groups.flatMap((group) => group.map((ids) => ids.length)));
-  const segments: Segment[] = [];
-  const rowsPerGroup: number[] = [];
-  let firstRow = 0;
-  for (const group of groups) {
-    const { places, rows } = placeInRows(group.map((ids) => ids.length), seqLen);
-    segments.push(...places.map(({ row, offset }, i) => ({ row: firstRow + row, offset, length: group[i].length })));
-    rowsPerGroup.push(rows);
-    firstRow += rows;
-  }
-  const ids = new BigInt64Array(firstRow * seqLen).fill(BigInt(padId));
-  const mask = new BigInt64Array(firstRow * seqLen);
-  const inputs = groups.flat();
-  segments.forEach(({ row, offset }, i) => {
-    inputs[i].forEach((id, t) => {
+/** The inputs packed into rows as wide as the longest, each input whole; segments in input order. */
+export function packBatch(sequences: readonly (readonly number[])[], padId = 0): TokenBatch {
+  const seqLen = Math.max(1, ...sequences.map((ids) => ids.length));
+  const { places, rows } = placeInRows(sequences.map((ids) => ids.length), seqLen);
+  const ids = new BigInt64Array(rows * seqLen).fill(BigInt(padId));
+  const mask = new BigInt64Array(rows * seqLen);
+  places.forEach(({ row, offset }, i) => {
+    sequences[i].forEach((id, t) => {
       ids[row * seqLen + offset + t] = BigInt(id);
       mask[row * seqLen + offset + t] = 1n;
     });
   });
-  return { batch: { batch: firstRow, seqLen, ids, mask, lengths: inputs.map((ids) => ids.length), segments }, rowsPerGroup };
+  const lengths = sequences.map((ids) => ids.length);
+  return { batch: rows, seqLen, ids, mask, lengths, segments: places.map(({ row, offset }, i) => ({ row, offset, length: lengths[i] })) };
 }
 
 /** Rows of `width` tokens that inputs of these lengths fill, first-fit decreasing; each input's row and offset. */

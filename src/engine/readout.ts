@@ -8,55 +8,49 @@ export interface InputReadout {
   readonly fusionWeights?: number[][];
 }
 
-/** How to read one slot's rows of a pass. */
+/** How to read one slot's inputs of a pass. */
 export interface SlotReadout {
   readonly head: PredictionHead;
-  readonly rows: number;
+  readonly inputs: number;
   readonly explain: boolean;
 }
 
 /** Splits a batch's forward result back into per-input head outputs (and explanations). */
 export function readout(head: PredictionHead, result: ForwardResult, batch: TokenBatch, hidden: number, explain: boolean): InputReadout[] {
-  return readInputs(head, result.hidden, result.fusionProbs, batch, segmentsOf(batch), 0, batch.batch, hidden, explain);
+  return readInputs(head, result.hidden, result.fusionProbs, batch.seqLen, segmentsOf(batch), hidden, explain);
 }
 
-/** The same for a pass of several routes: each slot's rows, and the inputs in them, through its own head. */
+/** The same for a pass of several routes: each slot's inputs (consecutive in input order) through its own head. */
 export function readoutPass(result: PassResult, batch: TokenBatch, slots: readonly SlotReadout[], hidden: number): InputReadout[] {
   const segments = segmentsOf(batch);
   let first = 0;
   return slots.flatMap((slot, s) => {
-    const end = first + slot.rows;
-    const own = segments.filter((segment) => segment.row >= first && segment.row < end);
-    const outputs = readInputs(slot.head, result.hidden, result.fusionProbs[s], batch, own, first, slot.rows, hidden, slot.explain);
-    first = end;
-    return outputs;
+    const own = segments.slice(first, (first += slot.inputs));
+    return readInputs(slot.head, result.hidden, result.fusionProbs[s], batch.seqLen, own, hidden, slot.explain);
   });
 }
 
-/** The inputs at `segments`, all in the `rows` rows from `firstRow` on, which `probs` covers exactly. */
+/** The inputs at `segments`; `probs`, when given, covers exactly those inputs. */
 function readInputs(
   head: PredictionHead,
   hiddenStates: Float32Array,
   probs: FusionProbs | undefined,
-  batch: TokenBatch,
+  seqLen: number,
   segments: readonly Segment[],
-  firstRow: number,
-  rows: number,
   hidden: number,
   explain: boolean,
 ): InputReadout[] {
-  const { seqLen } = batch;
-  return segments.map(({ row, offset, length }) => {
+  return segments.map(({ row, offset, length }, k) => {
     const start = (row * seqLen + offset) * hidden;
     const output = applyHead(head, hiddenStates.subarray(start, start + length * hidden), length, hidden);
     if (!explain || !probs) return { output };
-    const { data, adapters: n } = probs;
-    const layers = data.length / (n * rows * seqLen);
+    const { data, adapters: n, columns, starts } = probs;
+    const layers = data.length / (n * columns);
     const weights: number[][] = [];
     for (let l = 0; l < layers; l++) {
       const perAdapter: number[] = [];
       for (let i = 0; i < n; i++) {
-        const base = (l * n + i) * rows * seqLen + (row - firstRow) * seqLen + offset;
+        const base = (l * n + i) * columns + starts[k];
         let sum = 0;
         for (let t = 0; t < length; t++) sum += data[base + t];
         perAdapter.push(sum / length);

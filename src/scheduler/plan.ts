@@ -5,7 +5,7 @@ import { placeInRows } from "../engine/packing.js";
  * arrival order, and the tests call it directly.
  *
  * - `mixed` (default): inputs in arrival order, of any route, up to `slots` routes, packed several
- *   to a row (packing.ts) within the token budget. The oldest input always runs, so no input and no
+ *   to a row (packing.ts), routes mixed in a row, within the token budget. The oldest input always runs, so no input and no
  *   route waits behind younger ones; an input that does not fit (its route would need one more slot,
  *   or the packed pass would exceed the budget) waits for the next pass while younger ones that fit
  *   go ahead. Packing makes the lengths that share a pass matter little: a pass computes little
@@ -67,24 +67,17 @@ const LOOKAHEAD_PASSES = 4;
 
 function planMixed<R>(queue: readonly Waiting<R>[], limits: PlanLimits): Plan {
   const picked: number[] = [];
-  const groups = new Map<R, { lengths: number[]; rows: number }>();
+  const lengths: number[] = [];
+  const routes = new Set<R>();
   let longest = 0;
-  let rows = 0;
   const scan = Math.min(queue.length, LOOKAHEAD_PASSES * limits.maxBatchSize);
   for (let i = 0; i < scan && picked.length < limits.maxBatchSize; i++) {
     const { route, length } = queue[i];
-    const own = groups.get(route);
-    if (!own && groups.size >= limits.slots) continue;
+    if (!routes.has(route) && routes.size >= limits.slots) continue;
     const width = Math.max(longest, length);
-    const lengths = [...(own?.lengths ?? []), length];
-    const ownRows = placeInRows(lengths, width).rows;
-    // A wider pass re-packs every group; otherwise only this input's group changes.
-    const repacked = width === longest ? undefined : new Map([...groups].map(([r, g]) => [r, placeInRows(g.lengths, width).rows]));
-    const others = repacked ? [...repacked].reduce((sum, [r, n]) => sum + (r === route ? 0 : n), 0) : rows - (own?.rows ?? 0);
-    if (picked.length > 0 && (others + ownRows) * width > limits.maxBatchTokens) continue;
-    if (repacked) for (const [r, g] of groups) g.rows = repacked.get(r)!;
-    groups.set(route, { lengths, rows: ownRows });
-    rows = others + ownRows;
+    if (picked.length > 0 && placeInRows([...lengths, length], width).rows * width > limits.maxBatchTokens) continue;
+    routes.add(route);
+    lengths.push(length);
     longest = width;
     picked.push(i);
   }

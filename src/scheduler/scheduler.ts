@@ -152,22 +152,21 @@ export class Scheduler {
 
   private async dispatch(picked: readonly QueuedInput[], packed: boolean): Promise<void> {
     this.inFlight++;
-    // Rows are grouped by route snapshot, in the order the snapshots were first picked.
+    // Inputs are grouped by route snapshot, in the order the snapshots were first picked.
     const bySlot = new Map<FusionRoute, QueuedInput[]>();
     for (const input of picked) {
-      const rows = bySlot.get(input.route);
-      if (rows) rows.push(input);
+      const group = bySlot.get(input.route);
+      if (group) group.push(input);
       else bySlot.set(input.route, [input]);
     }
     const inputs = [...bySlot.values()].flat();
     const started = performance.now();
     for (const input of inputs) this.observer.queueWait(input.route.name, (started - input.enqueuedAt) / 1000);
     try {
-      const groups = [...bySlot.values()];
-      const { batch, rowsPerGroup } = packed ? packBatch(groups.map((rows) => rows.map((i) => i.ids))) : { batch: padBatch(inputs.map((i) => i.ids)), rowsPerGroup: groups.map((rows) => rows.length) };
+      const batch = (packed ? packBatch : padBatch)(inputs.map((i) => i.ids));
       const realTokens = batch.lengths.reduce((a, b) => a + b, 0);
       const computedTokens = batch.batch * batch.seqLen;
-      const slots = groups.map((rows, s) => ({ route: rows[0].route, rows: rowsPerGroup[s], explain: rows.some((i) => i.request.explain) }));
+      const slots = [...bySlot].map(([route, own]) => ({ route, inputs: own.length, explain: own.some((i) => i.request.explain) }));
       const { outputs, seconds } = await this.engine.run(batch, slots);
       const routes = new Map<string, { inputs: number; tokens: number }>();
       for (const input of inputs) {

@@ -155,8 +155,8 @@ for (const family of FAMILIES) {
       }),
     );
     const batch = padBatch([...sequences, ...sequences]);
-    const pass = await slotted.runPass(batch, feeds.map((f) => ({ feeds: f, rows: sequences.length })));
-    const outputs = readoutPass(pass, batch, heads.map((head) => ({ head, rows: sequences.length, explain: false })), d);
+    const pass = await slotted.runPass(batch, feeds.map((f) => ({ feeds: f, inputs: sequences.length })));
+    const outputs = readoutPass(pass, batch, heads.map((head) => ({ head, inputs: sequences.length, explain: false })), d);
     const slotDiff = Math.max(...outputs.map((o, i) => maxAbsDiff(flatLogits(o), single[Math.floor(i / sequences.length)][i % sequences.length])));
     t.ok(slotDiff <= 1e-5, `each slot's rows as its route alone (max |diff| ${slotDiff.toExponential(2)})`);
 

@@ -41,8 +41,8 @@ function maxDiff(a: InputReadout, b: InputReadout): number {
   return diff;
 }
 
-const rowsPerRoute = [3, 2, 4, 1, 3];
-const perRoute = routes.map((_, s) => sequences(rowsPerRoute[s], s));
+const inputsPerRoute = [3, 2, 4, 1, 3];
+const perRoute = routes.map((_, s) => sequences(inputsPerRoute[s], s));
 
 t.test("one pass of five routes gives each input its own route's answer, as if served alone", async (t) => {
   const engine = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused", slots: 8 });
@@ -50,7 +50,7 @@ t.test("one pass of five routes gives each input its own route's answer, as if s
   t.teardown(() => Promise.all([engine.close(), single.close()]));
   const feeds = routes.map((route) => routeFeeds(backbone.config, route));
   const batch = padBatch(perRoute.flat());
-  const slots = routes.map((route, s) => ({ feeds: feeds[s], head: route.head, rows: rowsPerRoute[s], explain: true }));
+  const slots = routes.map((route, s) => ({ feeds: feeds[s], head: route.head, inputs: inputsPerRoute[s], explain: true }));
   const mixed = readoutPass(await engine.runPass(batch, slots), batch, slots, d);
   let row = 0;
   for (const [s, route] of routes.entries()) {
@@ -59,7 +59,7 @@ t.test("one pass of five routes gives each input its own route's answer, as if s
     const diff = Math.max(...expected.map((e, i) => maxDiff(mixed[row + i], e)));
     t.ok(diff <= TOLERANCE, `${route.name} (${route.head.type}, ${route.adapters.length} adapter(s)): max |diff| ${diff.toExponential(2)} ≤ ${TOLERANCE}`);
     t.equal(mixed[row].fusionWeights?.[0].length, route.adapters.length, `${route.name}: fusion weights over its own adapters`);
-    row += rowsPerRoute[s];
+    row += inputsPerRoute[s];
   }
 });
 
@@ -70,14 +70,14 @@ t.test("through the engine thread: routes installed by the layout thread, heads 
   await engine.prepare(routes);
   // Four routes fit one pass of this engine; the fifth waits for the next.
   const batch = padBatch(perRoute.slice(0, 4).flat());
-  const { outputs } = await engine.run(batch, routes.slice(0, 4).map((route, s) => ({ route, rows: rowsPerRoute[s], explain: true })));
+  const { outputs } = await engine.run(batch, routes.slice(0, 4).map((route, s) => ({ route, inputs: inputsPerRoute[s], explain: true })));
   let row = 0;
   for (const [s, route] of routes.slice(0, 4).entries()) {
     const alone = padBatch(perRoute[s]);
     const expected = readout(route.head, await single.run(alone, routeFeeds(backbone.config, route)), alone, d, true);
     const diff = Math.max(...expected.map((e, i) => maxDiff(outputs[row + i], e)));
     t.ok(diff <= TOLERANCE, `${route.name}: max |diff| ${diff.toExponential(2)} ≤ ${TOLERANCE}`);
-    row += rowsPerRoute[s];
+    row += inputsPerRoute[s];
   }
 });
 
@@ -89,8 +89,8 @@ t.test("a retired route stays installed while a request holds it, and not after"
   engine.acquire(route);
   engine.retire([route]);
   const batch = () => padBatch(perRoute[0]);
-  const { outputs } = await engine.run(batch(), [{ route, rows: rowsPerRoute[0], explain: false }]);
-  t.equal(outputs.length, rowsPerRoute[0], "the held route still answers after being retired");
+  const { outputs } = await engine.run(batch(), [{ route, inputs: inputsPerRoute[0], explain: false }]);
+  t.equal(outputs.length, inputsPerRoute[0], "the held route still answers after being retired");
   engine.release(route);
   t.throws(() => engine.acquire(route), { code: "route_not_installed" }, "released once its last request settled");
 });
@@ -99,7 +99,15 @@ t.test("a retired route stays installed while a request holds it, and not after"
 // Short inputs beside the varied ones, so that most rows hold two or more.
 const packable = perRoute.map((inputs, s) => [...inputs, [2, 10 + s, 3], [2, 20 + s, 21 + s, 3], [2, 30 + s, 31 + s, 32 + s, 3]]);
 
-/** Every logit and hidden value of `a` against `b`, input by input. */
+/** Whether some row holds inputs of two groups. */
+function mixesRoutes(segments: readonly { row: number }[], groups: readonly unknown[][]): boolean {
+  const groupOf = groups.flatMap((group, g) => group.map(() => g));
+  const rowGroups = new Map<number, Set<number>>();
+  segments.forEach(({ row }, i) => rowGroups.set(row, (rowGroups.get(row) ?? new Set()).add(groupOf[i])));
+  return [...rowGroups.values()].some((set) => set.size > 1);
+}
+
+/** Every logit and fusion weight of `packed` against `alone`, input by input. */
 function packedDiff(packed: InputReadout[], alone: InputReadout[]): number {
   return Math.max(...alone.map((e, i) => maxDiff(packed[i], e)));
 }
@@ -110,10 +118,11 @@ for (const precision of ["float32", "int8"] as const) {
     const single = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused", precision });
     t.teardown(() => Promise.all([engine.close(), single.close()]));
     const feeds = routes.map((route) => routeFeeds(backbone.config, route));
-    const { batch, rowsPerGroup } = packBatch(packable);
+    const batch = packBatch(packable.flat());
     const inputs = packable.flat().length;
     t.ok(batch.batch < inputs, `${inputs} inputs in ${batch.batch} rows of ${batch.seqLen} tokens`);
-    const slots = routes.map((route, s) => ({ feeds: feeds[s], head: route.head, rows: rowsPerGroup[s], explain: true }));
+    t.ok(mixesRoutes(batch.segments!, packable), "some rows hold inputs of several routes");
+    const slots = routes.map((route, s) => ({ feeds: feeds[s], head: route.head, inputs: packable[s].length, explain: true }));
     const mixed = readoutPass(await engine.runPass(batch, slots), batch, slots, d);
     let first = 0;
     for (const [s, route] of routes.entries()) {
@@ -131,8 +140,8 @@ t.test("through the engine thread: a packed batch", async (t) => {
   const single = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused" });
   t.teardown(() => Promise.all([engine.close(), single.close()]));
   await engine.prepare(routes);
-  const { batch, rowsPerGroup } = packBatch(packable.slice(0, 4));
-  const { outputs } = await engine.run(batch, routes.slice(0, 4).map((route, s) => ({ route, rows: rowsPerGroup[s], explain: true })));
+  const batch = packBatch(packable.slice(0, 4).flat());
+  const { outputs } = await engine.run(batch, routes.slice(0, 4).map((route, s) => ({ route, inputs: packable[s].length, explain: true })));
   let first = 0;
   for (const [s, route] of routes.slice(0, 4).entries()) {
     const alone = padBatch(packable[s]);
@@ -152,7 +161,7 @@ for (const family of ["roberta", "xlm-roberta", "distilbert"]) {
     t.teardown(() => Promise.all([packedEngine.close(), plain.close()]));
     // RoBERTa's padding id (1) inside a text sits at padding_idx and is not counted, as in the library.
     const inputs = [[0, 100, 101, 2], [0, 102, 1, 103, 104, 2], [0, 105, 2], [0, 106, 107, 108, 109, 110, 111, 2], [0, 2]];
-    const { batch } = packBatch([inputs], familyBackbone.config.positionPaddingIdx ?? 0);
+    const batch = packBatch(inputs, familyBackbone.config.positionPaddingIdx ?? 0);
     t.ok(batch.batch < inputs.length, `${inputs.length} inputs in ${batch.batch} rows`);
     const packed = await packedEngine.run(batch, {});
     let diff = 0;

@@ -35,13 +35,13 @@ const noMetrics = { queueWait() {}, pass() {} };
 const ids = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
 const lengthsOf = (out: { output: unknown }[]) => out.map((o) => (o.output as { logits: number[] }).logits[0]);
 
-t.test("one pass serves several routes, each route's rows together, and every answer reaches its request", async (t) => {
+t.test("one pass serves several routes, each route's inputs together, and every answer reaches its request", async (t) => {
   const engine = new FakeEngine();
   const scheduler = new Scheduler(engine, options, noMetrics);
   const [a, b] = [route("a", "1"), route("b", "1")];
   const answers = await Promise.all([scheduler.submit(a, [ids(3), ids(4)], false), scheduler.submit(b, [ids(5)], true), scheduler.submit(a, [ids(6)], false)]);
   t.equal(engine.passes.length, 1, "one pass");
-  t.same(engine.passes[0].slots.map((s) => [s.route.name, s.rows, s.explain]), [["a", 3, false], ["b", 1, true]], "a's rows, then b's");
+  t.same(engine.passes[0].slots.map((s) => [s.route.name, s.inputs, s.explain]), [["a", 3, false], ["b", 1, true]], "a's inputs, then b's");
   t.same(answers.map(lengthsOf), [[3, 4], [5], [6]], "each request got its own inputs' answers, in order");
   t.same([...engine.held.values()], [0, 0], "every route released once its requests settled");
 });
@@ -51,7 +51,7 @@ t.test("two versions of a route take two slots: a request is answered by the ver
   const scheduler = new Scheduler(engine, options, noMetrics);
   const [v1, v2] = [route("r", "v1"), route("r", "v2")];
   await Promise.all([scheduler.submit(v1, [ids(3), ids(3)], false), scheduler.submit(v2, [ids(3)], false), scheduler.submit(v1, [ids(3)], false)]);
-  t.same(engine.passes[0].slots.map((s) => [s.route.version, s.rows]), [["v1", 3], ["v2", 1]]);
+  t.same(engine.passes[0].slots.map((s) => [s.route.version, s.inputs]), [["v1", 3], ["v2", 1]]);
 });
 
 t.test("a pass stays within the token budget, the batch size and the slots", async (t) => {

@@ -71,7 +71,7 @@ try {
       const installed = slots.map((slot) => {
         const route = routes.get(slot.route);
         if (!route) throw new Error(`route ${slot.route} is not installed in the engine`);
-        return { ...route, rows: slot.rows, explain: slot.explain };
+        return { ...route, inputs: slot.inputs, explain: slot.explain };
       });
       const result = await engine.runPass(batch, installed);
       const outputs = readoutPass(result, batch, installed, d);

@@ -64,7 +64,7 @@ export interface WireBatch {
 
 export interface WireSlot {
   readonly route: number;
-  readonly rows: number;
+  readonly inputs: number;
   readonly explain: boolean;
 }
 
