@@ -1,5 +1,3 @@
-import { readlinkSync } from "node:fs";
-import { getPriority, setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
 import { loadBackbone } from "../backbone.js";
@@ -8,6 +6,7 @@ import type { PredictionHead } from "../heads.js";
 import type { RouteFeeds } from "../layout.js";
 import { readoutPass } from "../readout.js";
 import { collectGarbage } from "./collect.js";
+import { ENGINE_NICE, lowerThreadPriority } from "./priority.js";
 import { toWire, type EngineWorkerSetup, type FromEngine, type ToEngine } from "./protocol.js";
 
 /**
@@ -21,24 +20,13 @@ const post = (message: FromEngine) => port.postMessage(message);
 const routes = new Map<number, { readonly feeds: RouteFeeds; readonly head: PredictionHead }>();
 
 /**
- * Lowers this thread's scheduling priority 10 nice levels below the process's before the session
- * starts its pool threads, which inherit it: on a machine where a pass keeps every core busy, the
- * event loop then gets the CPU as soon as it has a request to answer, and the pass runs on
- * whatever is left. At this priority the pool threads can keep spinning between parallel sections
- * (ONNX Runtime's default): on 2 cores with 64 clients, turning spinning off cost 11–13 % of the
- * throughput and did not shorten /health. Linux only (a thread's id from /proc/thread-self);
- * elsewhere nothing changes.
+ * The engine runs 10 nice levels below the process: on a machine where a pass keeps every core
+ * busy, the event loop then gets the CPU as soon as it has a request to answer, and the pass runs
+ * on whatever is left. The session's pool threads inherit it, and at this priority they can keep
+ * spinning between parallel sections (ONNX Runtime's default): on 2 cores with 64 clients,
+ * turning spinning off cost 11–13 % of the throughput and did not shorten /health.
  */
-function lowerPriority(): void {
-  try {
-    const thread = Number(readlinkSync("/proc/thread-self").split("/").pop());
-    setPriority(thread, Math.min(19, getPriority(thread) + 10));
-  } catch {
-    // Not Linux, or not allowed: the engine runs at normal priority.
-  }
-}
-
-lowerPriority();
+lowerThreadPriority(ENGINE_NICE);
 try {
   const backbone = await loadBackbone(setup.backboneDir);
   const engine = await FusionEngine.create(backbone, {

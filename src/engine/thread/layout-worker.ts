@@ -2,6 +2,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
 import { feedBuffers, FoldCache, quantizeRouteFeeds, routeFeeds } from "../layout.js";
 import { collectGarbage } from "./collect.js";
+import { LAYOUT_NICE, lowerThreadPriority } from "./priority.js";
 import { toWire, type FromLayout, type LayoutWorkerSetup, type ToLayout } from "./protocol.js";
 
 /**
@@ -12,6 +13,7 @@ import { toWire, type FromLayout, type LayoutWorkerSetup, type ToLayout } from "
 const { backbone, int8, hold } = workerData as LayoutWorkerSetup;
 const port = parentPort!;
 const folds = new FoldCache();
+lowerThreadPriority(LAYOUT_NICE);
 
 port.on("message", ({ job, adapters, fusion }: ToLayout) => {
   if (hold) {
