@@ -81,6 +81,24 @@ t.test("through the engine thread: routes installed by the layout thread, heads 
   }
 });
 
+t.test("a pass handed over while another runs keeps its routes, even if they are released before it starts", async (t) => {
+  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2 });
+  t.teardown(() => engine.close());
+  const [route] = routes;
+  await engine.prepare([route]);
+  engine.acquire(route);
+  engine.acquire(route);
+  const batch = () => padBatch(perRoute[0]);
+  const first = engine.run(batch(), [{ route, inputs: inputsPerRoute[0], explain: false }]);
+  const second = engine.run(batch(), [{ route, inputs: inputsPerRoute[0], explain: false }]);
+  // The route is replaced and its requests give up (time out) while both passes are with the engine.
+  engine.retire([route]);
+  engine.release(route);
+  engine.release(route);
+  const outcomes = await Promise.allSettled([first, second]);
+  t.same(outcomes.map((o) => o.status), ["fulfilled", "fulfilled"], "both passes ran");
+});
+
 t.test("a retired route stays installed while a request holds it, and not after", async (t) => {
   const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2 });
   t.teardown(() => engine.close());

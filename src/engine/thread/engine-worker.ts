@@ -1,13 +1,13 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
 import { loadBackbone } from "../backbone.js";
-import { FusionEngine } from "../engine.js";
+import { FusionEngine, type PassSlot } from "../engine.js";
 import type { PredictionHead } from "../heads.js";
 import type { RouteFeeds } from "../layout.js";
-import { readoutPass } from "../readout.js";
+import { readoutPass, type SlotReadout } from "../readout.js";
 import { collectGarbage } from "./collect.js";
 import { ENGINE_NICE, lowerThreadPriority } from "./priority.js";
-import { toWire, type EngineWorkerSetup, type FromEngine, type ToEngine } from "./protocol.js";
+import { toWire, type EngineWorkerSetup, type FromEngine, type ToEngine, type WireBatch } from "./protocol.js";
 
 /**
  * The engine's thread: the one ONNX Runtime session, the routes installed in it, and the heads.
@@ -40,27 +40,30 @@ try {
     packed: true,
   });
   const d = backbone.config.hiddenSize;
-  // The scheduler may hand over a pass while another runs: each starts, and is timed, once the
-  // one before it has been answered.
+  // The scheduler may hand over a pass while another runs: each starts, and is timed, once the one
+  // before it has been answered. Its routes are looked up when it arrives, so a route released
+  // meanwhile (its last request timed out) stays with the passes already handed over.
   let passes = Promise.resolve();
   port.on("message", (message: ToEngine) => {
     if (message.type === "install") routes.set(message.route, { feeds: message.feeds, head: message.head });
     else if (message.type === "release") {
       routes.delete(message.route);
       collectGarbage();
+    } else {
+      const { pass, slots } = message;
+      const missing = slots.find((slot) => !routes.has(slot.route));
+      if (missing) post({ type: "pass_failed", pass, error: toWire(new Error(`route ${missing.route} is not installed in the engine`)) });
+      else {
+        const installed = slots.map((slot) => ({ ...routes.get(slot.route)!, inputs: slot.inputs, explain: slot.explain }));
+        passes = passes.then(() => run(pass, message.batch, installed));
+      }
     }
-    else passes = passes.then(() => run(message));
   });
 
-  async function run({ pass, batch: wire, slots }: Extract<ToEngine, { type: "run" }>): Promise<void> {
+  async function run(pass: number, wire: WireBatch, installed: readonly (SlotReadout & PassSlot)[]): Promise<void> {
     const started = performance.now();
     try {
       const batch = { ...wire, batch: wire.ids.length / wire.seqLen };
-      const installed = slots.map((slot) => {
-        const route = routes.get(slot.route);
-        if (!route) throw new Error(`route ${slot.route} is not installed in the engine`);
-        return { ...route, inputs: slot.inputs, explain: slot.explain };
-      });
       const result = await engine.runPass(batch, installed);
       const outputs = readoutPass(result, batch, installed, d);
       post({ type: "done", pass, outputs, seconds: (performance.now() - started) / 1000 });
