@@ -162,7 +162,7 @@ export const OPTIONS: readonly AnyOption[] = [
     parse: oneOf(["auto", "8", "7"] as const),
   },
   { key: "threads", flag: "threads", env: "FUSION_THREADS", default: "0", help: "intra-op threads of the forward pass; 0 = one per core", parse: integer(0, 1024) },
-  { key: "maxBatchTokens", flag: "max-batch-tokens", env: "FUSION_MAX_BATCH_TOKENS", default: "4096", help: "token budget of one forward pass: inputs × longest input, padding included", parse: integer(1) },
+  { key: "maxBatchTokens", flag: "max-batch-tokens", env: "FUSION_MAX_BATCH_TOKENS", default: "4096", help: "token budget of one forward pass: rows × longest input, padding included (mixed scheduling packs several inputs to a row)", parse: integer(1) },
   { key: "maxBatchSize", flag: "max-batch-size", env: "FUSION_MAX_BATCH_SIZE", default: "32", help: "most inputs in one forward pass", parse: integer(1) },
   { key: "maxWaitMs", flag: "max-wait-ms", env: "FUSION_MAX_WAIT_MS", default: "5", help: "longest an input waits for others to share its forward pass", parse: integer(0, 60_000) },
   { key: "routeSlots", flag: "route-slots", env: "FUSION_ROUTE_SLOTS", default: "8", help: "most routes one forward pass serves (fixed when the engine starts)", parse: integer(1, 64) },

@@ -48,7 +48,7 @@ export const POSITION_IDS = "position_ids";
 
 export const GRAPH_OUTPUTS = { hidden: "last_hidden_state", fusionProbs: "fusion_probs" } as const;
 
-/** fusion_probs of route slot `slot`: [L, N_slot, rows_slot·T]. */
+/** fusion_probs of route slot `slot`: [L, N_slot, tokens_slot] (several slots) or [L, N, B·T] (one). */
 export const slotProbs = (slot: number): string => slotInput(GRAPH_OUTPUTS.fusionProbs, slot);
 
 /**

@@ -85,7 +85,7 @@ export class FusionEngine {
   private tail: Promise<unknown> = Promise.resolve();
   /** A route's feeds in the graph's precision, kept as long as the route's own feeds live. */
   private readonly prepared = new WeakMap<RouteFeeds, RouteFeeds>();
-  /** What an unused slot is fed: the all-zero adapter, on no rows. */
+  /** What an unused slot is fed: the all-zero adapter, on no tokens. */
   private readonly idleSlot: RouteFeeds;
 
   private constructor(
@@ -126,7 +126,7 @@ export class FusionEngine {
     return { hidden, fusionProbs: fusionProbs[0] };
   }
 
-  /** Rows of several routes in one pass, ordered by slot; at most `slots` routes. */
+  /** Inputs of several routes in one pass, ordered by slot; at most `slots` routes. */
   runPass(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassResult> {
     const result = this.tail.then(() => this.forward(batch, slots));
     this.tail = result.catch(() => undefined);

@@ -66,8 +66,8 @@ export class AdapterLibrary {
   private status: SyncStatus;
   /** When the manifest read that the live state is known to match was sent (performance.now()). */
   private checkedAt = -Infinity;
-  /** A check queued behind the running change or check; callers arriving meanwhile share it. */
-  private nextCheck: Promise<void> | undefined;
+  /** The latest check of `confirm`: when its read was sent, and its end. */
+  private lastCheck: { readonly sent: number; readonly done: Promise<void> } | undefined;
 
   private constructor(
     private readonly store: VersionStore,
@@ -124,17 +124,31 @@ export class AdapterLibrary {
   /**
    * Resolves once the live state has been compared with the store's manifest by a read sent at or
    * after `since` (performance.now()), and caught up with it if it had changed: a route the live
-   * state then holds was the manifest's at a moment after `since`. Concurrent callers share one
-   * read. Immediately for a store nobody else changes, and while this replica is out of sync (it
-   * cannot read or load the manifest; its poll keeps retrying, and /ready says so).
+   * state then holds was the manifest's at a moment after `since`. Callers whose `since` precedes
+   * a read already sent share it. The read is a conditional GET, made beside any change in
+   * progress; only a manifest that did change waits its turn to be loaded. Immediately for a
+   * store nobody else changes, and while this replica is out of sync (it cannot read or load the
+   * manifest; its poll keeps retrying, and /ready says so); a read that fails confirms nothing.
    */
   confirm(since: number): Promise<void> {
     if (!this.store.shared || !this.status.inSync || this.checkedAt >= since) return Promise.resolve();
-    this.nextCheck ??= this.serialize(async () => {
-      this.nextCheck = undefined;
-      await this.catchUp().catch(() => undefined);
-    });
-    return this.nextCheck;
+    if (this.lastCheck && this.lastCheck.sent >= since) return this.lastCheck.done;
+    const sent = performance.now();
+    const done = this.checkManifest(sent);
+    this.lastCheck = { sent, done };
+    return done;
+  }
+
+  private async checkManifest(sent: number): Promise<void> {
+    let changed: boolean;
+    try {
+      changed = (await this.store.pollManifest(this.etag)) !== undefined;
+    } catch {
+      return;
+    }
+    // Unchanged: the manifest was the live state's own when the read arrived, after `sent`.
+    if (!changed) this.checkedAt = Math.max(this.checkedAt, sent);
+    else await this.serialize(() => this.catchUp().catch(() => undefined));
   }
 
   private async catchUp(): Promise<string[]> {

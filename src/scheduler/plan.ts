@@ -35,7 +35,7 @@ export interface PlanLimits {
 export interface Plan {
   /** Indices into the queue, in the order the pass takes them. */
   readonly picked: number[];
-  /** Whether some waiting input could not join: the pass is as full as it gets. */
+  /** Whether the pass is as full as it gets: a limit stopped it, and waiting would add nothing. */
   readonly full: boolean;
   /** Whether the pass packs several inputs to a row. */
   readonly packed: boolean;
@@ -70,16 +70,21 @@ function planMixed<R>(queue: readonly Waiting<R>[], limits: PlanLimits): Plan {
   const lengths: number[] = [];
   const routes = new Set<R>();
   let longest = 0;
+  let skipped = false;
   const scan = Math.min(queue.length, LOOKAHEAD_PASSES * limits.maxBatchSize);
   for (let i = 0; i < scan && picked.length < limits.maxBatchSize; i++) {
     const { route, length } = queue[i];
-    if (!routes.has(route) && routes.size >= limits.slots) continue;
     const width = Math.max(longest, length);
-    if (picked.length > 0 && placeInRows([...lengths, length], width).rows * width > limits.maxBatchTokens) continue;
+    const fits =
+      (routes.has(route) || routes.size < limits.slots) && (picked.length === 0 || placeInRows([...lengths, length], width).rows * width <= limits.maxBatchTokens);
+    if (!fits) {
+      skipped = true;
+      continue;
+    }
     routes.add(route);
     lengths.push(length);
     longest = width;
     picked.push(i);
   }
-  return { picked, full: picked.length < queue.length, packed: true };
+  return { picked, full: skipped || picked.length === limits.maxBatchSize, packed: true };
 }

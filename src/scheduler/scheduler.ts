@@ -8,7 +8,7 @@ import type { FusionRoute } from "../library/route.js";
 import { planPass, type SchedulingPolicy } from "./plan.js";
 
 export interface SchedulerOptions {
-  /** Padded tokens of one forward pass: inputs × longest input. */
+  /** Tokens one forward pass computes, padding included: rows × longest input. */
   readonly maxBatchTokens: number;
   readonly maxBatchSize: number;
   readonly maxWaitMs: number;
@@ -76,11 +76,11 @@ interface QueuedInput {
  * Passes run one at a time (the engine uses every core for each) in the engine's own thread, so
  * while one runs the event loop keeps admitting requests, and when it ends the next pass is planned
  * at once from everything waiting (plan.ts). When the engine is idle, the oldest input waits at
- * most maxWaitMs for company. While one pass runs, a second is handed to the engine only when a
- * full pass's worth of inputs (maxBatchSize) is waiting, that is under saturation: the engine then
- * starts it the moment the first ends, instead of idling while the answer crosses to the event
- * loop and the next plan crosses back (7 % of the engine's time at 64 clients on 2 cores). Below
- * saturation, inputs keep joining the next pass until the running one ends.
+ * most maxWaitMs for company. While one pass runs, a second is handed to the engine only when it
+ * is as full as it gets (a limit stopped it), that is under saturation: the engine then starts it
+ * the moment the first ends, instead of idling while the answer crosses to the event loop and the
+ * next plan crosses back (7 % of the engine's time at 64 clients on 2 cores). Below saturation,
+ * inputs keep joining the next pass until the running one ends.
  *
  * Each input carries the FusionRoute snapshot its request was admitted with, and inputs of one
  * snapshot share a slot of the pass: a request is answered entirely by the version it started
@@ -138,7 +138,7 @@ export class Scheduler {
     this.waitTimer = undefined;
     const plan = planPass(this.queue, { ...this.options, slots: this.engine.slots }, this.options.scheduling);
     const waited = performance.now() - this.queue[0].enqueuedAt;
-    const ready = this.inFlight === 0 ? plan.full || waited >= this.options.maxWaitMs : this.queue.length >= this.options.maxBatchSize;
+    const ready = plan.full || (this.inFlight === 0 && waited >= this.options.maxWaitMs);
     if (ready) {
       const picked = new Set(plan.picked);
       const inputs = plan.picked.map((i) => this.queue[i]);

@@ -92,7 +92,7 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
 
   private readonly passTokens = new Counter({
     name: "fusion_pass_tokens_total",
-    help: "Tokens of forward passes: real (the inputs' own) and computed (inputs × longest input, padding included)",
+    help: "Tokens of forward passes: real (the inputs' own) and computed (rows × longest input, padding included)",
     labelNames: ["kind"] as const,
     registers: [this.registry],
   });
