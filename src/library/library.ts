@@ -169,7 +169,7 @@ export class AdapterLibrary {
       throw err instanceof UnavailableError ? err : new UnavailableError("library_out_of_sync", `this replica cannot load the library's current manifest, so it cannot change it: ${message}`);
     }
     this.status = { inSync: true, error: undefined, etag: this.etag };
-    this.checkedAt = sent;
+    this.checkedAt = Math.max(this.checkedAt, sent);
     return [...this.current.routes].filter(([n, r]) => before.routes.get(n)?.version !== r.version).map(([n]) => n);
   }
 
