@@ -2,7 +2,8 @@ import type { BackboneConfig } from "./backbone.js";
 import type { Segment, TokenBatch } from "./engine.js";
 
 /**
- * Packed batches: several inputs side by side in one row, so that a pass computes little padding
+ * How inputs lie in a batch. Padded (padBatch): one input per row, from its start. Packed
+ * (packBatch): several inputs side by side in one row, so that a pass computes little padding
  * whatever the mix of lengths. Rows are as wide as the longest input; inputs are placed first-fit
  * decreasing, whatever their routes (a graph with route slots picks each slot's tokens wherever
  * they lie). A packed graph (bert-graph.ts, `packed`) lets each token attend only to tokens of its
@@ -10,10 +11,23 @@ import type { Segment, TokenBatch } from "./engine.js";
  * on what shares its row.
  */
 
+/** Pads token id sequences into one batch (pad id 0), one input per row, as wide as the longest. */
+export function padBatch(sequences: readonly (readonly number[])[], padId = 0): TokenBatch {
+  const { ids, mask, seqLen } = fill(sequences, sequences.map((_, row) => ({ row, offset: 0 })), sequences.length, padId);
+  return { batch: sequences.length, seqLen, ids, mask, lengths: sequences.map((s) => s.length) };
+}
+
 /** The inputs packed into rows as wide as the longest, each input whole; segments in input order. */
 export function packBatch(sequences: readonly (readonly number[])[], padId = 0): TokenBatch {
+  const lengths = sequences.map((ids) => ids.length);
+  const { places, rows } = placeInRows(lengths, Math.max(1, ...lengths));
+  const { ids, mask, seqLen } = fill(sequences, places, rows, padId);
+  return { batch: rows, seqLen, ids, mask, lengths, segments: places.map(({ row, offset }, i) => ({ row, offset, length: lengths[i] })) };
+}
+
+/** Token ids and mask of `rows` rows as wide as the longest sequence, each sequence at its place. */
+function fill(sequences: readonly (readonly number[])[], places: readonly { row: number; offset: number }[], rows: number, padId: number) {
   const seqLen = Math.max(1, ...sequences.map((ids) => ids.length));
-  const { places, rows } = placeInRows(sequences.map((ids) => ids.length), seqLen);
   const ids = new BigInt64Array(rows * seqLen).fill(BigInt(padId));
   const mask = new BigInt64Array(rows * seqLen);
   places.forEach(({ row, offset }, i) => {
@@ -22,8 +36,7 @@ export function packBatch(sequences: readonly (readonly number[])[], padId = 0):
       mask[row * seqLen + offset + t] = 1n;
     });
   });
-  const lengths = sequences.map((ids) => ids.length);
-  return { batch: rows, seqLen, ids, mask, lengths, segments: places.map(({ row, offset }, i) => ({ row, offset, length: lengths[i] })) };
+  return { ids, mask, seqLen };
 }
 
 /** Rows of `width` tokens that inputs of these lengths fill, first-fit decreasing; each input's row and offset. */

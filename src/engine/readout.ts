@@ -60,17 +60,3 @@ function readInputs(
     return { output, fusionWeights: weights };
   });
 }
-
-/** Pads token id sequences into one batch (pad id 0), as wide as the longest. */
-export function padBatch(sequences: readonly (readonly number[])[], padId = 0): TokenBatch {
-  const seqLen = Math.max(1, ...sequences.map((s) => s.length));
-  const ids = new BigInt64Array(sequences.length * seqLen).fill(BigInt(padId));
-  const mask = new BigInt64Array(sequences.length * seqLen);
-  sequences.forEach((s, b) => {
-    s.forEach((id, t) => {
-      ids[b * seqLen + t] = BigInt(id);
-      mask[b * seqLen + t] = 1n;
-    });
-  });
-  return { batch: sequences.length, seqLen, ids, mask, lengths: sequences.map((s) => s.length) };
-}

@@ -1,8 +1,8 @@
 import { performance } from "node:perf_hooks";
 import type { PassOutcome, PassSlot } from "../engine/engine-thread.js";
 import type { TokenBatch } from "../engine/engine.js";
-import { packBatch } from "../engine/packing.js";
-import { padBatch, type InputReadout } from "../engine/readout.js";
+import { packBatch, padBatch } from "../engine/packing.js";
+import type { InputReadout } from "../engine/readout.js";
 import { OverloadedError, TimeoutError } from "../errors.js";
 import type { FusionRoute } from "../library/route.js";
 import { planPass, type SchedulingPolicy } from "./plan.js";

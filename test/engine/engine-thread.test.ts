@@ -1,7 +1,7 @@
 import type { Worker } from "node:worker_threads";
 import t from "tap";
 import { EngineThread } from "../../src/engine/engine-thread.js";
-import { padBatch } from "../../src/engine/readout.js";
+import { padBatch } from "../../src/engine/packing.js";
 import { loadBackbone } from "../../src/engine/backbone.js";
 import { AdapterLibrary } from "../../src/library/library.js";
 import { TINY_LIBRARY } from "../server/harness.js";

@@ -7,7 +7,8 @@ import { loadBackbone, parseBackboneConfig, type Backbone } from "../../src/engi
 import { FusionEngine } from "../../src/engine/engine.js";
 import type { HeadOutput, PredictionHead, TaggingOutput } from "../../src/engine/heads.js";
 import { backboneFeeds, routeFeeds, type RouteFeeds } from "../../src/engine/layout.js";
-import { padBatch, readout, readoutPass, type InputReadout } from "../../src/engine/readout.js";
+import { padBatch } from "../../src/engine/packing.js";
+import { readout, readoutPass, type InputReadout } from "../../src/engine/readout.js";
 import { TextTokenizer } from "../../src/engine/tokenizer.js";
 import { loadAdapter, loadFusion, type AdapterModule, type FusionModule } from "../../src/library/adapterhub.js";
 import { FIXTURES, expectedOutputs, maxAbsDiff, type ParityCase } from "../fixtures.js";

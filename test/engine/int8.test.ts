@@ -5,7 +5,7 @@ import { FusionEngine } from "../../src/engine/engine.js";
 import type { Int8WeightChoice } from "../../src/engine/int8-mode.js";
 import { routeFeeds } from "../../src/engine/layout.js";
 import { quantizePerColumn } from "../../src/engine/quantize.js";
-import { padBatch } from "../../src/engine/readout.js";
+import { padBatch } from "../../src/engine/packing.js";
 import { loadAdapter, loadFusion } from "../../src/library/adapterhub.js";
 import { ENGINE_FIXTURES, TINY_BACKBONE, expectedOutputs, maxAbsDiff, parityCases } from "../fixtures.js";
 

@@ -8,7 +8,7 @@ import { runInNewContext } from "node:vm";
 import t from "tap";
 import { loadBackbone } from "../../src/engine/backbone.js";
 import { FusionEngine } from "../../src/engine/engine.js";
-import { padBatch } from "../../src/engine/readout.js";
+import { padBatch } from "../../src/engine/packing.js";
 import { AdapterLibrary } from "../../src/library/library.js";
 import { backboneFeeds, feedBytes, routeFeeds } from "../../src/engine/layout.js";
 

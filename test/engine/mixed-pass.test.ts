@@ -1,13 +1,14 @@
 import { join } from "node:path";
 import t from "tap";
 import { AdapterLibrary } from "../../src/library/library.js";
+import type { FusionRoute } from "../../src/library/route.js";
 import { loadBackbone } from "../../src/engine/backbone.js";
 import { EngineThread } from "../../src/engine/engine-thread.js";
 import { FusionEngine } from "../../src/engine/engine.js";
 import type { HeadOutput, TaggingOutput } from "../../src/engine/heads.js";
 import { routeFeeds } from "../../src/engine/layout.js";
-import { packBatch } from "../../src/engine/packing.js";
-import { padBatch, readout, readoutPass, type InputReadout } from "../../src/engine/readout.js";
+import { packBatch, padBatch } from "../../src/engine/packing.js";
+import { readout, readoutPass, type InputReadout } from "../../src/engine/readout.js";
 import { TINY_LIBRARY } from "../server/harness.js";
 import { FIXTURES, TINY_BACKBONE } from "../fixtures.js";
 
@@ -44,6 +45,22 @@ function maxDiff(a: InputReadout, b: InputReadout): number {
 const inputsPerRoute = [3, 2, 4, 1, 3];
 const perRoute = routes.map((_, s) => sequences(inputsPerRoute[s], s));
 
+/**
+ * Per route, the largest difference of its inputs' answers in `outputs` (each route's inputs
+ * consecutive, routes in order) from the same inputs served alone by `single`, fusion weights included.
+ */
+async function diffsFromAlone(single: FusionEngine, served: readonly FusionRoute[], inputs: readonly number[][][], outputs: readonly InputReadout[]): Promise<number[]> {
+  const diffs: number[] = [];
+  let first = 0;
+  for (const [s, route] of served.entries()) {
+    const alone = padBatch(inputs[s]);
+    const expected = readout(route.head, await single.run(alone, routeFeeds(backbone.config, route)), alone, d, true);
+    diffs.push(Math.max(...expected.map((e, i) => maxDiff(outputs[first + i], e))));
+    first += expected.length;
+  }
+  return diffs;
+}
+
 t.test("one pass of five routes gives each input its own route's answer, as if served alone", async (t) => {
   const engine = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused", slots: 8 });
   const single = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused" });
@@ -52,11 +69,10 @@ t.test("one pass of five routes gives each input its own route's answer, as if s
   const batch = padBatch(perRoute.flat());
   const slots = routes.map((route, s) => ({ feeds: feeds[s], head: route.head, inputs: inputsPerRoute[s], explain: true }));
   const mixed = readoutPass(await engine.runPass(batch, slots), batch, slots, d);
+  const diffs = await diffsFromAlone(single, routes, perRoute, mixed);
   let row = 0;
   for (const [s, route] of routes.entries()) {
-    const alone = padBatch(perRoute[s]);
-    const expected = readout(route.head, await single.run(alone, feeds[s]), alone, d, true);
-    const diff = Math.max(...expected.map((e, i) => maxDiff(mixed[row + i], e)));
+    const diff = diffs[s];
     t.ok(diff <= TOLERANCE, `${route.name} (${route.head.type}, ${route.adapters.length} adapter(s)): max |diff| ${diff.toExponential(2)} ≤ ${TOLERANCE}`);
     t.equal(mixed[row].fusionWeights?.[0].length, route.adapters.length, `${route.name}: fusion weights over its own adapters`);
     row += inputsPerRoute[s];
@@ -71,14 +87,8 @@ t.test("through the engine thread: routes installed by the layout thread, heads 
   // Four routes fit one pass of this engine; the fifth waits for the next.
   const batch = padBatch(perRoute.slice(0, 4).flat());
   const { outputs } = await engine.run(batch, routes.slice(0, 4).map((route, s) => ({ route, inputs: inputsPerRoute[s], explain: true })));
-  let row = 0;
-  for (const [s, route] of routes.slice(0, 4).entries()) {
-    const alone = padBatch(perRoute[s]);
-    const expected = readout(route.head, await single.run(alone, routeFeeds(backbone.config, route)), alone, d, true);
-    const diff = Math.max(...expected.map((e, i) => maxDiff(outputs[row + i], e)));
-    t.ok(diff <= TOLERANCE, `${route.name}: max |diff| ${diff.toExponential(2)} ≤ ${TOLERANCE}`);
-    row += inputsPerRoute[s];
-  }
+  const diffs = await diffsFromAlone(single, routes.slice(0, 4), perRoute, outputs);
+  diffs.forEach((diff, s) => t.ok(diff <= TOLERANCE, `${routes[s].name}: max |diff| ${diff.toExponential(2)} ≤ ${TOLERANCE}`));
 });
 
 t.test("a pass handed over while another runs keeps its routes, even if they are released before it starts", async (t) => {
@@ -125,11 +135,6 @@ function mixesRoutes(segments: readonly { row: number }[], groups: readonly unkn
   return [...rowGroups.values()].some((set) => set.size > 1);
 }
 
-/** Every logit and fusion weight of `packed` against `alone`, input by input. */
-function packedDiff(packed: InputReadout[], alone: InputReadout[]): number {
-  return Math.max(...alone.map((e, i) => maxDiff(packed[i], e)));
-}
-
 for (const precision of ["float32", "int8"] as const) {
   t.test(`${precision}: inputs packed side by side, five routes in one pass, each get their own route's answer as if served alone`, async (t) => {
     const engine = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused", slots: 8, packed: true, precision });
@@ -142,14 +147,8 @@ for (const precision of ["float32", "int8"] as const) {
     t.ok(mixesRoutes(batch.segments!, packable), "some rows hold inputs of several routes");
     const slots = routes.map((route, s) => ({ feeds: feeds[s], head: route.head, inputs: packable[s].length, explain: true }));
     const mixed = readoutPass(await engine.runPass(batch, slots), batch, slots, d);
-    let first = 0;
-    for (const [s, route] of routes.entries()) {
-      const alone = padBatch(packable[s]);
-      const expected = readout(route.head, await single.run(alone, feeds[s]), alone, d, true);
-      const diff = packedDiff(mixed.slice(first, first + expected.length), expected);
-      t.ok(diff <= TOLERANCE, `${route.name} (${route.head.type}): max |diff| ${diff.toExponential(2)} ≤ ${TOLERANCE}`);
-      first += expected.length;
-    }
+    const diffs = await diffsFromAlone(single, routes, packable, mixed);
+    diffs.forEach((diff, s) => t.ok(diff <= TOLERANCE, `${routes[s].name} (${routes[s].head.type}): max |diff| ${diff.toExponential(2)} ≤ ${TOLERANCE}`));
   });
 }
 
@@ -160,14 +159,8 @@ t.test("through the engine thread: a packed batch", async (t) => {
   await engine.prepare(routes);
   const batch = packBatch(packable.slice(0, 4).flat());
   const { outputs } = await engine.run(batch, routes.slice(0, 4).map((route, s) => ({ route, inputs: packable[s].length, explain: true })));
-  let first = 0;
-  for (const [s, route] of routes.slice(0, 4).entries()) {
-    const alone = padBatch(packable[s]);
-    const expected = readout(route.head, await single.run(alone, routeFeeds(backbone.config, route)), alone, d, true);
-    const diff = packedDiff(outputs.slice(first, first + expected.length), expected);
-    t.ok(diff <= TOLERANCE, `${route.name}: max |diff| ${diff.toExponential(2)} ≤ ${TOLERANCE}`);
-    first += expected.length;
-  }
+  const diffs = await diffsFromAlone(single, routes.slice(0, 4), packable, outputs);
+  diffs.forEach((diff, s) => t.ok(diff <= TOLERANCE, `${routes[s].name}: max |diff| ${diff.toExponential(2)} ≤ ${TOLERANCE}`));
 });
 
 for (const family of ["roberta", "xlm-roberta", "distilbert"]) {
