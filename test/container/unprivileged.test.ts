@@ -1,8 +1,9 @@
 import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
+import { rmSync } from "node:fs";
 import { chmod, chown, cp, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import t, { type Test } from "tap";
 import { admin, AUTH, routeVersions } from "../admin/admin-library.js";
@@ -37,10 +38,14 @@ async function chownTree(path: string, uid: number, gid: number): Promise<void> 
   for (const entry of await readdir(path)) await chownTree(join(path, entry), uid, gid);
 }
 
-/** /app of the image: package.json, dist/ built by tsc, the entry point; node_modules is found above it. */
+/**
+ * /app of the image, in a temporary folder of its own: package.json, dist/ built by tsc, the entry
+ * point, the packages the server needs at run time and the node binary running this test. Nothing
+ * of it is read from the checkout, which the unprivileged user may not be able to reach (a clone
+ * under a 0700 folder, as /root is).
+ */
 async function buildApp(): Promise<string> {
-  await mkdir(join(ROOT, "node_modules", ".cache"), { recursive: true });
-  const app = await mkdtemp(join(ROOT, "node_modules", ".cache", "container-app-"));
+  const app = await mkdtemp(join(tmpdir(), "container-app-"));
   t.teardown(() => rm(app, { recursive: true, force: true }));
   const tsc = spawn(process.execPath, [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", ROOT, "--outDir", join(app, "dist")], { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
@@ -51,8 +56,31 @@ async function buildApp(): Promise<string> {
   await cp(join(ROOT, "package.json"), join(app, "package.json"));
   await mkdir(join(app, "scripts"));
   await cp(join(ROOT, "scripts", "docker-entrypoint.sh"), join(app, "scripts", "docker-entrypoint.sh"));
+  for (const pkg of await runtimePackages()) {
+    await mkdir(dirname(join(app, pkg)), { recursive: true });
+    linkOrCopy(join(ROOT, pkg), join(app, pkg));
+  }
+  await mkdir(join(app, "bin"));
+  linkOrCopy(process.execPath, join(app, "bin", "node"));
   await chmod(app, 0o755);
   return app;
+}
+
+/** The top-level node_modules folders package-lock.json installs for production (not dev only). */
+async function runtimePackages(): Promise<string[]> {
+  const lock = JSON.parse(await readFile(join(ROOT, "package-lock.json"), "utf8")) as { packages: Record<string, { dev?: boolean }> };
+  return Object.entries(lock.packages)
+    .filter(([path, entry]) => /^node_modules\/(@[^/]+\/)?[^/]+$/.test(path) && !entry.dev)
+    .map(([path]) => path);
+}
+
+/** Hard links where the temporary folder shares the checkout's file system (fast), a copy where not. */
+function linkOrCopy(from: string, to: string): void {
+  for (const flags of ["-al", "-a"]) {
+    if (spawnSync("cp", [flags, from, to]).status === 0) return;
+    rmSync(to, { recursive: true, force: true });
+  }
+  throw new Error(`could not copy ${from} to ${to}`);
 }
 
 /** /app/models of the image: the tiny library with its backbone under backbones/, owned by root. */
@@ -66,6 +94,9 @@ async function imageLibrary(t: Test): Promise<string> {
   await chmod(models, 0o755);
   return models;
 }
+
+/** The app's own node first: the one running this test may lie where the user cannot reach it. */
+const userPath = (app: string) => `${join(app, "bin")}:${process.env.PATH}`;
 
 let built: Promise<string> | undefined;
 /** Built once for both tests. */
@@ -84,7 +115,7 @@ async function startContainer(t: Test, app: string, seed: string, volume: string
     [`--reuid=${id("-u")}`, `--regid=${id("-g")}`, "--clear-groups", "--", "/bin/sh", join(app, "scripts", "docker-entrypoint.sh"), "--threads", "1"],
     {
       cwd: app,
-      env: { PATH: process.env.PATH, HOST: "127.0.0.1", PORT: "0", FUSION_LIBRARY: volume, FUSION_SEED_LIBRARY: seed, ADMIN_TOKEN: TOKEN },
+      env: { PATH: userPath(app), HOST: "127.0.0.1", PORT: "0", FUSION_LIBRARY: volume, FUSION_SEED_LIBRARY: seed, ADMIN_TOKEN: TOKEN },
       stdio: ["ignore", "pipe", "pipe"],
     },
   );
@@ -170,7 +201,7 @@ t.test("a library folder the server's user cannot write stops the entry point wi
   const app = await appFolder();
   const seed = await imageLibrary(t);
   const child = spawnSync("setpriv", [`--reuid=${id("-u")}`, `--regid=${id("-g")}`, "--clear-groups", "--", "/bin/sh", join(app, "scripts", "docker-entrypoint.sh")], {
-    env: { PATH: process.env.PATH, FUSION_LIBRARY: seed, FUSION_SEED_LIBRARY: seed },
+    env: { PATH: userPath(app), FUSION_LIBRARY: seed, FUSION_SEED_LIBRARY: seed },
     encoding: "utf8",
   });
   t.not(child.status, 0);
