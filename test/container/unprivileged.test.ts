@@ -95,6 +95,13 @@ async function imageLibrary(t: Test): Promise<string> {
   return models;
 }
 
+/**
+ * The command prefix that runs what follows as the unprivileged user. tap's process tracking puts
+ * its own loader, from the checkout, into every child's NODE_OPTIONS; the user may not be able to
+ * read it, and the image's server runs without it.
+ */
+const asUser = ["-u", "NODE_OPTIONS", "setpriv"];
+
 /** The app's own node first: the one running this test may lie where the user cannot reach it. */
 const userPath = (app: string) => `${join(app, "bin")}:${process.env.PATH}`;
 
@@ -111,8 +118,8 @@ interface Container {
 /** One container start: the entry point as the unprivileged user, on the given volume. */
 async function startContainer(t: Test, app: string, seed: string, volume: string): Promise<Container> {
   const child = spawn(
-    "setpriv",
-    [`--reuid=${id("-u")}`, `--regid=${id("-g")}`, "--clear-groups", "--", "/bin/sh", join(app, "scripts", "docker-entrypoint.sh"), "--threads", "1"],
+    "env",
+    [...asUser, `--reuid=${id("-u")}`, `--regid=${id("-g")}`, "--clear-groups", "--", "/bin/sh", join(app, "scripts", "docker-entrypoint.sh"), "--threads", "1"],
     {
       cwd: app,
       env: { PATH: userPath(app), HOST: "127.0.0.1", PORT: "0", FUSION_LIBRARY: volume, FUSION_SEED_LIBRARY: seed, ADMIN_TOKEN: TOKEN },
@@ -200,7 +207,7 @@ t.test("as an unprivileged user on a volume it owns: seed, swap, delete, roll ba
 t.test("a library folder the server's user cannot write stops the entry point with one clear line", { skip }, async (t) => {
   const app = await appFolder();
   const seed = await imageLibrary(t);
-  const child = spawnSync("setpriv", [`--reuid=${id("-u")}`, `--regid=${id("-g")}`, "--clear-groups", "--", "/bin/sh", join(app, "scripts", "docker-entrypoint.sh")], {
+  const child = spawnSync("env", [...asUser, `--reuid=${id("-u")}`, `--regid=${id("-g")}`, "--clear-groups", "--", "/bin/sh", join(app, "scripts", "docker-entrypoint.sh")], {
     env: { PATH: userPath(app), FUSION_LIBRARY: seed, FUSION_SEED_LIBRARY: seed },
     encoding: "utf8",
   });
