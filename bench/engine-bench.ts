@@ -48,7 +48,7 @@ export async function loadRoutes(backbone: Backbone, weightsDir: string, variant
       members.push(adapters.get(name)!);
     }
     const route = assembleRoute(`fuse${n}`, members, fusion, fusion.head);
-    routes.set(n, { ...route, feeds: routeFeeds(backbone.config, route, variant) });
+    routes.set(n, { ...route, feeds: await routeFeeds(backbone.config, route, variant) });
   }
   return routes;
 }

@@ -221,7 +221,7 @@ async function engineOnly(libraryDir: string, routeName: string, tweets: readonl
   const engine = await FusionEngine.create(backbone, { device: "cpu", threads: opts.threads, variant: "fused" });
   const d = backbone.config.hiddenSize;
   type Batch = ReturnType<typeof padBatch>;
-  const feeds = routeFeeds(backbone.config, route);
+  const feeds = await routeFeeds(backbone.config, route);
   const pass = async (batch: Batch) => readout(route.head, await engine.run(batch, feeds), batch, d, false);
   const timeAll = async (what: string, batches: Batch[]) => {
     for (const b of batches.slice(0, 3)) await pass(b);

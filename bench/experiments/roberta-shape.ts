@@ -65,7 +65,7 @@ const fused = await FusionEngine.create(backbone, { device: "cpu", threads, vari
 const withEngines = rss();
 const library = await AdapterLibrary.open(models, (await loadBackbone(minilm)).config);
 const routes = [...library.state.routes.values()];
-const feeds = routes.map((route) => routeFeeds(backbone.config, route));
+const feeds = await Promise.all(routes.map((route) => routeFeeds(backbone.config, route)));
 const batch = benchIds(32, 64);
 for (const f of feeds) await fused.run(batch, f);
 global.gc?.();

@@ -23,7 +23,7 @@ const threads = Number(args.threads);
 const models = join(import.meta.dirname, "..", "..", "models");
 const backbone = await loadBackbone(join(models, "backbones", "all-MiniLM-L6-v2"));
 const library = await AdapterLibrary.open(models, backbone.config);
-const routes = ["hate-fusion", "irony-fusion", "sentiment", "hate"].map((name) => routeFeeds(backbone.config, library.route(name)));
+const routes = await Promise.all(["hate-fusion", "irony-fusion", "sentiment", "hate"].map((name) => routeFeeds(backbone.config, library.route(name))));
 const engines = new Map<number, FusionEngine>();
 for (const slots of [1, 4, 8]) engines.set(slots, await FusionEngine.create(backbone, { device: "cpu", threads, variant: "fused", slots }));
 

@@ -249,7 +249,7 @@ const meanLength = Math.round(sample.reduce((sum, t) => sum + tokenizer.encode(t
 const tokenizeMicros = ((performance.now() - tokenizeStart) * 1000) / sample.length;
 const route = (await AdapterLibrary.open(library, backbone.config)).route("hate-fusion");
 const engine = await FusionEngine.create(backbone, { device: "cpu", threads, variant: "fused" });
-const feeds = routeFeeds(backbone.config, route);
+const feeds = await routeFeeds(backbone.config, route);
 const unpadded = padBatch(Array.from({ length: DEFAULT_CONFIG.maxBatchSize }, (_, b) => Array.from({ length: meanLength }, (_, t) => 1000 + ((b * 7919 + t * 104729) % 29000))));
 for (let i = 0; i < 3; i++) await engine.run(unpadded, feeds);
 const passTimes: number[] = [];

@@ -91,7 +91,7 @@ export class EngineThread {
       await engine.terminate();
       throw first.type === "failed" ? fromWire(first.error) : new Error(`unexpected first message from the engine: ${first.type}`);
     }
-    const layoutSetup: LayoutWorkerSetup = { backbone: first.backbone, int8: first.int8, hold: layoutHold };
+    const layoutSetup: LayoutWorkerSetup = { backbone: first.backbone, int8: first.int8, threads: setup.threads, hold: layoutHold };
     const layout = startWorker("layout-worker", layoutSetup);
     return new EngineThread(engine, layout, first.backbone, first.int8, options.slots, observer);
   }

@@ -94,8 +94,9 @@ export class FusionEngine {
     readonly options: EngineOptions,
     /** The int8 weight range chosen at start; absent for float32. */
     readonly int8: Int8Mode | undefined,
+    idleSlot: RouteFeeds,
   ) {
-    this.idleSlot = this.prepare(backboneFeeds(config));
+    this.idleSlot = this.prepare(idleSlot);
   }
 
   get slots(): number {
@@ -107,7 +108,7 @@ export class FusionEngine {
     const model = buildBertGraph(backbone, options.variant, int8 ?? "float32", options.slots ?? 1, options.packed ?? false);
     try {
       const session = await ort.InferenceSession.create(model, sessionOptions(options));
-      return new FusionEngine(session, backbone.config, options, int8);
+      return new FusionEngine(session, backbone.config, options, int8, await backboneFeeds(backbone.config));
     } catch (err) {
       if (options.device === "cuda") {
         throw new ModelLoadError(

@@ -1,7 +1,8 @@
 import type { AdapterModule, FusionModule } from "../library/adapterhub.js";
 import type { BackboneConfig } from "./backbone.js";
 import { routeInputs } from "./bert-graph.js";
-import { identity, matmul, transpose } from "./linalg.js";
+import { FusionFolder, type FoldOutputs } from "./fold.js";
+import { identity, transpose } from "./linalg.js";
 import { scaleInput } from "./products.js";
 import { quantizePerColumn } from "./quantize.js";
 import type { Tensor } from "./safetensors.js";
@@ -31,72 +32,127 @@ export interface RouteModules {
  * nothing, so the padding is exact. A single adapter runs as a one-adapter fusion whose
  * attention is exactly 1 (softmax of one score) and whose value is the identity (score terms
  * zero, out_w the bare up-projection). With no adapter at all, one all-zero adapter adds exactly
- * nothing: the plain backbone through the same session.
+ * nothing: the plain backbone through the same session. A fusion is folded into its adapters by
+ * `folder` (fold.ts); without one, by a folder of this thread's own.
  */
-export function routeFeeds(
+export async function routeFeeds(
   backbone: BackboneConfig,
-  { adapters, fusion }: RouteModules,
+  modules: RouteModules,
   variant: "fused" | "literal" = "fused",
-  folds: FoldCache = new FoldCache(0),
-): RouteFeeds {
-  const d = backbone.hiddenSize;
-  const n = Math.max(1, adapters.length);
-  const r = Math.max(1, ...adapters.flatMap((a) => a.layers.map((layer) => layer?.downBias.shape[0] ?? 0)));
-  const k = n * r;
-  const feeds: Record<string, FeedTensor> = {};
-  const put = (key: string, t: Tensor) => (feeds[key] = { type: "float32", dims: t.shape, data: t.data });
-
-  for (let l = 0; l < backbone.numLayers; l++) {
-    const names = routeInputs(l);
-    if (variant === "literal") {
-      // All adapters side by side: down [d, K], up [K, d] (adapter i owns rows i·R .. i·R+R), up bias [N, d].
-      const down = zeros(d, k);
-      const downBias = zeros(k);
-      const up = zeros(k, d);
-      const upBias = zeros(n, d);
-      adapters.forEach((adapter, i) => {
-        const layer = adapter.layers[l];
-        if (!layer) return;
-        placeColumns(down, layer.downWeight, i * r);
-        downBias.data.set(layer.downBias.data, i * r);
-        up.data.set(layer.upWeight.data, i * r * d);
-        upBias.data.set(layer.upBias.data, i * d);
-      });
-      put(names.downWeight, down);
-      put(names.downBias, downBias);
-      put(names.upWeight, { shape: [n, r, d], data: up.data });
-      put(names.upBias, { shape: [n, 1, d], data: upBias.data });
-      const literal = fusion ? literalFusionInputs(fusion)[l] : neutralLiteralInputs(d);
-      for (const [key, tensor] of Object.entries(literal)) put(names[key as keyof typeof names], tensor);
-      continue;
-    }
-
-    // See fusedTail in bert-graph.ts: in_w = [W_down | M·W_upᵀ | M·b_upᵀ], in_b = [b_down | m·W_upᵀ | m·b_upᵀ],
-    // out_w = [W_up·W_v ; b_up·W_v]. Adapter i owns columns (rows of out_w) i·R .. i·R+R of each K-wide part
-    // and column (row) i of each N-wide part; padding stays zero.
-    const inWeight = zeros(d, 2 * k + n);
-    const inBias = zeros(2 * k + n);
-    const outWeight = zeros(k + n, d);
+  folder: FusionFolder = threadFolder(),
+): Promise<RouteFeeds> {
+  if (variant === "literal") return literalFeeds(backbone, modules);
+  const { adapters, fusion } = modules;
+  const { numLayers: L, hiddenSize: d } = backbone;
+  const { n, r, k } = bottleneckOf(modules);
+  // Stacked over layers: down [L, d, K], its bias [L, 1, K], U = [W_up ; b_up] [L, K + N, d].
+  // Adapter i owns columns (rows of U) i·R .. i·R+R and row K + i of U; padding stays zero.
+  const down = new Float32Array(L * d * k);
+  const downBias = new Float32Array(L * k);
+  const up = new Float32Array(L * (k + n) * d);
+  for (let l = 0; l < L; l++) {
     adapters.forEach((adapter, i) => {
       const layer = adapter.layers[l];
       if (!layer) return;
-      placeColumns(inWeight, layer.downWeight, i * r);
-      inBias.data.set(layer.downBias.data, i * r);
-      const folded = fusion ? folds.adapter(fusion, adapter)[l]! : { scoreUp: null, scoreUpBias: null, biasUp: null, biasUpBias: null, up: layer.upWeight, upBias: layer.upBias };
-      if (folded.scoreUp) {
-        placeColumns(inWeight, folded.scoreUp, k + i * r);
-        placeColumns(inWeight, folded.scoreUpBias!, 2 * k + i);
-        inBias.data.set(folded.biasUp!.data, k + i * r);
-        inBias.data[2 * k + i] = folded.biasUpBias!.data[0];
-      }
-      outWeight.data.set(folded.up.data, i * r * d);
-      outWeight.data.set(folded.upBias.data, (k + i) * d);
+      placeColumns({ shape: [d, k], data: down.subarray(l * d * k, (l + 1) * d * k) }, layer.downWeight, i * r);
+      downBias.set(layer.downBias.data, l * k + i * r);
+      up.set(layer.upWeight.data, (l * (k + n) + i * r) * d);
+      up.set(layer.upBias.data, (l * (k + n) + k + i) * d);
     });
-    put(names.inWeight, inWeight);
-    put(names.inBias, inBias);
-    put(names.outWeight, outWeight);
+  }
+  const width = 2 * k + n;
+  let folded: FoldOutputs;
+  if (fusion) {
+    const stack = (pick: (layer: FusionModule["layers"][number]) => Tensor) => concat(fusion.layers.map((layer) => pick(layer).data));
+    folded = await folder.fold(
+      { layers: L, hidden: d, bottleneck: k, adapters: n },
+      {
+        queryWeight: stack((f) => f.queryWeight),
+        queryBias: stack((f) => f.queryBias),
+        keyWeight: stack((f) => f.keyWeight),
+        valueWeight: fusion.kind === "dynamic" ? stack((f) => f.valueWeight!) : null,
+        downWeight: down,
+        downBias,
+        up,
+      },
+    );
+  } else {
+    // No fusion: the score terms are zero, so only the down-projection fills in_w.
+    const inWeight = new Float32Array(L * d * width);
+    const inBias = new Float32Array(L * width);
+    for (let l = 0; l < L; l++) {
+      placeColumns({ shape: [d, width], data: inWeight.subarray(l * d * width, (l + 1) * d * width) }, { shape: [d, k], data: down.subarray(l * d * k, (l + 1) * d * k) }, 0);
+      inBias.set(downBias.subarray(l * k, (l + 1) * k), l * width);
+    }
+    folded = { inWeight, inBias, outWeight: up };
+  }
+  const feeds: Record<string, FeedTensor> = {};
+  const layerOf = (data: Float32Array, l: number, dims: number[]): FeedTensor => {
+    const size = dims.reduce((a, b) => a * b, 1);
+    return { type: "float32", dims, data: data.subarray(l * size, (l + 1) * size) };
+  };
+  for (let l = 0; l < L; l++) {
+    const names = routeInputs(l);
+    feeds[names.inWeight] = layerOf(folded.inWeight, l, [d, width]);
+    feeds[names.inBias] = layerOf(folded.inBias, l, [width]);
+    feeds[names.outWeight] = layerOf(folded.outWeight, l, [k + n, d]);
   }
   return feeds;
+}
+
+/** N, the largest bottleneck R, and K = N·R; at least one adapter of at least one column. */
+function bottleneckOf({ adapters }: RouteModules): { n: number; r: number; k: number } {
+  const n = Math.max(1, adapters.length);
+  const r = Math.max(1, ...adapters.flatMap((a) => a.layers.map((layer) => layer?.downBias.shape[0] ?? 0)));
+  return { n, r, k: n * r };
+}
+
+/** The literal graph's inputs (bert-graph.ts, literalTail): every fusion product left to the graph. */
+function literalFeeds(backbone: BackboneConfig, modules: RouteModules): RouteFeeds {
+  const { adapters, fusion } = modules;
+  const d = backbone.hiddenSize;
+  const { n, r, k } = bottleneckOf(modules);
+  const feeds: Record<string, FeedTensor> = {};
+  const put = (key: string, t: Tensor) => (feeds[key] = { type: "float32", dims: t.shape, data: t.data });
+  for (let l = 0; l < backbone.numLayers; l++) {
+    const names = routeInputs(l);
+    // All adapters side by side: down [d, K], up [K, d] (adapter i owns rows i·R .. i·R+R), up bias [N, d].
+    const down = zeros(d, k);
+    const downBias = zeros(k);
+    const up = zeros(k, d);
+    const upBias = zeros(n, d);
+    adapters.forEach((adapter, i) => {
+      const layer = adapter.layers[l];
+      if (!layer) return;
+      placeColumns(down, layer.downWeight, i * r);
+      downBias.data.set(layer.downBias.data, i * r);
+      up.data.set(layer.upWeight.data, i * r * d);
+      upBias.data.set(layer.upBias.data, i * d);
+    });
+    put(names.downWeight, down);
+    put(names.downBias, downBias);
+    put(names.upWeight, { shape: [n, r, d], data: up.data });
+    put(names.upBias, { shape: [n, 1, d], data: upBias.data });
+    const literal = fusion ? literalFusionInputs(fusion)[l] : neutralLiteralInputs(d);
+    for (const [key, tensor] of Object.entries(literal)) put(names[key as keyof typeof names], tensor);
+  }
+  return feeds;
+}
+
+let folderOfThisThread: FusionFolder | undefined;
+/** Folds for callers that bring no folder of their own (tools, tests), made on first use. */
+function threadFolder(): FusionFolder {
+  return (folderOfThisThread ??= new FusionFolder());
+}
+
+function concat(parts: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((sum, p) => sum + p.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
+  return out;
 }
 
 /** Writes `block` [rows, c] into columns `first` .. first + c of `matrix` [rows, cols]. */
@@ -107,7 +163,7 @@ function placeColumns(matrix: Tensor, block: Tensor, first: number): void {
 }
 
 /** Graph inputs that make the adapter graph compute the plain backbone. */
-export function backboneFeeds(backbone: BackboneConfig, variant: "fused" | "literal" = "fused"): RouteFeeds {
+export function backboneFeeds(backbone: BackboneConfig, variant: "fused" | "literal" = "fused"): Promise<RouteFeeds> {
   return routeFeeds(backbone, { adapters: [], fusion: null }, variant);
 }
 
@@ -136,80 +192,6 @@ export function feedBytes(feeds: RouteFeeds): number {
 }
 
 type LiteralInputs = Partial<Record<keyof ReturnType<typeof routeInputs>, Tensor>>;
-/** r = x·score + scoreBias, the value as a right factor: one fusion layer in the rewritten form. */
-interface ScoreAndValue {
-  readonly score: Tensor; // [d, d] = W_qᵀ W_k
-  readonly scoreBias: Tensor; // [1, d] = b_q W_k
-  readonly value: Tensor; // [d, d] = W_vᵀ, or the identity
-}
-
-/** One adapter's layer folded into one fusion's: its blocks of in_w, in_b and out_w. */
-interface FoldedAdapter {
-  readonly scoreUp: Tensor | null; // [d, R_i] = M·W_upᵀ
-  readonly scoreUpBias: Tensor | null; // [d, 1] = M·b_upᵀ
-  readonly biasUp: Tensor | null; // [1, R_i] = m·W_upᵀ
-  readonly biasUpBias: Tensor | null; // [1, 1] = m·b_upᵀ
-  readonly up: Tensor; // [R_i, d] = W_up·W_v
-  readonly upBias: Tensor; // [1, d] = b_up·W_v
-}
-
-/**
- * The folded products a layout needs, kept for the modules laid out most recently. A fusion's
- * W_qᵀW_k costs d³ per layer, and an adapter's blocks d²·R: kept, a change of one adapter
- * re-folds only that adapter, in every route that fuses it, instead of whole routes. Modules
- * reach the layout thread as copies, hence keys by content version (a hash of the files) rather
- * than by object. Capacity 0 keeps nothing (a one-off layout).
- */
-export class FoldCache {
-  private readonly fusions = new Map<string, ScoreAndValue[]>();
-  private readonly adapters = new Map<string, (FoldedAdapter | null)[]>();
-
-  constructor(private readonly capacity = 32) {}
-
-  adapter(fusion: FusionModule, adapter: AdapterModule): (FoldedAdapter | null)[] {
-    return this.remember(this.adapters, `${fusion.version}:${adapter.version}`, () => {
-      const rewritten = this.remember(this.fusions, fusion.version, () => scoreAndValue(fusion));
-      return adapter.layers.map((layer, l) => (layer ? foldAdapter(layer.upWeight, layer.upBias, rewritten[l]) : null));
-    });
-  }
-
-  private remember<T>(kept: Map<string, T>, key: string, make: () => T): T {
-    let entry = kept.get(key);
-    if (entry) kept.delete(key);
-    else entry = make();
-    if (this.capacity === 0) return entry;
-    kept.set(key, entry);
-    if (kept.size > this.capacity) kept.delete(kept.keys().next().value!);
-    return entry;
-  }
-}
-
-function scoreAndValue(fusion: FusionModule): ScoreAndValue[] {
-  return fusion.layers.map((f) => {
-    const d = f.queryBias.shape[0];
-    return {
-      score: matmul(transpose(f.queryWeight), f.keyWeight),
-      scoreBias: matmul({ shape: [1, d], data: f.queryBias.data }, f.keyWeight),
-      value: f.valueWeight ? transpose(f.valueWeight) : identity(d),
-    };
-  });
-}
-
-function foldAdapter(up: Tensor, upBias: Tensor, f: ScoreAndValue): FoldedAdapter {
-  const d = upBias.shape[0];
-  const upT = transpose(up);
-  const upBiasRow = { shape: [1, d], data: upBias.data };
-  const upBiasT = { shape: [d, 1], data: upBias.data };
-  return {
-    scoreUp: matmul(f.score, upT),
-    scoreUpBias: matmul(f.score, upBiasT),
-    biasUp: matmul(f.scoreBias, upT),
-    biasUpBias: matmul(f.scoreBias, upBiasT),
-    up: matmul(up, f.value),
-    upBias: matmul(upBiasRow, f.value),
-  };
-}
-
 function literalFusionInputs(fusion: FusionModule): LiteralInputs[] {
   return fusion.layers.map((f) => ({
     valueWeight: f.valueWeight ? transpose(f.valueWeight) : identity(f.queryBias.shape[0]),

@@ -9,25 +9,6 @@ export function transpose(t: Tensor): Tensor {
   return { shape: [cols, rows], data: out };
 }
 
-/** a [n, k] · b [k, m] → [n, m], accumulated in float64. */
-export function matmul(a: Tensor, b: Tensor): Tensor {
-  const [n, k] = a.shape;
-  const m = b.shape[1];
-  const out = new Float32Array(n * m);
-  const row = new Float64Array(m);
-  for (let i = 0; i < n; i++) {
-    row.fill(0);
-    for (let j = 0; j < k; j++) {
-      const aij = a.data[i * k + j];
-      if (aij === 0) continue;
-      const offset = j * m;
-      for (let c = 0; c < m; c++) row[c] += aij * b.data[offset + c];
-    }
-    out.set(row, i * m);
-  }
-  return { shape: [n, m], data: out };
-}
-
 export function identity(d: number): Tensor {
   const data = new Float32Array(d * d);
   for (let i = 0; i < d; i++) data[i * d + i] = 1;

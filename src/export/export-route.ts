@@ -80,7 +80,7 @@ export async function exportRoute(options: ExportOptions): Promise<ExportDescrip
     throw new ModelLoadError("unsupported_config", `maximum sequence length ${maxSeqLen} is outside 2..${config.maxPositions} (the backbone's positions)`);
   }
   const int8 = options.precision === "int8" ? await resolveInt8Mode(options.int8Weights ?? "7") : undefined;
-  const model = buildRouteModel(backbone, { name: route.name, adapters: route.adapters, fusion: route.fusion, head: route.head }, int8);
+  const model = await buildRouteModel(backbone, { name: route.name, adapters: route.adapters, fusion: route.fusion, head: route.head }, int8);
   await checkLoads(model);
 
   const labels = route.head.labels;

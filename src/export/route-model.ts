@@ -26,9 +26,9 @@ export interface RouteToExport extends RouteModules {
  * `int8`: the backbone and route matrices quantized as the server's int8 engine quantizes them,
  * with that weight range (int8-mode.ts).
  */
-export function buildRouteModel(backbone: Backbone, route: RouteToExport, int8?: Int8Mode): Uint8Array {
+export async function buildRouteModel(backbone: Backbone, route: RouteToExport, int8?: Int8Mode): Promise<Uint8Array> {
   const { config } = backbone;
-  const feeds = routeFeeds(config, route);
+  const feeds = await routeFeeds(config, route);
   const g = new OnnxGraph(int8 ? quantizeRouteFeeds(feeds, config.numLayers, int8.weightMax) : feeds);
   const { hidden, probs } = buildEncoder(g, backbone, "fused", int8 ?? "float32");
   const { head } = route;

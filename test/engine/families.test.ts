@@ -80,7 +80,7 @@ for (const family of FAMILIES) {
         const sequences = expected.ids.map((row, b) => row.filter((_, i) => expected.mask[b][i] === 1));
         const route = await loadRoute(root, backbone, c);
         const batch = padBatch(sequences);
-        const feeds = variant === "plain" ? {} : route.head ? routeFeeds(backbone.config, route, variant) : backboneFeeds(backbone.config);
+        const feeds = variant === "plain" ? {} : route.head ? await routeFeeds(backbone.config, route, variant) : await backboneFeeds(backbone.config);
         const result = await engines[variant].run(batch, feeds);
         const T = expected.ids[0].length;
 
@@ -122,7 +122,7 @@ for (const family of FAMILIES) {
 
   t.test(`${family}: padding never moves a real token, whatever id pads the batch`, async (t) => {
     const route = await loadRoute(root, backbone, fusionCase);
-    const feeds = routeFeeds(backbone.config, route);
+    const feeds = await routeFeeds(backbone.config, route);
     const expected = expectedOutputs(fusionCase, root);
     const sequences = expected.ids.map((row, b) => row.filter((_, i) => expected.mask[b][i] === 1));
     // The longest input the table serves, padded beside short ones: RoBERTa would number padded
@@ -147,7 +147,7 @@ for (const family of FAMILIES) {
     const slotted = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused", slots: 2 });
     const int8 = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused", precision: "int8" });
     t.teardown(() => Promise.all([slotted.close(), int8.close()]));
-    const feeds: RouteFeeds[] = [routeFeeds(backbone.config, fusionRoute), routeFeeds(backbone.config, taggerRoute)];
+    const feeds: RouteFeeds[] = [await routeFeeds(backbone.config, fusionRoute), await routeFeeds(backbone.config, taggerRoute)];
     const heads = [fusionRoute.head!, taggerRoute.head!];
     const single = await Promise.all(
       feeds.map(async (f, i) => {

@@ -92,8 +92,8 @@ for (const spec of ROUTES) {
     const fusion = await loadFusion(join(ENGINE_FIXTURES, "fusions", spec.fusion), backbone.config);
     t.equal(fusion.kind, spec.fusion.startsWith("dyn") ? "dynamic" : "static");
     t.ok(new Set(adapters.map((a) => a.layers[0]!.downBias.shape[0])).size > 1, "the route mixes reduction factors (zero-padded bottlenecks)");
-    const fusedFeeds = routeFeeds(backbone.config, { adapters, fusion }, "fused");
-    const literalFeeds = routeFeeds(backbone.config, { adapters, fusion }, "literal");
+    const fusedFeeds = await routeFeeds(backbone.config, { adapters, fusion }, "fused");
+    const literalFeeds = await routeFeeds(backbone.config, { adapters, fusion }, "literal");
     for (const { label, sequences } of inputBatches()) {
       const batch = padBatch(sequences);
       const [fused, literal] = await Promise.all([engines.fused.run(batch, fusedFeeds), engines.literal.run(batch, literalFeeds)]);
@@ -119,8 +119,8 @@ t.test("sharpened dyn5 (query and key weights ×3: nearly one-hot attention): fu
     layers: base.layers.map((l): FusionLayer => ({ ...l, queryWeight: scale(l.queryWeight, 3), queryBias: scale(l.queryBias, 3), keyWeight: scale(l.keyWeight, 3) })),
   };
   const batch = padBatch(inputBatches()[0].sequences);
-  const fused = await engines.fused.run(batch, routeFeeds(backbone.config, { adapters: adapters, fusion: fusion }, "fused"));
-  const literal = await engines.literal.run(batch, routeFeeds(backbone.config, { adapters: adapters, fusion: fusion }, "literal"));
+  const fused = await engines.fused.run(batch, await routeFeeds(backbone.config, { adapters: adapters, fusion: fusion }, "fused"));
+  const literal = await engines.literal.run(batch, await routeFeeds(backbone.config, { adapters: adapters, fusion: fusion }, "literal"));
   const diff = compare(fused, literal, batch.lengths, batch.seqLen);
   t.comment(`max |diff| hidden ${diff.hidden.toExponential(2)}, fusion p ${diff.probs.toExponential(2)}; mean max p ${diff.meanMaxProb.toFixed(3)}`);
   t.ok(diff.hidden <= TOLERANCE, `last hidden state within ${TOLERANCE}`);
@@ -205,7 +205,7 @@ for (const { dim, n, std, label } of [
       head: null,
       layers: [{ downWeight: { shape: [dim, 4], data: rand(dim * 4, 1) }, downBias: { shape: [4], data: rand(4, 1) }, upWeight: { shape: [4, dim], data: rand(4 * dim, 1) }, upBias: { shape: [dim], data: rand(dim, 1) } }],
     }));
-    const feeds = routeFeeds(config, { adapters: adapters, fusion: fusion }, "fused");
+    const feeds = await routeFeeds(config, { adapters: adapters, fusion: fusion }, "fused");
     const names = routeInputs(0);
     const R = 4;
     const K = n * R;
@@ -259,8 +259,8 @@ t.test("static fusion and single-adapter routes apply no value (out_w is the bar
   const static5 = await loadFusion(join(ENGINE_FIXTURES, "fusions", "static5"), backbone.config);
   t.equal(static5.layers[0].valueWeight, null, "a static fusion has no value weights");
   const adapters = await Promise.all(ROUTES[1].adapters.map(adapter));
-  const feeds = routeFeeds(backbone.config, { adapters: adapters, fusion: static5 }, "fused");
-  const single = routeFeeds(backbone.config, { adapters: [adapters[0]], fusion: null }, "fused");
+  const feeds = await routeFeeds(backbone.config, { adapters: adapters, fusion: static5 }, "fused");
+  const single = await routeFeeds(backbone.config, { adapters: [adapters[0]], fusion: null }, "fused");
   for (let l = 0; l < L; l++) {
     const names = routeInputs(l);
     const K = feeds[names.outWeight].dims[0] - adapters.length;

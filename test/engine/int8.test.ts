@@ -25,7 +25,7 @@ t.teardown(() => Promise.all([float32.close(), int8.close(), int8w7.close()]));
 
 const adapters = await Promise.all(["a1", "a2", "a3", "a4", "a5"].map((n) => loadAdapter(join(ENGINE_FIXTURES, "adapters", n), backbone.config)));
 const fusion = await loadFusion(join(ENGINE_FIXTURES, "fusions", "dyn5"), backbone.config);
-const feeds = routeFeeds(backbone.config, { adapters, fusion });
+const feeds = await routeFeeds(backbone.config, { adapters, fusion });
 const c = parityCases().find((p) => p.name === "dyn5_batch8")!;
 const expected = expectedOutputs(c);
 const sequences = expected.ids.map((row, b) => row.filter((_, i) => expected.mask[b][i] === 1));

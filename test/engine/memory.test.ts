@@ -257,7 +257,7 @@ if (process.env[CHILD_ENV] !== "1") {
     const backbone = await loadBackbone(MINILM);
     engine = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused" });
     // One pass with the backbone alone, so the session's arena and thread pool exist before the baseline.
-    await engine.run(batch, backboneFeeds(backbone.config));
+    await engine.run(batch, await backboneFeeds(backbone.config));
     return backbone.config; // the Backbone's JS-side weights are dropped here: the session holds the backbone.
   })();
   t.equal(config.hiddenSize, 384);
@@ -283,7 +283,7 @@ if (process.env[CHILD_ENV] !== "1") {
   const library = await AdapterLibrary.open(root, config);
   const routes = [...library.state.routes.values()];
   t.same(routes.map((r) => r.name).sort(), [...ADAPTERS, ...Object.keys(FUSIONS)].sort(), "5 adapter routes and 3 fusion routes");
-  const feeds = routes.map((route) => routeFeeds(config, route));
+  const feeds = await Promise.all(routes.map((route) => routeFeeds(config, route)));
   for (const [i, route] of routes.entries()) {
     const result = await engine!.run(batch, feeds[i]);
     t.ok(result.hidden.every(Number.isFinite), `${route.name}: one forward pass, finite output`);

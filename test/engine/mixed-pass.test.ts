@@ -54,7 +54,7 @@ async function diffsFromAlone(single: FusionEngine, served: readonly FusionRoute
   let first = 0;
   for (const [s, route] of served.entries()) {
     const alone = padBatch(inputs[s]);
-    const expected = readout(route.head, await single.run(alone, routeFeeds(backbone.config, route)), alone, d, true);
+    const expected = readout(route.head, await single.run(alone, await routeFeeds(backbone.config, route)), alone, d, true);
     diffs.push(Math.max(...expected.map((e, i) => maxDiff(outputs[first + i], e))));
     first += expected.length;
   }
@@ -65,7 +65,7 @@ t.test("one pass of five routes gives each input its own route's answer, as if s
   const engine = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused", slots: 8 });
   const single = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused" });
   t.teardown(() => Promise.all([engine.close(), single.close()]));
-  const feeds = routes.map((route) => routeFeeds(backbone.config, route));
+  const feeds = await Promise.all(routes.map((route) => routeFeeds(backbone.config, route)));
   const batch = padBatch(perRoute.flat());
   const slots = routes.map((route, s) => ({ feeds: feeds[s], head: route.head, inputs: inputsPerRoute[s], explain: true }));
   const mixed = readoutPass(await engine.runPass(batch, slots), batch, slots, d);
@@ -140,7 +140,7 @@ for (const precision of ["float32", "int8"] as const) {
     const engine = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused", slots: 8, packed: true, precision });
     const single = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused", precision });
     t.teardown(() => Promise.all([engine.close(), single.close()]));
-    const feeds = routes.map((route) => routeFeeds(backbone.config, route));
+    const feeds = await Promise.all(routes.map((route) => routeFeeds(backbone.config, route)));
     const batch = packBatch(packable.flat());
     const inputs = packable.flat().length;
     t.ok(batch.batch < inputs, `${inputs} inputs in ${batch.batch} rows of ${batch.seqLen} tokens`);

@@ -32,7 +32,7 @@ for (const c of parityCases()) {
       const head = fusion?.head ?? adapters[0]?.head ?? null;
       const batch = padBatch(sequences);
       const engine = engines[variant];
-      const feeds = variant === "plain" ? {} : head ? routeFeeds(backbone.config, { adapters, fusion }, variant) : backboneFeeds(backbone.config);
+      const feeds = variant === "plain" ? {} : head ? await routeFeeds(backbone.config, { adapters, fusion }, variant) : await backboneFeeds(backbone.config);
       const result = await engine.run(batch, feeds);
 
       const hidden = expected.tensors.get("last_hidden_state")!;

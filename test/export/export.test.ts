@@ -58,7 +58,7 @@ async function engineAnswers(route: string, precision: keyof typeof engines, pad
   const adapters = await Promise.all((fusion ? fusion.adapters : [route]).map((a) => loadAdapter(join(FAMILY, "adapters", a), backbone.config)));
   const head = fusion?.head ?? adapters[0].head!;
   const batch = padBatch(sequences, padId);
-  return readout(head, await engines[precision].run(batch, routeFeeds(backbone.config, { adapters, fusion })), batch, d, true);
+  return readout(head, await engines[precision].run(batch, await routeFeeds(backbone.config, { adapters, fusion })), batch, d, true);
 }
 
 /** The exported model alone, in a session of its own. */

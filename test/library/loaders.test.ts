@@ -90,7 +90,7 @@ for (const c of cases) {
     const route = (await library(c.scene)).route(c.route);
     const { sequences, logits } = expected(c.file);
     const batch = padBatch(sequences);
-    const outputs = readout(route.head, await engine.run(batch, routeFeeds(backbone.config, route)), batch, d, false);
+    const outputs = readout(route.head, await engine.run(batch, await routeFeeds(backbone.config, route)), batch, d, false);
     const C = route.head.labels.length;
     t.equal(logits.length, sequences.length * C, `the head has the library's ${C} labels`);
     const diff = Math.max(...outputs.map((o, b) => maxAbsDiff((o.output as HeadOutput).logits, logits.subarray(b * C, (b + 1) * C))));

@@ -1,21 +1,29 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
-import { feedBuffers, FoldCache, quantizeRouteFeeds, routeFeeds } from "../layout.js";
+import { FusionFolder } from "../fold.js";
+import { feedBuffers, quantizeRouteFeeds, routeFeeds } from "../layout.js";
 import { collectGarbage } from "./collect.js";
 import { LAYOUT_NICE, lowerThreadPriority } from "./priority.js";
 import { toWire, type FromLayout, type LayoutWorkerSetup, type ToLayout } from "./protocol.js";
 
 /**
  * Route assembly away from the event loop and from the engine: folding a fusion into its feeds
- * costs d³ per layer, seconds on a larger backbone, and would otherwise stall either intake or
- * every forward pass for that long.
+ * costs 2·d²·(K + N) per layer (fold.ts), and would otherwise stall either intake or every
+ * forward pass for that long.
  */
-const { backbone, int8, hold } = workerData as LayoutWorkerSetup;
+const { backbone, int8, threads, hold } = workerData as LayoutWorkerSetup;
 const port = parentPort!;
-const folds = new FoldCache();
+// Before the folder starts its pool threads, which inherit this priority.
 lowerThreadPriority(LAYOUT_NICE);
+const folder = new FusionFolder(threads);
 
-port.on("message", ({ job, adapters, fusion }: ToLayout) => {
+// One layout at a time, in arrival order: each already uses every core it is given.
+let layouts = Promise.resolve();
+port.on("message", (message: ToLayout) => {
+  layouts = layouts.then(() => layOut(message));
+});
+
+async function layOut({ job, adapters, fusion }: ToLayout): Promise<void> {
   if (hold) {
     Atomics.store(hold, 1, 1);
     Atomics.notify(hold, 1);
@@ -23,7 +31,7 @@ port.on("message", ({ job, adapters, fusion }: ToLayout) => {
   }
   const started = performance.now();
   try {
-    const float = routeFeeds(backbone, { adapters, fusion }, "fused", folds);
+    const float = await routeFeeds(backbone, { adapters, fusion }, "fused", folder);
     const feeds = int8 ? quantizeRouteFeeds(float, backbone.numLayers, int8.weightMax) : float;
     const reply: FromLayout = { job, feeds, seconds: (performance.now() - started) / 1000 };
     port.postMessage(reply, feedBuffers(feeds));
@@ -31,4 +39,4 @@ port.on("message", ({ job, adapters, fusion }: ToLayout) => {
   } catch (err) {
     port.postMessage({ job, error: toWire(err) } satisfies FromLayout);
   }
-});
+}

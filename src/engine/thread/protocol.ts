@@ -30,6 +30,8 @@ export interface LayoutWorkerSetup {
   readonly backbone: BackboneConfig;
   /** The engine's int8 weight range; absent for float32. */
   readonly int8: Int8Mode | undefined;
+  /** Intra-op threads of the fold's products, as many as the engine's; 0 lets ONNX Runtime choose. */
+  readonly threads: number;
   readonly hold?: Int32Array;
 }
 
