@@ -27,6 +27,12 @@ export interface ServerConfig {
   readonly maxBatchSize: number;
   readonly maxWaitMs: number;
   readonly routeSlots: number;
+  /** Most route layouts resident in the engine at once (docs/design.md §2, "Resident routes"). */
+  readonly maxResidentRoutes: number;
+  /** Most MiB of route layouts resident at once. */
+  readonly maxResidentMib: number;
+  /** Routes whose layouts are built at once and never evicted. */
+  readonly pinRoutes: readonly string[];
   readonly scheduling: SchedulingPolicy;
   readonly maxQueue: number;
   readonly requestTimeoutMs: number;
@@ -167,6 +173,30 @@ export const OPTIONS: readonly AnyOption[] = [
   { key: "maxWaitMs", flag: "max-wait-ms", env: "FUSION_MAX_WAIT_MS", default: "5", help: "longest an input waits for others to share its forward pass", parse: integer(0, 60_000) },
   { key: "routeSlots", flag: "route-slots", env: "FUSION_ROUTE_SLOTS", default: "8", help: "most routes one forward pass serves (fixed when the engine starts)", parse: integer(1, 64) },
   {
+    key: "maxResidentRoutes",
+    flag: "max-resident-routes",
+    env: "FUSION_MAX_RESIDENT_ROUTES",
+    default: "32",
+    help: "most route layouts held in the engine at once; a route's layout is built when a request first needs it and the least recently used are evicted beyond this (pinned routes count, and stay)",
+    parse: integer(1),
+  },
+  {
+    key: "maxResidentMib",
+    flag: "max-resident-mib",
+    env: "FUSION_MAX_RESIDENT_MIB",
+    default: "2048",
+    help: "most MiB of route layouts held in the engine at once, evicted least recently used beyond it",
+    parse: integer(1),
+  },
+  {
+    key: "pinRoutes",
+    flag: "pin-routes",
+    env: "FUSION_PIN_ROUTES",
+    default: "none",
+    help: "comma-separated routes laid out as soon as they are served and never evicted",
+    parse: (raw) => raw.split(",").map((name) => name.trim()).filter((name) => name.length > 0),
+  },
+  {
     key: "scheduling",
     flag: "scheduling",
     env: "FUSION_SCHEDULING",
@@ -241,6 +271,9 @@ export const DEFAULT_CONFIG: ServerConfig = {
   maxBatchSize: 32,
   maxWaitMs: 5,
   routeSlots: 8,
+  maxResidentRoutes: 32,
+  maxResidentMib: 2048,
+  pinRoutes: [],
   scheduling: "mixed",
   maxQueue: 1024,
   requestTimeoutMs: 30_000,

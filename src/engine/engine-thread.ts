@@ -1,16 +1,30 @@
 import { extname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { performance } from "node:perf_hooks";
 import { Worker } from "node:worker_threads";
 import { UnavailableError } from "../errors.js";
 import type { FusionRoute } from "../library/route.js";
 import type { BackboneConfig } from "./backbone.js";
 import type { TokenBatch } from "./engine.js";
 import type { Int8Mode } from "./int8-mode.js";
-import { feedBuffers } from "./layout.js";
+import { feedBuffers, feedBytes } from "./layout.js";
+import { inSharedMemory } from "./shared-memory.js";
 import type { InputReadout } from "./readout.js";
 import { fromWire, type EngineWorkerSetup, type FromEngine, type FromLayout, type LayoutWorkerSetup, type ToEngine, type ToLayout } from "./thread/protocol.js";
 
+/** Which route layouts stay resident in the engine (docs/design.md §2, "Resident routes"). */
+export interface ResidencyOptions {
+  /** Most route layouts held at once, pinned ones included. */
+  readonly maxRoutes: number;
+  /** Most bytes of route layouts held at once. */
+  readonly maxBytes: number;
+  /** Routes laid out as soon as the library serves them, and never evicted. */
+  readonly pinned: ReadonlySet<string>;
+}
+
 export interface EngineThreadOptions extends EngineWorkerSetup {
+  /** Absent: every layout stays resident once built, none pinned. */
+  readonly residency?: ResidencyOptions;
   /**
    * On a SharedArrayBuffer: while hold[0] is 0, the layout thread stops at the start of each
    * assembly, after setting hold[1] to 1. Lets a test watch the server in the middle of a swap.
@@ -32,16 +46,35 @@ export interface PassOutcome {
   readonly seconds: number;
 }
 
-/** Where the engine reports route assembly; the metrics plugin is one. */
+/** Where the engine reports route layouts coming and going; the metrics plugin is one. */
 export interface AssemblyObserver {
-  routeAssembled(route: string, seconds: number): void;
+  /** A route's layout was built and installed: `cause` says why it was needed. */
+  routeAssembled(route: string, seconds: number, cause: LayoutCause): void;
+  /** A resident layout was dropped to stay within the budget (not a replaced route's release). */
+  routeEvicted(route: string): void;
+  /** A request waited this long for its route's layout. */
+  coldStart(route: string, seconds: number): void;
 }
 
-interface Installed {
-  readonly id: number;
+/** Why a layout is built: a request for a cold route, a pinned route, a resident route replaced by a change. */
+export type LayoutCause = "request" | "pinned" | "replacement";
+
+interface RouteEntry {
+  /** The engine's id of the installed layout; undefined while cold. */
+  id: number | undefined;
+  bytes: number;
   /** Requests admitted on this route that are not settled yet. */
   users: number;
+  /** The library no longer serves this snapshot. */
   retired: boolean;
+  readonly pinned: boolean;
+  loading: Promise<void> | undefined;
+}
+
+/** Route layouts resident in the engine, and their bytes. */
+export interface Residency {
+  readonly routes: number;
+  readonly bytes: number;
 }
 
 /**
@@ -50,12 +83,19 @@ interface Installed {
  * event loop only posts messages: intake, health checks, metrics and the admin API answer while
  * a pass or an assembly runs.
  *
- * A route is installed in the engine before the library publishes it (`prepare`) and released
- * once the library has replaced it (`retire`) and no admitted request still uses it
- * (`acquire`/`release`), so a request always finishes on the version it started on.
+ * Route layouts are resident lazily and within a budget: every route the library serves is known
+ * to the engine (`prepare`), but its layout is built when a request first needs it
+ * (`whenResident`), unless the route is pinned or replaces a route that was resident (a swap keeps
+ * a hot route hot: it is laid out before the library publishes it). Past the budget the least
+ * recently used layouts no request holds are evicted; a request holds its route from `acquire`
+ * to `release`, and a route the library replaced (`retire`) is released once no request holds
+ * it, so a request always finishes on the version it started on.
  */
 export class EngineThread {
-  private readonly installed = new WeakMap<FusionRoute, Installed>();
+  private readonly routes = new WeakMap<FusionRoute, RouteEntry>();
+  /** Resident layouts, least recently used first. */
+  private readonly resident = new Map<FusionRoute, RouteEntry>();
+  private residentBytes = 0;
   private readonly passes = new Map<number, { resolve: (o: PassOutcome) => void; reject: (e: Error) => void }>();
   private readonly jobs = new Map<number, { resolve: (m: FromLayout) => void; reject: (e: Error) => void }>();
   private nextId = 1;
@@ -69,6 +109,9 @@ export class EngineThread {
     /** The int8 weight range the engine chose at start; absent for float32. */
     readonly int8: Int8Mode | undefined,
     readonly slots: number,
+    /** Bytes of the backbone's graph, which the engine's session holds. */
+    readonly backboneBytes: number,
+    private readonly residency: ResidencyOptions,
     private readonly observer: AssemblyObserver | undefined,
   ) {
     engine.on("message", (message: FromEngine) => this.onEngineMessage(message));
@@ -80,7 +123,7 @@ export class EngineThread {
   }
 
   static async start(options: EngineThreadOptions, observer?: AssemblyObserver): Promise<EngineThread> {
-    const { layoutHold, ...setup } = options;
+    const { layoutHold, residency, ...setup } = options;
     const engine = startWorker("engine-worker", setup);
     const first = await new Promise<FromEngine>((resolve, reject) => {
       engine.once("message", resolve);
@@ -93,13 +136,24 @@ export class EngineThread {
     }
     const layoutSetup: LayoutWorkerSetup = { backbone: first.backbone, int8: first.int8, threads: setup.threads, hold: layoutHold };
     const layout = startWorker("layout-worker", layoutSetup);
-    return new EngineThread(engine, layout, first.backbone, first.int8, options.slots, observer);
+    const unbounded: ResidencyOptions = { maxRoutes: Infinity, maxBytes: Infinity, pinned: new Set() };
+    return new EngineThread(engine, layout, first.backbone, first.int8, options.slots, first.backboneBytes, residency ?? unbounded, observer);
   }
 
-  /** Lays out and installs each route; resolves once the engine will find them, and installs none if one fails. */
+  /**
+   * Makes the routes known to the engine before the library publishes them, laying out now those
+   * that are pinned or replace a resident route of the same name; resolves once those are
+   * installed, and keeps none of the routes if one of them fails.
+   */
   async prepare(routes: readonly FusionRoute[]): Promise<void> {
-    const outcomes = await Promise.allSettled(routes.map((route) => this.install(route)));
-    const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
+    const warm = new Set([...this.resident.keys()].map((route) => route.name));
+    const now: Promise<void>[] = [];
+    for (const route of routes) {
+      const entry = this.entry(route, false);
+      if (entry.pinned) now.push(this.load(route, entry, "pinned"));
+      else if (warm.has(route.name)) now.push(this.load(route, entry, "replacement"));
+    }
+    const failed = (await Promise.allSettled(now)).find((o): o is PromiseRejectedResult => o.status === "rejected");
     if (!failed) return;
     this.retire(routes);
     throw failed.reason;
@@ -108,25 +162,47 @@ export class EngineThread {
   /** The library no longer serves these routes; each is released once no request uses it. */
   retire(routes: readonly FusionRoute[]): void {
     for (const route of routes) {
-      const entry = this.installed.get(route);
+      const entry = this.routes.get(route);
       if (!entry) continue;
       entry.retired = true;
       this.releaseIfUnused(route, entry);
     }
   }
 
-  /** A request admitted on `route` holds it installed until `release`. */
+  /** A request admitted on `route` holds it (resident, once it is) until `release`. */
   acquire(route: FusionRoute): void {
-    const entry = this.installed.get(route);
-    if (!entry) throw new UnavailableError("route_not_installed", `route '${route.name}' version ${route.version} is not installed in the engine`);
+    // A snapshot the library never announced is served for its requests and then let go.
+    const entry = this.entry(route, true);
     entry.users++;
+    if (entry.id !== undefined) {
+      this.resident.delete(route);
+      this.resident.set(route, entry);
+    }
+  }
+
+  /**
+   * Null when the route's layout is resident; otherwise a promise that resolves once it is (a
+   * request must `acquire` the route first, so that the layout cannot be evicted before it runs).
+   */
+  whenResident(route: FusionRoute): Promise<void> | null {
+    const entry = this.routes.get(route);
+    if (!entry) return Promise.reject(new Error(`route '${route.name}' was not acquired`));
+    if (entry.id !== undefined) return null;
+    const started = performance.now();
+    return this.load(route, entry, "request").then(() => this.observer?.coldStart(route.name, (performance.now() - started) / 1000));
   }
 
   release(route: FusionRoute): void {
-    const entry = this.installed.get(route);
+    const entry = this.routes.get(route);
     if (!entry) return;
     entry.users--;
     this.releaseIfUnused(route, entry);
+    this.keepWithinBudget();
+  }
+
+  /** Route layouts resident now. */
+  get residencyNow(): Residency {
+    return { routes: this.resident.size, bytes: this.residentBytes };
   }
 
   /** One forward pass over inputs of up to `slots` routes, inputs ordered by slot. */
@@ -137,7 +213,7 @@ export class EngineThread {
       type: "run",
       pass,
       batch: { seqLen: batch.seqLen, ids: batch.ids, mask: batch.mask, lengths: batch.lengths, segments: batch.segments },
-      slots: slots.map(({ route, inputs, explain }) => ({ route: this.installed.get(route)!.id, inputs, explain })),
+      slots: slots.map(({ route, inputs, explain }) => ({ route: this.routes.get(route)!.id!, inputs, explain })),
     };
     return new Promise<PassOutcome>((resolve, reject) => {
       this.passes.set(pass, { resolve, reject });
@@ -157,27 +233,69 @@ export class EngineThread {
     await Promise.all([this.engine.terminate(), this.layout.terminate()]);
   }
 
-  private async install(route: FusionRoute): Promise<void> {
-    if (this.installed.has(route)) return;
+  private entry(route: FusionRoute, retired: boolean): RouteEntry {
+    let entry = this.routes.get(route);
+    if (!entry) {
+      entry = { id: undefined, bytes: 0, users: 0, retired, pinned: this.residency.pinned.has(route.name), loading: undefined };
+      this.routes.set(route, entry);
+    }
+    return entry;
+  }
+
+  /** Lays the route out and installs it, once however many ask at the same time. */
+  private load(route: FusionRoute, entry: RouteEntry, cause: LayoutCause): Promise<void> {
+    if (entry.id !== undefined) return Promise.resolve();
+    entry.loading ??= this.install(route, entry, cause).finally(() => (entry.loading = undefined));
+    return entry.loading;
+  }
+
+  private async install(route: FusionRoute, entry: RouteEntry, cause: LayoutCause): Promise<void> {
     if (this.broken) throw this.unavailable();
     const job = this.nextId++;
-    const request: ToLayout = { job, adapters: route.adapters.map(shared), fusion: route.fusion && shared(route.fusion) };
+    const request: ToLayout = { job, adapters: route.adapters.map(inSharedMemory), fusion: route.fusion && inSharedMemory(route.fusion) };
     const reply = await new Promise<FromLayout>((resolve, reject) => {
       this.jobs.set(job, { resolve, reject });
       this.layout.postMessage(request);
     }).finally(() => this.jobs.delete(job));
     if ("error" in reply) throw fromWire(reply.error);
-    this.observer?.routeAssembled(route.name, reply.seconds);
-    const id = this.nextId++;
-    this.installed.set(route, { id, users: 0, retired: false });
-    const message: ToEngine = { type: "install", route: id, feeds: reply.feeds, head: shared(route.head) };
+    if (this.broken) throw this.unavailable();
+    this.observer?.routeAssembled(route.name, reply.seconds, cause);
+    entry.id = this.nextId++;
+    entry.bytes = feedBytes(reply.feeds);
+    this.resident.set(route, entry);
+    this.residentBytes += entry.bytes;
+    const message: ToEngine = { type: "install", route: entry.id, feeds: reply.feeds, head: inSharedMemory(route.head) };
     this.engine.postMessage(message, feedBuffers(reply.feeds));
+    // Retired while it was laid out, with nobody waiting for it.
+    this.releaseIfUnused(route, entry);
+    this.keepWithinBudget();
   }
 
-  private releaseIfUnused(route: FusionRoute, entry: Installed): void {
+  private releaseIfUnused(route: FusionRoute, entry: RouteEntry): void {
     if (!entry.retired || entry.users > 0) return;
-    this.installed.delete(route);
-    if (!this.broken) this.engine.postMessage({ type: "release", route: entry.id } satisfies ToEngine);
+    this.evict(route, entry);
+    this.routes.delete(route);
+  }
+
+  /** Evicts the least recently used layouts that no request holds and are not pinned, while over the budget. */
+  private keepWithinBudget(): void {
+    const { maxRoutes, maxBytes } = this.residency;
+    for (const [route, entry] of this.resident) {
+      if (this.resident.size <= maxRoutes && this.residentBytes <= maxBytes) return;
+      if (entry.users > 0 || entry.pinned) continue;
+      this.evict(route, entry);
+      this.observer?.routeEvicted(route.name);
+    }
+  }
+
+  private evict(route: FusionRoute, entry: RouteEntry): void {
+    if (entry.id === undefined) return;
+    this.resident.delete(route);
+    this.residentBytes -= entry.bytes;
+    const id = entry.id;
+    entry.id = undefined;
+    entry.bytes = 0;
+    if (!this.broken) this.engine.postMessage({ type: "release", route: id } satisfies ToEngine);
   }
 
   private onEngineMessage(message: FromEngine): void {
@@ -201,35 +319,6 @@ export class EngineThread {
   private unavailable(): UnavailableError {
     return new UnavailableError("engine_unavailable", `the engine thread stopped: ${this.broken?.message ?? "unknown reason"}`);
   }
-}
-
-const sharedCopies = new WeakMap<object, unknown>();
-
-/**
- * The module with its weights in shared memory, made once per loaded module: posted to another
- * thread, its arrays are shared rather than copied, so laying out a route after a swap does not
- * copy every module it fuses (and leaves the other thread no copies to collect).
- */
-function shared<T extends object>(module: T): T {
-  let copy = sharedCopies.get(module);
-  if (!copy) {
-    copy = share(module);
-    sharedCopies.set(module, copy);
-  }
-  return copy as T;
-}
-
-function share(value: unknown): unknown {
-  if (value instanceof Float32Array) {
-    const copy = new Float32Array(new SharedArrayBuffer(value.byteLength));
-    copy.set(value);
-    return copy;
-  }
-  // Modules hold float32 tensors only; anything else would silently become a plain object below.
-  if (ArrayBuffer.isView(value)) throw new Error(`cannot share a ${value.constructor.name} with the engine's threads`);
-  if (Array.isArray(value)) return value.map(share);
-  if (value !== null && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([key, v]) => [key, share(v)]));
-  return value;
 }
 
 /**

@@ -95,6 +95,8 @@ export class FusionEngine {
     /** The int8 weight range chosen at start; absent for float32. */
     readonly int8: Int8Mode | undefined,
     idleSlot: RouteFeeds,
+    /** Bytes of the graph the session was built from: the backbone's weights, nearly all of it. */
+    readonly graphBytes: number,
   ) {
     this.idleSlot = this.prepare(idleSlot);
   }
@@ -108,7 +110,7 @@ export class FusionEngine {
     const model = buildBertGraph(backbone, options.variant, int8 ?? "float32", options.slots ?? 1, options.packed ?? false);
     try {
       const session = await ort.InferenceSession.create(model, sessionOptions(options));
-      return new FusionEngine(session, backbone.config, options, int8, await backboneFeeds(backbone.config));
+      return new FusionEngine(session, backbone.config, options, int8, await backboneFeeds(backbone.config), model.byteLength);
     } catch (err) {
       if (options.device === "cuda") {
         throw new ModelLoadError(

@@ -3,6 +3,7 @@ import { DEFAULT_CONFIG } from "../config.js";
 import { ConflictError, ModelLoadError, NotFoundError, UnavailableError } from "../errors.js";
 import type { BackboneConfig } from "../engine/backbone.js";
 import type { PredictionHead } from "../engine/heads.js";
+import { inSharedMemory, tensorBytes } from "../engine/shared-memory.js";
 import { loadAdapter, loadFusion, type AdapterModule, type FusionModule } from "./adapterhub.js";
 import type { Manifest } from "./manifest.js";
 import { assembleRoute, type FusionRoute } from "./route.js";
@@ -106,6 +107,13 @@ export class AdapterLibrary {
     return this.store.location;
   }
 
+  /** Bytes of the tensors of every live module (adapters, fusions, their heads). */
+  get moduleBytes(): number {
+    const { adapters, fusions } = this.current;
+    const seen = new Set<ArrayBufferLike>();
+    return [...adapters.values(), ...fusions.values()].reduce((sum, module) => sum + tensorBytes(module, seen), 0);
+  }
+
   /**
    * Catches up with the store: loads and publishes what its manifest names, if that changed. A
    * manifest that cannot be loaded leaves the live state as it was, and is tried again next time.
@@ -196,7 +204,7 @@ export class AdapterLibrary {
   putAdapter(name: string, sourceDir: string, keepVersions = DEFAULT_CONFIG.keepVersions): Promise<ChangeResult> {
     return this.serialize(async () => {
       await this.catchUp();
-      const module = await loadAdapter(sourceDir, this.backbone, name);
+      const module = await adapterFrom(sourceDir, this.backbone, name);
       return this.commit("adapters", name, module, sourceDir, keepVersions);
     });
   }
@@ -205,7 +213,7 @@ export class AdapterLibrary {
   putFusion(name: string, sourceDir: string, keepVersions = DEFAULT_CONFIG.keepVersions): Promise<ChangeResult> {
     return this.serialize(async () => {
       await this.catchUp();
-      const module = await loadFusion(sourceDir, this.backbone, name);
+      const module = await fusionFrom(sourceDir, this.backbone, name);
       return this.commit("fusions", name, module, sourceDir, keepVersions);
     });
   }
@@ -220,7 +228,7 @@ export class AdapterLibrary {
       const target = state.manifest.previous?.[kind][name];
       if (target === undefined) throw new ConflictError("no_previous_version", `${kind} '${name}' has no previous version to roll back to`);
       const dir = await this.store.fetch(kind, name, target);
-      const module = kind === "adapters" ? await loadAdapter(dir, this.backbone, name) : await loadFusion(dir, this.backbone, name);
+      const module = kind === "adapters" ? await adapterFrom(dir, this.backbone, name) : await fusionFrom(dir, this.backbone, name);
       return this.publish(kind, name, module, this.nextState(kind, name, module), target, live);
     });
   }
@@ -327,14 +335,23 @@ async function loadState(store: VersionStore, backbone: BackboneConfig, manifest
   const adapters = new Map<string, AdapterModule>();
   for (const [name, version] of Object.entries(manifest.adapters)) {
     const same = reuse?.manifest.adapters[name] === version ? reuse.adapters.get(name) : undefined;
-    adapters.set(name, same ?? (await loadAdapter(await store.fetch("adapters", name, version), backbone, name)));
+    adapters.set(name, same ?? (await adapterFrom(await store.fetch("adapters", name, version), backbone, name)));
   }
   const fusions = new Map<string, FusionModule>();
   for (const [name, version] of Object.entries(manifest.fusions)) {
     const same = reuse?.manifest.fusions[name] === version ? reuse.fusions.get(name) : undefined;
-    fusions.set(name, same ?? (await loadFusion(await store.fetch("fusions", name, version), backbone, name)));
+    fusions.set(name, same ?? (await fusionFrom(await store.fetch("fusions", name, version), backbone, name)));
   }
   return buildState(manifest, adapters, fusions, reuse?.routes);
+}
+
+/** Modules are kept in shared memory only, the form the engine's threads read (engine/shared-memory.ts). */
+async function adapterFrom(dir: string, backbone: BackboneConfig, name: string): Promise<AdapterModule> {
+  return inSharedMemory(await loadAdapter(dir, backbone, name));
+}
+
+async function fusionFrom(dir: string, backbone: BackboneConfig, name: string): Promise<FusionModule> {
+  return inSharedMemory(await loadFusion(dir, backbone, name));
 }
 
 function withEntry(manifest: Manifest, kind: ModuleKind, name: string, folder: string | null, previous: string | null): Manifest {

@@ -25,6 +25,8 @@ export interface PassEngine {
   run(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassOutcome>;
   /** Keeps a route installed while a request admitted on it is pending. */
   acquire(route: FusionRoute): void;
+  /** Null when an acquired route's layout is resident; else resolves once it is. */
+  whenResident(route: FusionRoute): Promise<void> | null;
   release(route: FusionRoute): void;
 }
 
@@ -122,9 +124,16 @@ export class Scheduler {
         reject,
         timer: setTimeout(() => this.expire(request), this.options.requestTimeoutMs),
       };
-      const now = performance.now();
-      sequences.forEach((ids, index) => this.queue.push({ request, route, index, ids, length: ids.length, enqueuedAt: now }));
-      this.schedule();
+      const enqueue = () => {
+        if (request.settled) return;
+        const now = performance.now();
+        sequences.forEach((ids, index) => this.queue.push({ request, route, index, ids, length: ids.length, enqueuedAt: now }));
+        this.schedule();
+      };
+      // A cold route's inputs join the queue once its layout is resident; other routes' passes go on meanwhile.
+      const loading = this.engine.whenResident(route);
+      if (loading) loading.then(enqueue, (err: Error) => this.fail(request, err));
+      else enqueue();
     });
   }
 

@@ -1,6 +1,6 @@
 import fp from "fastify-plugin";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { AssemblyObserver } from "../engine/engine-thread.js";
+import type { AssemblyObserver, LayoutCause } from "../engine/engine-thread.js";
 import type { PassStats, SchedulerObserver } from "../scheduler/scheduler.js";
 
 /** What the library and queue look like right now; read at every scrape. */
@@ -13,6 +13,10 @@ export interface ServingSnapshot {
   readonly routeVersions: readonly (readonly [string, string])[];
   /** Whether the live library is its store's current manifest. */
   readonly inSync: boolean;
+  /** Route layouts resident in the engine. */
+  readonly residentRoutes: number;
+  /** Bytes held: the backbone's graph, the modules' tensors, the resident route layouts. */
+  readonly memory: { readonly backbone: number; readonly modules: number; readonly routeLayouts: number };
 }
 
 /**
@@ -106,8 +110,28 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
 
   private readonly assemblySeconds = new Histogram({
     name: "fusion_route_assembly_seconds",
-    help: "Time to lay out one route's weights for the engine (in the layout thread) after a load or a change",
+    help: "Time to lay out one route's weights for the engine (in the layout thread)",
     buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+
+  private readonly routeLayouts = new Counter({
+    name: "fusion_route_layouts_total",
+    help: "Route layouts built, by cause: request (a cold route was asked for), pinned, replacement (a change replaced a resident route)",
+    labelNames: ["cause"] as const,
+    registers: [this.registry],
+  });
+
+  private readonly routeEvictions = new Counter({
+    name: "fusion_route_evictions_total",
+    help: "Resident route layouts evicted, least recently used first, to stay within --max-resident-routes and --max-resident-mib",
+    registers: [this.registry],
+  });
+
+  private readonly coldStartSeconds = new Histogram({
+    name: "fusion_route_cold_start_seconds",
+    help: "Time a request waited for its route's layout to be built (requests for resident routes wait none and are not counted)",
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
   });
 
@@ -136,6 +160,19 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
     snapshotGauge("fusion_loaded_adapters", "Adapters loaded in the library", (s) => s.adapters);
     snapshotGauge("fusion_loaded_fusions", "Fusions loaded in the library", (s) => s.fusions);
     snapshotGauge("fusion_routes", "Routes served: every fusion, and every adapter with a head", (s) => s.routes);
+    snapshotGauge("fusion_resident_routes", "Route layouts resident in the engine (the rest are laid out on first use)", (s) => s.residentRoutes);
+    new Gauge({
+      name: "fusion_memory_bytes",
+      help: "Bytes held, by part: backbone (the engine's graph), modules (adapter and fusion tensors, heads included), route_layouts (resident layouts)",
+      labelNames: ["part"] as const,
+      registers: [this.registry],
+      collect() {
+        const memory = metrics.snapshot()?.memory;
+        this.set({ part: "backbone" }, memory?.backbone ?? 0);
+        this.set({ part: "modules" }, memory?.modules ?? 0);
+        this.set({ part: "route_layouts" }, memory?.routeLayouts ?? 0);
+      },
+    });
     snapshotGauge("fusion_queue_depth", "Inputs waiting for a forward pass, all routes", (s) => s.queueDepth);
     snapshotGauge("library_in_sync", "1 while the live library is its store's current manifest; 0 while this replica cannot read or load it (it serves the previous one)", (s) =>
       s.inSync ? 1 : 0,
@@ -179,8 +216,17 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
     for (const length of stats.lengths) this.inputTokens.observe(length);
   }
 
-  routeAssembled(_route: string, seconds: number): void {
+  routeAssembled(_route: string, seconds: number, cause: LayoutCause): void {
     this.assemblySeconds.observe(seconds);
+    this.routeLayouts.inc({ cause });
+  }
+
+  routeEvicted(): void {
+    this.routeEvictions.inc();
+  }
+
+  coldStart(_route: string, seconds: number): void {
+    this.coldStartSeconds.observe(seconds);
   }
 }
 

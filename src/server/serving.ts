@@ -29,7 +29,15 @@ export async function loadRuntime(config: ServerConfig, log: FastifyBaseLogger, 
   const read = await store.readManifest();
   const backboneDir = await store.backboneDir(read.manifest);
   const engine = await EngineThread.start(
-    { backboneDir, device: config.device, precision: config.precision, int8Weights: config.int8Weights, threads: config.threads, slots: config.routeSlots },
+    {
+      backboneDir,
+      device: config.device,
+      precision: config.precision,
+      int8Weights: config.int8Weights,
+      threads: config.threads,
+      slots: config.routeSlots,
+      residency: { maxRoutes: config.maxResidentRoutes, maxBytes: config.maxResidentMib * 2 ** 20, pinned: new Set(config.pinRoutes) },
+    },
     observer,
   );
   try {
@@ -171,19 +179,21 @@ export const servingPlugin = fp<{ config: ServerConfig }>(
     const serving = new Serving(config, (runtime) => new Scheduler(runtime.engine, config, app.metrics));
     app.decorate("serving", serving);
     app.metrics.watch(() => {
-      const state = serving.runtime?.library.state;
-      const library = serving.runtime?.library;
-      return (
-        state &&
-        library && {
-          adapters: state.adapters.size,
-          fusions: state.fusions.size,
-          routes: state.routes.size,
-          queueDepth: serving.queueDepth,
-          routeVersions: [...state.routes.values()].map((r) => [r.name, r.version] as const),
-          inSync: library.sync.inSync,
-        }
-      );
+      const runtime = serving.runtime;
+      if (!runtime) return undefined;
+      const { library, engine } = runtime;
+      const { state } = library;
+      const resident = engine.residencyNow;
+      return {
+        adapters: state.adapters.size,
+        fusions: state.fusions.size,
+        routes: state.routes.size,
+        queueDepth: serving.queueDepth,
+        routeVersions: [...state.routes.values()].map((r) => [r.name, r.version] as const),
+        inSync: library.sync.inSync,
+        residentRoutes: resident.routes,
+        memory: { backbone: engine.backboneBytes, modules: library.moduleBytes, routeLayouts: resident.bytes },
+      };
     });
     app.addHook("preClose", async () => serving.drain());
     // Keep-alive connections would hold the closing server open until they time out: answers

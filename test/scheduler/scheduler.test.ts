@@ -28,6 +28,11 @@ class FakeEngine {
   release(r: FusionRoute): void {
     this.held.set(r, this.held.get(r)! - 1);
   }
+  /** Routes whose layouts are not resident yet, each resident once its promise resolves. */
+  readonly cold = new Map<FusionRoute, Promise<void>>();
+  whenResident(r: FusionRoute): Promise<void> | null {
+    return this.cold.get(r) ?? null;
+  }
 }
 
 const options: SchedulerOptions = { maxBatchTokens: 64, maxBatchSize: 8, maxWaitMs: 5, maxQueue: 100, requestTimeoutMs: 5_000, scheduling: "mixed" };
@@ -119,4 +124,29 @@ t.test("while a pass runs, a second is handed to the engine only when a full pas
   await Promise.all([first, few, many]);
   t.equal(engine.passes.length, 3);
   t.equal(engine.held.get(r), 0);
+});
+
+t.test("a cold route's inputs wait for its layout while other routes' passes go on, then run", async (t) => {
+  const engine = new FakeEngine();
+  let resident!: () => void;
+  const [cold, warm] = [route("cold", "v1"), route("warm", "v1")];
+  engine.cold.set(cold, new Promise<void>((resolve) => (resident = resolve)));
+  const scheduler = new Scheduler(engine, { ...options, maxWaitMs: 0 }, noMetrics);
+  const coldAnswer = scheduler.submit(cold, [ids(3)], false);
+  t.same(lengthsOf(await scheduler.submit(warm, [ids(2)], false)), [2], "the resident route is answered meanwhile");
+  t.ok(engine.passes.every((p) => p.slots.every((slot) => slot.route !== cold)), "no pass held the cold route before its layout");
+  t.equal(engine.held.get(cold), 1, "the cold route is held by its request while it waits");
+  resident();
+  t.same(lengthsOf(await coldAnswer), [3], "answered once resident");
+  t.equal(engine.held.get(cold), 0, "and let go");
+});
+
+t.test("a route whose layout fails answers its requests with that error", async (t) => {
+  const engine = new FakeEngine();
+  const broken = route("broken", "v1");
+  engine.cold.set(broken, Promise.reject(new Error("layout failed")));
+  const scheduler = new Scheduler(engine, options, noMetrics);
+  await t.rejects(scheduler.submit(broken, [ids(2)], false), /layout failed/);
+  t.equal(engine.held.get(broken), 0, "the route is let go");
+  t.equal(engine.passes.length, 0, "no pass ran");
 });

@@ -34,6 +34,8 @@ t.test("while a swap's routes are being assembled, /health, /metrics and predict
   if (!address || typeof address === "string") throw new Error("no TCP address");
   const url = `http://127.0.0.1:${address.port}`;
   const before = await routeVersions(url);
+  // Every route resident, so the swap lays out the routes it replaces before it publishes them.
+  for (const name of Object.keys(before)) await post(`${url}/v1/predict/${name}`, { inputs: ["warm"] });
 
   Atomics.store(hold, 0, 0);
   Atomics.store(hold, 1, 0);

@@ -71,7 +71,7 @@ try {
       post({ type: "pass_failed", pass, error: toWire(err) });
     }
   }
-  post({ type: "ready", backbone: backbone.config, int8: engine.int8 });
+  post({ type: "ready", backbone: backbone.config, int8: engine.int8, backboneBytes: engine.graphBytes });
 } catch (err) {
   post({ type: "failed", error: toWire(err) });
 }

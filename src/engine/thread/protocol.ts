@@ -41,7 +41,7 @@ export type ToEngine =
   | { readonly type: "run"; readonly pass: number; readonly batch: WireBatch; readonly slots: readonly WireSlot[] };
 
 export type FromEngine =
-  | { readonly type: "ready"; readonly backbone: BackboneConfig; readonly int8: Int8Mode | undefined }
+  | { readonly type: "ready"; readonly backbone: BackboneConfig; readonly int8: Int8Mode | undefined; readonly backboneBytes: number }
   | { readonly type: "failed"; readonly error: WireError }
   | { readonly type: "done"; readonly pass: number; readonly outputs: InputReadout[]; readonly seconds: number }
   | { readonly type: "pass_failed"; readonly pass: number; readonly error: WireError };
