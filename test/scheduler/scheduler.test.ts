@@ -2,6 +2,7 @@ import t from "tap";
 import type { PassOutcome, PassSlot } from "../../src/engine/engine-thread.js";
 import type { TokenBatch } from "../../src/engine/engine.js";
 import type { PredictionHead } from "../../src/engine/heads.js";
+import { DEFAULT_CONFIG } from "../../src/config.js";
 import { TimeoutError } from "../../src/errors.js";
 import type { FusionRoute } from "../../src/library/route.js";
 import { Scheduler, type SchedulerOptions } from "../../src/scheduler/scheduler.js";
@@ -32,6 +33,23 @@ class FakeEngine {
   readonly cold = new Map<FusionRoute, Promise<void>>();
   whenResident(r: FusionRoute): Promise<void> | null {
     return this.cold.get(r) ?? null;
+  }
+}
+
+/** Like FakeEngine, but each pass ends only when the test says so: the order of events, no clock. */
+class GatedEngine {
+  readonly passes: { batch: TokenBatch; slots: readonly PassSlot[]; end: () => void }[] = [];
+  readonly slots = 4;
+  run(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassOutcome> {
+    return new Promise((resolve) => {
+      const outcome = { outputs: batch.lengths.map((length) => ({ output: { logits: [length], probabilities: [1] } })), seconds: 0 };
+      this.passes.push({ batch, slots, end: () => resolve(outcome) });
+    });
+  }
+  acquire(): void {}
+  release(): void {}
+  whenResident(): null {
+    return null;
   }
 }
 
@@ -149,4 +167,43 @@ t.test("a route whose layout fails answers its requests with that error", async 
   await t.rejects(scheduler.submit(broken, [ids(2)], false), /layout failed/);
   t.equal(engine.held.get(broken), 0, "the route is let go");
   t.equal(engine.passes.length, 0, "no pass ran");
+});
+
+t.test("by default, a lone input on an idle engine starts its pass within submit: no timer, no waiting for company", async (t) => {
+  const engine = new GatedEngine();
+  const scheduler = new Scheduler(engine, DEFAULT_CONFIG, noMetrics);
+  const answer = scheduler.submit(route("a", "1"), [ids(3)], false);
+  t.equal(engine.passes.length, 1, "the pass was handed to the engine before submit returned");
+  t.equal(scheduler.depth, 0);
+  engine.passes[0].end();
+  t.same(lengthsOf(await answer), [3]);
+});
+
+t.test("inputs that arrive while a pass runs share the next pass, which starts when the running one ends", async (t) => {
+  const engine = new GatedEngine();
+  const scheduler = new Scheduler(engine, DEFAULT_CONFIG, noMetrics);
+  const first = scheduler.submit(route("a", "1"), [ids(3)], false);
+  const meanwhile = [scheduler.submit(route("a", "1"), [ids(4)], false), scheduler.submit(route("b", "1"), [ids(5), ids(6)], false)];
+  await new Promise((r) => setImmediate(r));
+  t.equal(engine.passes.length, 1, "the engine is busy: the newcomers wait in the queue");
+  t.equal(scheduler.depth, 3);
+  engine.passes[0].end();
+  t.same(lengthsOf(await first), [3]);
+  await new Promise((r) => setImmediate(r));
+  t.equal(engine.passes.length, 2, "the next pass started as soon as the first ended");
+  t.same(engine.passes[1].batch.lengths, [4, 5, 6], "and took everything that queued meanwhile");
+  engine.passes[1].end();
+  t.same((await Promise.all(meanwhile)).map(lengthsOf), [[4], [5, 6]]);
+});
+
+t.test("--max-wait-ms, opted into, holds a lone input on an idle engine so that later ones share its pass", async (t) => {
+  const engine = new GatedEngine();
+  const scheduler = new Scheduler(engine, { ...DEFAULT_CONFIG, maxWaitMs: 30 }, noMetrics);
+  const answers = [scheduler.submit(route("a", "1"), [ids(3)], false)];
+  t.equal(engine.passes.length, 0, "no pass yet: the input waits for company");
+  answers.push(scheduler.submit(route("a", "1"), [ids(4)], false));
+  while (engine.passes.length === 0) await new Promise((r) => setTimeout(r, 5));
+  t.same(engine.passes[0].batch.lengths, [3, 4], "one pass for both");
+  engine.passes[0].end();
+  t.same((await Promise.all(answers)).map(lengthsOf), [[3], [4]]);
 });
