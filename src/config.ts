@@ -42,6 +42,8 @@ export interface ServerConfig {
   /** Absent: 128, or the backbone's max_position_embeddings when that is smaller. */
   readonly maxSeqLen: number | undefined;
   readonly shutdownTimeoutMs: number;
+  /** Seconds after SIGTERM during which /ready answers 503 while every request is still served. */
+  readonly drainSeconds: number;
   readonly logLevel: LogLevel;
   /** Bearer token of the admin API; absent: the admin routes are not served. */
   readonly adminToken: string | undefined;
@@ -217,7 +219,15 @@ export const OPTIONS: readonly AnyOption[] = [
   { key: "maxInputChars", flag: "max-input-chars", env: "FUSION_MAX_INPUT_CHARS", default: "10000", help: "longest text accepted, in characters (Unicode code points)", parse: integer(1) },
   { key: "maxBodyBytes", flag: "max-body-bytes", env: "FUSION_MAX_BODY_BYTES", default: "1048576", help: "largest request body; beyond it 413", parse: integer(1) },
   { key: "maxSeqLen", flag: "max-seq-len", env: "FUSION_MAX_SEQ_LEN", default: "128 (or the backbone's max positions, if smaller)", help: "tokens per input, special tokens included; longer texts are truncated", parse: integer(2) },
-  { key: "shutdownTimeoutMs", flag: "shutdown-timeout-ms", env: "FUSION_SHUTDOWN_TIMEOUT_MS", default: "30000", help: "on SIGTERM/SIGINT, longest wait for in-flight requests before exiting anyway", parse: integer(1) },
+  { key: "shutdownTimeoutMs", flag: "shutdown-timeout-ms", env: "FUSION_SHUTDOWN_TIMEOUT_MS", default: "30000", help: "on shutdown, once the drain is over: longest wait for in-flight requests before exiting anyway", parse: integer(1) },
+  {
+    key: "drainSeconds",
+    flag: "drain-seconds",
+    env: "FUSION_DRAIN_SECONDS",
+    default: "5",
+    help: "on SIGTERM, seconds during which /ready answers 503 while new connections are still accepted and served, so load balancers stop sending first; 0 = none",
+    parse: integer(0, 3600),
+  },
   {
     key: "adminToken",
     flag: "admin-token",
@@ -289,6 +299,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   maxBodyBytes: 1_048_576,
   maxSeqLen: undefined,
   shutdownTimeoutMs: 30_000,
+  drainSeconds: 5,
   logLevel: "info",
   adminToken: undefined,
   maxUploadBytes: 64 * 2 ** 20,

@@ -21,9 +21,29 @@ function readConfig(): ServerConfig {
 const config = readConfig();
 const app = await buildApp(config);
 
-// Stop accepting connections, answer every request already received, release the engine, exit.
-// A shutdown that outlasts --shutdown-timeout-ms exits anyway, with status 1.
+// SIGTERM: drain first. /ready answers 503 at once while the listener still accepts and serves
+// for --drain-seconds, because the Service's endpoints, kube-proxy and load balancers stop sending
+// only some time after the signal; a connection refused meanwhile would be a failed request.
+// Then stop accepting connections, answer every request already received, release the engine,
+// exit. SIGINT (Ctrl-C at a terminal) skips the drain, and so does a second signal during one.
+// A close that outlasts --shutdown-timeout-ms exits anyway, with status 1.
+let endDrain: (() => void) | undefined;
+let shuttingDown = false;
 const shutdown = async (signal: NodeJS.Signals) => {
+  if (shuttingDown) {
+    endDrain?.();
+    return;
+  }
+  shuttingDown = true;
+  app.serving.drain();
+  const drainMs = signal === "SIGTERM" ? config.drainSeconds * 1000 : 0;
+  if (drainMs > 0) {
+    app.log.info({ signal, drainSeconds: config.drainSeconds }, "draining: /ready answers 503, requests are still served");
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, drainMs);
+      endDrain = () => (clearTimeout(timer), resolve());
+    });
+  }
   app.log.info({ signal }, "shutting down: finishing in-flight requests");
   setTimeout(() => {
     app.log.error(`in-flight requests still running after ${config.shutdownTimeoutMs} ms; exiting anyway`);
@@ -33,8 +53,8 @@ const shutdown = async (signal: NodeJS.Signals) => {
   app.log.info("shut down");
   process.exit(0);
 };
-process.once("SIGTERM", shutdown);
-process.once("SIGINT", shutdown);
+process.on("SIGTERM", shutdown);
+process.on("SIGINT", shutdown);
 
 /** A start that cannot go on: one line on stderr for whoever started it, and the log's own record. */
 function fatal(message: string): never {

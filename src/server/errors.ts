@@ -31,7 +31,7 @@ export const errorSchema = {
 /** Error codes by HTTP status, as one operation can answer them. */
 export type ErrorCodes = Readonly<Partial<Record<number, readonly string[]>>>;
 
-/** Any operation but the probes: a request that arrives once shutdown has begun is refused. */
+/** Any operation but the probes: a request that arrives once the drain is over and the server stops is refused. */
 export const DRAINING: ErrorCodes = { 503: ["shutting_down"] };
 
 /** Any operation whose path has a parameter: refused by the router before the route runs. */
@@ -90,9 +90,9 @@ export const errorsPlugin = fp<Limits>(
 
     // fastify's own answer to requests that arrive while it closes has a body of its own shape,
     // so return503OnClosing is off (transportErrorOptions) and this hook answers them instead.
-    // The probes keep answering: /ready has to say "draining" to take the instance out of rotation.
+    // The probes keep answering: /ready has to say so to keep the instance out of rotation.
     app.addHook("onRequest", async (request) => {
-      if (app.serving.phase === "draining" && !request.routeOptions.config.answersWhileDraining) {
+      if (app.serving.phase === "stopping" && !request.routeOptions.config.answersWhileStopping) {
         throw new UnavailableError("shutting_down", "the server is shutting down; retry on another instance");
       }
     });
@@ -128,8 +128,8 @@ function validationMessage(err: FastifyError): string {
 
 declare module "fastify" {
   interface FastifyContextConfig {
-    /** Answered normally once shutdown has begun, rather than refused with 503 shutting_down. */
-    answersWhileDraining?: boolean;
+    /** Answered normally once the server stops, rather than refused with 503 shutting_down. */
+    answersWhileStopping?: boolean;
   }
 }
 

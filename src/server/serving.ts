@@ -116,13 +116,16 @@ function follow(library: AdapterLibrary, pollMs: number, log: FastifyBaseLogger)
   };
 }
 
-export type ServingPhase = "loading" | "ready" | "draining";
+export type ServingPhase = "loading" | "ready" | "draining" | "stopping";
 
 /**
  * The server's lifecycle: it listens while the library loads ("loading"), serves once a runtime is
- * attached ("ready"), and reports "draining" once shutdown begins, so a load balancer sends traffic
- * only in between. Draining refuses nothing by itself: fastify stops accepting connections, and
- * every request already received (even one whose body is still arriving) is answered.
+ * attached ("ready"), and reports 503 on /ready from the moment shutdown begins, so a load balancer
+ * sends traffic only in between. "draining" refuses nothing: load balancers and Kubernetes'
+ * endpoints take a while to notice, and whatever they still send, on old or new connections, is
+ * served. "stopping" follows once fastify stops accepting connections: every request already
+ * received (even one whose body is still arriving) is answered, later ones on open keep-alive
+ * connections get 503 shutting_down.
  */
 export class Serving {
   private current: { runtime: ModelRuntime; scheduler: Scheduler } | undefined;
@@ -156,12 +159,18 @@ export class Serving {
     return this.current;
   }
 
+  /** /ready answers 503; everything else is still served. */
   drain(): void {
-    this.state = "draining";
+    if (this.state !== "stopping") this.state = "draining";
+  }
+
+  /** Requests that arrive from now on are refused with 503 shutting_down (the probes excepted). */
+  stop(): void {
+    this.state = "stopping";
   }
 
   async close(): Promise<void> {
-    this.drain();
+    this.stop();
     this.current?.runtime.close?.();
     await this.current?.runtime.engine.close();
   }
@@ -195,11 +204,12 @@ export const servingPlugin = fp<{ config: ServerConfig }>(
         memory: { backbone: engine.backboneBytes, modules: library.moduleBytes, routeLayouts: resident.bytes },
       };
     });
-    app.addHook("preClose", async () => serving.drain());
-    // Keep-alive connections would hold the closing server open until they time out: answers
-    // given while draining tell the client to close the connection.
+    app.addHook("preClose", async () => serving.stop());
+    // Keep-alive connections would hold the closing server open until they time out, and keep
+    // sending here once a load balancer has moved on: answers given from the moment shutdown
+    // begins tell the client to close the connection, so its next one goes elsewhere.
     app.addHook("onSend", async (_request, reply) => {
-      if (serving.phase === "draining") reply.header("connection", "close");
+      if (serving.phase === "draining" || serving.phase === "stopping") reply.header("connection", "close");
     });
     app.addHook("onClose", async () => serving.close());
   },

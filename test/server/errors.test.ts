@@ -85,11 +85,21 @@ t.test("an upload with more parts than a save directory has files: 413 payload_t
   assertError(t, answer, 413, "payload_too_large");
 });
 
-t.test("a request that arrives once shutdown has begun: 503 shutting_down; the probes still answer", async (t) => {
+t.test("a request that arrives while the server drains is served; /ready says draining", async (t) => {
   const draining = await startServer(t);
   draining.app.serving.drain();
-  assertError(t, await request(`${draining.url}/v1/fusions`), 503, "shutting_down");
-  assertError(t, await post(`${draining.url}/v1/predict/a1`, { inputs: "x" }), 503, "shutting_down");
+  const answer = await post(`${draining.url}/v1/predict/a1`, { inputs: "x" });
+  t.equal(answer.status, 200);
+  t.equal(answer.headers.get("connection"), "close", "the client is told to take its next request elsewhere");
+  t.equal((await request(`${draining.url}/v1/fusions`)).status, 200);
   t.same(await request(`${draining.url}/ready`).then((r) => [r.status, r.body]), [503, { status: "draining" }]);
-  t.equal((await request(`${draining.url}/health`)).status, 200);
+});
+
+t.test("a request that arrives once the server stops: 503 shutting_down; the probes still answer", async (t) => {
+  const stopping = await startServer(t);
+  stopping.app.serving.stop();
+  assertError(t, await request(`${stopping.url}/v1/fusions`), 503, "shutting_down");
+  assertError(t, await post(`${stopping.url}/v1/predict/a1`, { inputs: "x" }), 503, "shutting_down");
+  t.same(await request(`${stopping.url}/ready`).then((r) => [r.status, r.body]), [503, { status: "stopping" }]);
+  t.equal((await request(`${stopping.url}/health`)).status, 200);
 });

@@ -1,25 +1,29 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import t from "tap";
-import { post, request, TINY_LIBRARY } from "./harness.js";
+import t, { type Test } from "tap";
+import { HTTP_TIMEOUT_MS, post, request, TINY_LIBRARY } from "./harness.js";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 
-t.test("SIGTERM: in-flight requests complete with 200, new ones are refused, the process exits 0", { timeout: 60_000 }, async (t) => {
-  // Inputs wait 400 ms for company, so the burst is certainly still in flight when SIGTERM lands.
-  const child = spawn(
-    process.execPath,
-    ["--import", "tsx", "src/main.ts", "--library", TINY_LIBRARY, "--port", "0", "--threads", "1", "--max-wait-ms", "400", "--shutdown-timeout-ms", "10000"],
-    { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
-  );
+interface LogLine {
+  msg: string;
+  req?: { url: string };
+}
+
+/** The real entry point in a child process, as users start it, with its log lines as they come. */
+async function serverProcess(t: Test, args: string[]) {
+  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts", "--library", TINY_LIBRARY, "--port", "0", "--threads", "1", ...args], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
   t.teardown(() => {
     if (child.exitCode === null) child.kill("SIGKILL");
   });
-  const exited = once(child, "exit");
-
-  const logs: { msg: string; req?: { url: string } }[] = [];
+  const exited = once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
+  const logs: LogLine[] = [];
   const waiters: { test: () => boolean; resolve: () => void }[] = [];
   createInterface({ input: child.stdout }).on("line", (line) => {
     logs.push(JSON.parse(line));
@@ -31,17 +35,88 @@ t.test("SIGTERM: in-flight requests complete with 200, new ones are refused, the
       const timer = setTimeout(() => reject(new Error(`timed out waiting for the server to log: ${what}`)), 20_000);
       waiters.push({ test, resolve: () => (clearTimeout(timer), resolve()) });
     });
+  const loggedMessage = (msg: string) => logged(() => logs.some((l) => l.msg === msg), msg);
 
   await logged(() => logs.some((l) => l.msg.startsWith("Server listening at")), "listening");
   const url = logs.find((l) => l.msg.startsWith("Server listening at"))!.msg.replace("Server listening at ", "");
-  await logged(() => logs.some((l) => l.msg === "model library loaded"), "library loaded");
+  await loggedMessage("model library loaded");
+  const received = (path: string) => logs.filter((l) => l.msg === "incoming request" && l.req?.url === path).length;
+  return { child, exited, logs, logged, loggedMessage, received, url };
+}
+
+/** One request on a connection of its own (no pooled keep-alive socket): how a new client arrives. */
+function onNewConnection(url: string, method: string, path: string, body?: unknown): Promise<number | string> {
+  return new Promise((resolve) => {
+    const req = httpRequest(`${url}${path}`, { method, agent: false, headers: body === undefined ? {} : { "content-type": "application/json" }, timeout: HTTP_TIMEOUT_MS }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode ?? 0));
+    });
+    req.on("timeout", () => req.destroy(new Error("timed out")));
+    req.on("error", (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    req.end(body === undefined ? undefined : JSON.stringify(body));
+  });
+}
+
+t.test("SIGTERM drains: /ready 503 at once, every new connection meanwhile is answered, then in-flight requests complete and the process exits 0", { timeout: 90_000 }, async (t) => {
+  // A drain far longer than the test: it ends on the second SIGTERM, so nothing here depends on timing.
+  const server = await serverProcess(t, ["--drain-seconds", "600", "--max-wait-ms", "400", "--shutdown-timeout-ms", "10000"]);
+  const { url } = server;
+  t.equal((await request(`${url}/ready`)).status, 200);
+
+  server.child.kill("SIGTERM");
+  await server.loggedMessage("draining: /ready answers 503, requests are still served");
+
+  const answers: (number | string)[] = [];
+  for (let round = 0; round < 4; round++) {
+    answers.push(
+      ...(await Promise.all([
+        onNewConnection(url, "GET", "/ready"),
+        onNewConnection(url, "GET", "/health"),
+        ...Array.from({ length: 4 }, (_, i) => onNewConnection(url, "POST", "/v1/predict/dyn5", { inputs: [`draining ${round}.${i}`] })),
+      ])),
+    );
+  }
+  const refused = answers.filter((a) => typeof a === "string");
+  t.same(refused, [], "no new connection refused or failed during the drain");
+  t.same(answers, Array.from({ length: 4 }, () => [503, 200, 200, 200, 200, 200]).flat(), "/ready 503, /health and every prediction 200");
+
+  // Predictions still in flight when the drain ends are answered before the process exits.
+  const burst = Array.from({ length: 6 }, (_, i) => post(`${url}/v1/predict/dyn5`, { inputs: [`in flight ${i}`] }));
+  await server.logged(() => server.received("/v1/predict/dyn5") === 16 + burst.length, "the burst received");
+  server.child.kill("SIGTERM");
+  t.same(
+    (await Promise.all(burst)).map((a) => a.status),
+    burst.map(() => 200),
+    "every request in flight at the drain's end answered 200",
+  );
+  const [code, signal] = await server.exited;
+  t.equal(signal, null);
+  t.equal(code, 0, "exit status 0: the close finished within --shutdown-timeout-ms");
+  const order = ["draining: /ready answers 503, requests are still served", "shutting down: finishing in-flight requests", "shut down"];
+  t.same(
+    server.logs.filter((l) => order.includes(l.msg)).map((l) => l.msg),
+    order,
+  );
+});
+
+t.test("the drain ends by itself after --drain-seconds", { timeout: 60_000 }, async (t) => {
+  const server = await serverProcess(t, ["--drain-seconds", "1"]);
+  server.child.kill("SIGTERM");
+  const [code] = await server.exited;
+  t.equal(code, 0);
+  t.ok(server.logs.some((l) => l.msg === "shut down"));
+});
+
+t.test("--drain-seconds 0: in-flight requests complete with 200, new ones are refused, the process exits 0", { timeout: 60_000 }, async (t) => {
+  // Inputs wait 400 ms for company, so the burst is certainly still in flight when SIGTERM lands.
+  const server = await serverProcess(t, ["--drain-seconds", "0", "--max-wait-ms", "400", "--shutdown-timeout-ms", "10000"]);
+  const { url } = server;
   t.equal((await request(`${url}/ready`)).status, 200);
 
   const burst = Array.from({ length: 12 }, (_, i) => post(`${url}/v1/predict/dyn5`, { inputs: [`in flight ${i}`] }));
-  const received = () => logs.filter((l) => l.msg === "incoming request" && l.req?.url === "/v1/predict/dyn5").length;
-  await logged(() => received() === burst.length, "every request received");
-  child.kill("SIGTERM");
-  await logged(() => logs.some((l) => l.msg === "shutting down: finishing in-flight requests"), "shutting down");
+  await server.logged(() => server.received("/v1/predict/dyn5") === burst.length, "every request received");
+  server.child.kill("SIGTERM");
+  await server.loggedMessage("shutting down: finishing in-flight requests");
 
   const late = await post(`${url}/v1/predict/dyn5`, { inputs: "too late" }).then(
     (r) => `status ${r.status}`,
@@ -56,8 +131,8 @@ t.test("SIGTERM: in-flight requests complete with 200, new ones are refused, the
     "every in-flight request answered 200",
   );
   t.ok(answers.every((a) => a.body.predictions.length === 1));
-  const [code, signal] = await exited;
+  const [code, signal] = await server.exited;
   t.equal(signal, null);
   t.equal(code, 0, "exit status 0");
-  t.ok(logs.some((l) => l.msg === "shut down"));
+  t.ok(server.logs.some((l) => l.msg === "shut down"));
 });

@@ -18,8 +18,8 @@ const AUTH = { authorization: `Bearer ${TOKEN}` };
 const limits = { adminToken: TOKEN, maxBodyBytes: 4096, maxUploadBytes: 4096 };
 
 const live = await startServer(t, { library: await writableLibrary(t), ...limits });
-const draining = await startServer(t, { library: await writableLibrary(t), ...limits });
-draining.app.serving.drain();
+const stopping = await startServer(t, { library: await writableLibrary(t), ...limits });
+stopping.app.serving.stop();
 const loadingApp = await buildApp({ ...DEFAULT_CONFIG, library: await writableLibrary(t), logLevel: "silent", ...limits });
 t.teardown(() => loadingApp.close());
 const loading = await loadingApp.listen({ host: "127.0.0.1", port: 0 });
@@ -86,7 +86,7 @@ function probes(method: string, template: string, operation: Operation): Probe[]
   return [
     ...list,
     ...valid.map((p) => ({ ...p, what: `${p.what}, while loading`, server: loading })),
-    ...valid.map((p) => ({ ...p, what: `${p.what}, while shutting down`, server: draining.url })),
+    ...valid.map((p) => ({ ...p, what: `${p.what}, while shutting down`, server: stopping.url })),
   ];
 }
 

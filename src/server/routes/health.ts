@@ -25,21 +25,22 @@ const librarySync = {
 export const healthRoutes: FastifyPluginAsync = async (app) => {
   app.get(
     "/health",
-    { config: { answersWhileDraining: true }, schema: { summary: "Liveness", tags: ["operations"], response: { 200: statusBody("The process is up", ["ok"]), ...errorResponses() } } },
+    { config: { answersWhileStopping: true }, schema: { summary: "Liveness", tags: ["operations"], response: { 200: statusBody("The process is up", ["ok"]), ...errorResponses() } } },
     async () => ({ status: "ok" }),
   );
 
   app.get(
     "/ready",
     {
-      config: { answersWhileDraining: true },
+      config: { answersWhileStopping: true },
       schema: {
         summary: "Readiness",
         description:
-          "200 once the model library is loaded; 503 while it loads and once shutdown has begun. A replica whose library is on object storage " +
+          "200 once the model library is loaded; 503 while it loads and once shutdown has begun: `draining` while every request is still " +
+          "served (--drain-seconds after SIGTERM), then `stopping` while the requests already received are answered. A replica whose library is on object storage " +
           "says whether it serves the store's current manifest; one that does not is still ready, and serves the manifest it had.",
         tags: ["operations"],
-        response: { ...errorResponses(), 200: readyBody("Serving predictions", ["ready"]), 503: readyBody("Loading, or shutting down", ["loading", "draining"]) },
+        response: { ...errorResponses(), 200: readyBody("Serving predictions", ["ready"]), 503: readyBody("Loading, or shutting down", ["loading", "draining", "stopping"]) },
       },
     },
     async (_request, reply) => {

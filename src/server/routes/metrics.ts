@@ -6,7 +6,7 @@ export const metricsRoutes: FastifyPluginAsync = async (app) => {
   app.get(
     "/metrics",
     {
-      config: { answersWhileDraining: true },
+      config: { answersWhileStopping: true },
       schema: {
         summary: "Prometheus metrics",
         tags: ["operations"],
