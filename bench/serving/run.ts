@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Agent } from "node:http";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -16,6 +16,7 @@ import { TextTokenizer } from "../../src/engine/tokenizer.js";
 import { AdapterLibrary } from "../../src/library/library.js";
 import { loadTweets } from "../inputs.js";
 import { guarded, machineLine, othersProbe, waitForQuiet } from "../machine.js";
+import { startChild, stopChild, type ChildServer } from "../server.js";
 import { median, quantile } from "../stats.js";
 import { latencies, post, runLoad, type Answer } from "./load.js";
 
@@ -68,41 +69,18 @@ const staged = ["hate-a", "hate-b"].map((name, i) => {
 });
 
 // ---- the server as a child process ----
-interface Server {
-  readonly base: string;
-  readonly child: ChildProcess;
-}
 let nextPort = 18000 + Math.floor(Math.random() * 2000);
-async function startServer(flags: string[]): Promise<Server> {
-  const port = nextPort++;
-  const logFile = join(ROOT, "bench", "results", "serving-server.log");
-  mkdirSync(dirname(logFile), { recursive: true });
-  const fd = openSync(logFile, "w");
-  const child = spawn(
-    process.execPath,
-    ["--import", "tsx", join(ROOT, "src", "main.ts"), "--library", library, "--port", String(port), "--threads", String(threads), "--log-level", "warn", ...flags],
-    { cwd: ROOT, stdio: ["ignore", fd, fd], env: { ...process.env, ADMIN_TOKEN: TOKEN } },
-  );
-  closeSync(fd);
-  const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 120_000;
-  while (Date.now() < deadline && child.exitCode === null) {
-    try {
-      if ((await fetch(`${base}/ready`)).status === 200) return { base, child };
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  child.kill("SIGKILL");
-  throw new Error(`the server did not become ready; see ${logFile}`);
-}
-async function stopServer(server: Server): Promise<void> {
-  if (server.child.exitCode !== null) return;
-  const exited = new Promise((r) => server.child.once("exit", r));
-  server.child.kill("SIGTERM");
-  await exited;
-}
+const startServer = (flags: string[]): Promise<ChildServer> =>
+  startChild({
+    command: process.execPath,
+    args: ["--import", "tsx", join(ROOT, "src", "main.ts"), "--library", library, "--port", String(nextPort), "--threads", String(threads), "--log-level", "warn", ...flags],
+    port: nextPort++,
+    cwd: ROOT,
+    logFile: join(ROOT, "bench", "results", "serving-server.log"),
+    env: { ADMIN_TOKEN: TOKEN },
+    readyTimeoutMs: 120_000,
+  });
+const stopServer = stopChild;
 
 // ---- what the server's /metrics says ----
 const COUNTERS = /^(fusion_pass_inputs_(?:sum|count)|fusion_pass_routes_(?:sum|count)|fusion_pass_tokens_total\{kind="(?:real|computed)"\}|fusion_route_assembly_seconds_(?:sum|count)) (\S+)$/;
