@@ -1,7 +1,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Agent } from "node:http";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -97,6 +97,8 @@ const nextTweet = () => tweets[tweetCursor++ % tweets.length];
 /** The lazy-residency flag where this server has it (it decides which routes stay laid out). */
 const residencyFlag = readFileSync(join(ROOT, "src", "config.ts"), "utf8").includes('flag: "max-resident-routes"');
 const python = resolvePython(ROOT);
+// The report names the interpreter without the machine's own folders.
+const interpreterName = python.startsWith(`${ROOT}/`) ? relative(ROOT, python) : basename(python);
 let nextPort = 19000 + Math.floor(Math.random() * 2000);
 
 function startOurs(library: string, flags: string[] = []): Promise<ChildServer> {
@@ -306,7 +308,7 @@ const started = performance.now();
 log(`# Scale benchmark${args.name ? ` (${args.name})` : ""}`);
 log(
   `Machine: ${machineLine()}; both servers --threads ${threads}, float32; inputs: ${tweetSource}, one per request; ${args.quick ? "quick" : "full"} run ` +
-    `(load blocks of ${blockSeconds} s), ${new Date().toISOString().slice(0, 10)}; FastAPI + adapters: ${args["no-python"] ? "not run (--no-python)" : python}.`,
+    `(load blocks of ${blockSeconds} s), ${new Date().toISOString().slice(0, 10)}; FastAPI + adapters: ${args["no-python"] ? "not run (--no-python)" : interpreterName}.`,
 );
 const rows: Row[] = [];
 for (const c of cases) rows.push(await runCase(c));
