@@ -28,8 +28,7 @@ const routes = new Map<number, { readonly feeds: RouteFeeds; readonly head: Pred
  */
 lowerThreadPriority(ENGINE_NICE);
 try {
-  const backbone = await loadBackbone(setup.backboneDir);
-  const engine = await FusionEngine.create(backbone, {
+  const engine = await FusionEngine.create(await loadBackbone(setup.backboneDir), {
     device: setup.device,
     precision: setup.precision,
     int8Weights: setup.int8Weights,
@@ -39,7 +38,10 @@ try {
     // Takes padded batches as they are, and packed ones (packing.ts) from the scheduler.
     packed: true,
   });
-  const d = backbone.config.hiddenSize;
+  // The backbone's tensors and the serialized graph are ONNX Runtime's now: collected at once, so
+  // the thread does not hold a second copy of the backbone until its heap happens to fill.
+  collectGarbage();
+  const d = engine.config.hiddenSize;
   // The scheduler may hand over a pass while another runs: each starts, and is timed, once the one
   // before it has been answered. Its routes are looked up when it arrives, so a route released
   // meanwhile (its last request timed out) stays with the passes already handed over.
@@ -71,7 +73,7 @@ try {
       post({ type: "pass_failed", pass, error: toWire(err) });
     }
   }
-  post({ type: "ready", backbone: backbone.config, int8: engine.int8, backboneBytes: engine.graphBytes });
+  post({ type: "ready", backbone: engine.config, int8: engine.int8, backboneBytes: engine.graphBytes });
 } catch (err) {
   post({ type: "failed", error: toWire(err) });
 }
