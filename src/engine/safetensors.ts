@@ -12,14 +12,24 @@ export interface Tensor {
  * tensors per layer, a backbone a few hundred in all; an entry takes about 100 bytes of JSON), so
  * that a junk header is refused before it costs seconds of parsing.
  */
-const MAX_TENSORS = 10_000;
+export const MAX_TENSORS = 10_000;
 const MAX_HEADER_BYTES = 2 * 1024 * 1024;
+/**
+ * Dimensions of one tensor: weights have one or two, and torch itself stops at 64. Reading a shape
+ * costs time in its number of dimensions, so a shape of 100,000 ones is refused before it is read.
+ */
+export const MAX_DIMS = 8;
+
+/** Which tensors a reader decodes (by name); the others are checked for their place in the file only. */
+export type TensorFilter = (name: string) => boolean;
 
 /**
  * Reads every tensor of a safetensors file as float32 (F16/BF16 are widened, F64 narrowed;
  * integer and boolean tensors are skipped because no weight the engine uses is one, and other
  * dtypes such as float8 are refused). Throws ModelLoadError on a truncated or malformed file and
- * on non-finite values, naming the tensor.
+ * on non-finite values, naming the tensor. Tensors' byte ranges may not overlap (the format
+ * forbids it), so what is decoded never exceeds the file's own data; `keep` decodes only the
+ * tensors a caller uses.
  */
 export async function readSafetensors(path: string): Promise<Map<string, Tensor>> {
   let bytes: Buffer;
@@ -35,7 +45,7 @@ export async function readSafetensors(path: string): Promise<Map<string, Tensor>
 const FLOAT_WIDTHS: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2 };
 const SKIPPED_DTYPES = new Set(["BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64"]);
 
-export function parseSafetensors(bytes: Buffer, source: string): Map<string, Tensor> {
+export function parseSafetensors(bytes: Buffer, source: string, keep: TensorFilter = () => true): Map<string, Tensor> {
   if (bytes.length < 8) throw new ModelLoadError("malformed_file", `${source}: too short for a safetensors file`);
   const headerLength = Number(bytes.readBigUInt64LE(0));
   if (headerLength > MAX_HEADER_BYTES) {
@@ -58,19 +68,22 @@ export function parseSafetensors(bytes: Buffer, source: string): Map<string, Ten
     throw new ModelLoadError("malformed_file", `${source}: header lists ${entries} tensors, more than the limit of ${MAX_TENSORS}`);
   }
   const body = bytes.subarray(8 + headerLength);
+  const checked = Object.entries(header as Record<string, unknown>)
+    .filter(([name]) => name !== "__metadata__")
+    .map(([name, entry]) => ({ name, ...checkEntry(entry, name, source) }));
+  checkRanges(checked, body.length, source);
   const tensors = new Map<string, Tensor>();
-  for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
-    if (name === "__metadata__") continue;
-    const { dtype, shape, begin, end } = checkEntry(entry, name, source);
+  for (const { name, dtype, shape, begin, end } of checked) {
     if (SKIPPED_DTYPES.has(dtype)) continue;
     const width = FLOAT_WIDTHS[dtype];
     if (width === undefined) {
       throw new ModelLoadError("unsupported_config", `${source}: tensor ${name} has dtype ${dtype} (supported: ${Object.keys(FLOAT_WIDTHS).join(", ")})`);
     }
     const count = shape.reduce((a, b) => a * b, 1);
-    if (end > body.length || end - begin !== count * width) {
+    if (end - begin !== count * width) {
       throw new ModelLoadError("malformed_file", `${source}: tensor ${name} is truncated or has the wrong size`);
     }
+    if (!keep(name)) continue;
     const data = decode(body.subarray(begin, end), dtype, count);
     for (let i = 0; i < data.length; i++) {
       if (!Number.isFinite(data[i])) {
@@ -82,6 +95,19 @@ export function parseSafetensors(bytes: Buffer, source: string): Map<string, Ten
   return tensors;
 }
 
+/** Every range lies inside the data, and no two share a byte: one range read twice would decode twice. */
+function checkRanges(entries: readonly { name: string; begin: number; end: number }[], bodyLength: number, source: string) {
+  const sorted = entries.filter((e) => e.end > e.begin).sort((a, b) => a.begin - b.begin);
+  for (let i = 0; i < sorted.length; i++) {
+    const { name, begin, end } = sorted[i];
+    if (end > bodyLength) throw new ModelLoadError("malformed_file", `${source}: tensor ${name} is truncated or has the wrong size`);
+    const before = sorted[i - 1];
+    if (before && begin < before.end) {
+      throw new ModelLoadError("malformed_file", `${source}: tensors ${before.name} and ${name} overlap in the file (bytes ${begin}..${Math.min(end, before.end)}); safetensors ranges never overlap`);
+    }
+  }
+}
+
 /** A header entry must be {dtype: string, shape: [non-negative ints], data_offsets: [begin, end]}. */
 function checkEntry(entry: unknown, name: string, source: string) {
   const bad = (what: string) => new ModelLoadError("malformed_file", `${source}: header entry of tensor ${name} ${what}`);
@@ -89,7 +115,9 @@ function checkEntry(entry: unknown, name: string, source: string) {
   const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
   const isIndex = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
   if (typeof dtype !== "string") throw bad("has no dtype");
-  if (!Array.isArray(shape) || !shape.every(isIndex)) throw bad("has no valid shape");
+  if (!Array.isArray(shape)) throw bad("has no valid shape");
+  if (shape.length > MAX_DIMS) throw bad(`has ${shape.length} dimensions, more than the limit of ${MAX_DIMS}`);
+  if (!shape.every(isIndex)) throw bad("has no valid shape");
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isIndex) || offsets[0] > offsets[1]) {
     throw bad("has no valid data_offsets");
   }

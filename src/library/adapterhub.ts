@@ -5,7 +5,7 @@ import { ModelLoadError } from "../errors.js";
 import { adapterSite, parseJsonObject, type BackboneConfig } from "../engine/backbone.js";
 import type { Activation, HeadType, PredictionHead } from "../engine/heads.js";
 import { transpose } from "../engine/linalg.js";
-import { parseSafetensors, type Tensor } from "../engine/safetensors.js";
+import { parseSafetensors, type Tensor, type TensorFilter } from "../engine/safetensors.js";
 import { parseTorchSave } from "./torch-pickle.js";
 
 /**
@@ -141,9 +141,10 @@ export async function loadAdapter(dir: string, backbone: BackboneConfig, loadAs?
   const leaveOut = new Set(Array.isArray(config.leave_out) ? config.leave_out.map(Number) : []);
 
   const weightsPath = await findWeights(dir, ADAPTER_WEIGHTS);
-  const tensors = withCurrentNames(await readTrackedWeights(weightsPath, files));
+  const module = `adapters.${savedName}`;
+  const tensors = withCurrentNames(await readTrackedWeights(weightsPath, files, (name) => currentName(name).includes(`.${module}.`)));
   const d = backbone.hiddenSize;
-  const perLayer = tensorsByLayer(tensors, { what: "adapter", name: savedName, module: `adapters.${savedName}` }, /^adapter_(?:down\.0|up)\.(?:weight|bias)$/, weightsPath, backbone);
+  const perLayer = tensorsByLayer(tensors, { what: "adapter", name: savedName, module }, /^adapter_(?:down\.0|up)\.(?:weight|bias)$/, weightsPath, backbone);
 
   const layers: (AdapterLayer | null)[] = [];
   for (let l = 0; l < backbone.numLayers; l++) {
@@ -173,8 +174,8 @@ export async function loadAdapter(dir: string, backbone: BackboneConfig, loadAs?
     layers.push({
       downWeight: transpose(downWeight),
       downBias,
-      upWeight: { shape: up.shape, data: up.data.map((v) => v * scaling) },
-      upBias: { shape: upBias.shape, data: upBias.data.map((v) => v * scaling) },
+      upWeight: scaled(up, scaling, `layer ${l} adapter_up.weight`, configPath),
+      upBias: scaled(upBias, scaling, `layer ${l} adapter_up.bias`, configPath),
     });
   }
   const head = await loadOptionalHead(dir, backbone, files);
@@ -201,11 +202,12 @@ export async function loadFusion(dir: string, backbone: BackboneConfig, loadAs?:
   const hasValue = config.value === true;
 
   const weightsPath = await findWeights(dir, FUSION_WEIGHTS);
-  const tensors = await readTrackedWeights(weightsPath, files);
+  const module = `adapter_fusion_layer.${savedName}`;
+  const tensors = await readTrackedWeights(weightsPath, files, (name) => name.includes(`.${module}.`));
   const d = backbone.hiddenSize;
   const perLayer = tensorsByLayer(
     tensors,
-    { what: "fusion", name: savedName, module: `adapter_fusion_layer.${savedName}` },
+    { what: "fusion", name: savedName, module },
     /^(?:query|key|value)\.(?:weight|bias)$/,
     weightsPath,
     backbone,
@@ -293,8 +295,22 @@ const LEGACY_ADAPTER_MODULES: readonly [string, string][] = [
   ["invertible_lang_adapters", "invertible_adapters"],
 ];
 
+const currentName = (name: string) => LEGACY_ADAPTER_MODULES.reduce((n, [old, current]) => n.replaceAll(old, current), name);
+
 function withCurrentNames(tensors: Map<string, Tensor>): Map<string, Tensor> {
-  return new Map([...tensors].map(([name, t]) => [LEGACY_ADAPTER_MODULES.reduce((n, [old, current]) => n.replaceAll(old, current), name), t]));
+  return new Map([...tensors].map(([name, t]) => [currentName(name), t]));
+}
+
+/**
+ * The adapter's scaling folded into a weight. A finite scaling can still overflow float32 (1e300
+ * is finite, its product is not), so the product is what is checked.
+ */
+function scaled(t: Tensor, scaling: number, what: string, source: string): Tensor {
+  const data = t.data.map((v) => v * scaling);
+  if (!data.every(Number.isFinite)) {
+    throw new ModelLoadError("non_finite_weights", `${source}: scaling ${scaling} makes ${what} overflow to Inf or NaN`);
+  }
+  return { shape: t.shape, data };
 }
 
 /** The name a module was saved under, which names its tensors. */
@@ -338,8 +354,8 @@ async function loadOptionalHead(dir: string, backbone: BackboneConfig, files: Lo
   const headName = savedNameOf(raw, configPath);
 
   const weightsPath = await findWeights(dir, HEAD_WEIGHTS);
-  const tensors = await readTrackedWeights(weightsPath, files);
   const prefix = `heads.${headName}.`;
+  const tensors = await readTrackedWeights(weightsPath, files, (name) => name.startsWith(prefix));
   const indices = new Map<number, { weight?: Tensor; bias?: Tensor }>();
   for (const [tensorName, tensor] of tensors) {
     if (!tensorName.startsWith(prefix)) continue;
@@ -363,19 +379,38 @@ async function loadOptionalHead(dir: string, backbone: BackboneConfig, files: Lo
   return { type, labels, linears, activation };
 }
 
+/**
+ * The most labels a head may have: every prediction lists every label's score, and the head's
+ * last layer holds num_labels × hidden_size floats.
+ */
+export const MAX_LABELS = 10_000;
+
 function labelsOf(config: Record<string, unknown>, source: string): string[] {
-  const numLabels = Number(config.num_labels);
+  // Checked before the labels are built: 1e10 would be an array no heap holds.
+  const numLabels = config.num_labels;
+  if (typeof numLabels !== "number" || !Number.isInteger(numLabels) || numLabels < 1 || numLabels > MAX_LABELS) {
+    throw new ModelLoadError("malformed_file", `${source}: num_labels must be an integer from 1 to ${MAX_LABELS} (found ${JSON.stringify(numLabels)})`);
+  }
   const labels = Array.from({ length: numLabels }, (_, i) => `LABEL_${i}`);
-  const label2id = config.label2id;
-  if (label2id && typeof label2id === "object") {
+  const label2id = config.label2id ?? null;
+  if (label2id !== null) {
+    if (typeof label2id !== "object" || Array.isArray(label2id)) throw new ModelLoadError("malformed_file", `${source}: label2id must be an object of label names to ids`);
+    const named = new Map<number, string>();
     for (const [label, id] of Object.entries(label2id)) {
-      if (typeof id !== "number" || id < 0 || id >= numLabels) {
-        throw new ModelLoadError("malformed_file", `${source}: label2id maps '${label}' to ${String(id)}, outside 0..${numLabels - 1}`);
+      if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= numLabels) {
+        throw new ModelLoadError("malformed_file", `${source}: label2id maps '${label}' to ${JSON.stringify(id)}, not an integer in 0..${numLabels - 1}`);
       }
+      if (named.has(id)) throw new ModelLoadError("malformed_file", `${source}: label2id maps both '${named.get(id)}' and '${label}' to ${id}`);
+      named.set(id, label);
       labels[id] = label;
     }
   }
-  if (!Number.isInteger(numLabels) || numLabels < 1) throw new ModelLoadError("malformed_file", `${source}: num_labels must be a positive integer`);
+  // Scores are answered by label name: two labels of one name would lose one score.
+  const seen = new Set<string>();
+  for (const label of labels) {
+    if (seen.has(label)) throw new ModelLoadError("malformed_file", `${source}: two labels are named '${label}' (label2id names some ids, the others are LABEL_<id>)`);
+    seen.add(label);
+  }
   return labels;
 }
 
@@ -456,9 +491,10 @@ async function readTrackedJson(path: string, files: LoadedFiles & { bytes: numbe
   return parseJsonObject(await readTracked(path, files), path);
 }
 
-async function readTrackedWeights(path: string, files: LoadedFiles & { bytes: number }) {
+/** The weights file's tensors that `keep` names: the module's own, decoded; the others only checked. */
+async function readTrackedWeights(path: string, files: LoadedFiles & { bytes: number }, keep: TensorFilter) {
   const bytes = await readTracked(path, files);
-  return path.endsWith(".bin") ? parseTorchSave(bytes, path) : parseSafetensors(bytes, path);
+  return path.endsWith(".bin") ? parseTorchSave(bytes, path, keep) : parseSafetensors(bytes, path, keep);
 }
 
 /** Content-addressed: the same files always give the same version, across restarts and copies. */

@@ -27,6 +27,8 @@ export interface ChangeResult {
   readonly previousFolder: string | null;
   /** Routes whose version changed. */
   readonly routes: readonly string[];
+  /** Routes the change took away (an adapter replaced by a save without a head serves no route of its own). */
+  readonly removedRoutes: readonly string[];
 }
 
 /** Whether the live state is the store's current manifest: always, for a folder only this server changes. */
@@ -251,7 +253,8 @@ export class AdapterLibrary {
       const next = buildState(manifest, adapters, fusions, state.routes);
       await this.switchTo(next, () => this.store.writeManifest(manifest, this.etag));
       await this.store.removeModule(kind, name, state.manifest);
-      return { kind, name, version: null, folder: null, previousFolder: null, routes: [name] };
+      const removedRoutes = [...state.routes.keys()].filter((n) => !next.routes.has(n));
+      return { kind, name, version: null, folder: null, previousFolder: null, routes: [name], removedRoutes };
     });
   }
 
@@ -260,7 +263,7 @@ export class AdapterLibrary {
     const live = manifest[kind][name];
     // The same files again change nothing: a new folder would push the rollback target out.
     if (live !== undefined && (kind === "adapters" ? this.current.adapters : this.current.fusions).get(name)?.version === module.version) {
-      return { kind, name, version: module.version, folder: live, previousFolder: manifest.previous?.[kind][name] ?? null, routes: [] };
+      return { kind, name, version: module.version, folder: live, previousFolder: manifest.previous?.[kind][name] ?? null, routes: [], removedRoutes: [] };
     }
     // The next state is validated before anything is written, so a refused change leaves no folder.
     const next = this.nextState(kind, name, module);
@@ -284,7 +287,8 @@ export class AdapterLibrary {
     const next = { ...validated, manifest };
     await this.switchTo(next, () => this.store.writeManifest(manifest, this.etag));
     const routes = [...next.routes].filter(([n, r]) => before.routes.get(n)?.version !== r.version).map(([n]) => n);
-    return { kind, name, version: module.version, folder, previousFolder, routes };
+    const removedRoutes = [...before.routes.keys()].filter((n) => !next.routes.has(n));
+    return { kind, name, version: module.version, folder, previousFolder, routes, removedRoutes };
   }
 
   /**

@@ -1,5 +1,6 @@
+import { crc32 } from "node:zlib";
 import { ModelLoadError } from "../errors.js";
-import { halfToFloat, type Tensor } from "../engine/safetensors.js";
+import { halfToFloat, MAX_DIMS, MAX_TENSORS, type Tensor, type TensorFilter } from "../engine/safetensors.js";
 
 /**
  * Reads the PyTorch `.bin` files that `torch.save(state_dict)` writes (the zip format of PyTorch
@@ -13,9 +14,15 @@ import { halfToFloat, type Tensor } from "../engine/safetensors.js";
  * Float tensors (float32, float16, bfloat16, float64) come back as float32, read through their
  * storage offset and strides; integer and boolean tensors are skipped, as the safetensors reader
  * skips them, because no weight the engine uses is one.
+ *
+ * Work and memory are bounded, whatever the file holds: the interpreter builds at most one value
+ * per opcode and MAX_VALUES in all, holds at most MAX_STACK of them on its stack, reads every zip
+ * member (and computes its CRC) once, and decodes at most one float per 2 bytes of tensor data
+ * (`keep` choosing which tensors), so storages shared between entries cannot multiply a small
+ * file into gigabytes.
  */
-export function parseTorchSave(bytes: Buffer, source: string): Map<string, Tensor> {
-  if (bytes.subarray(0, 4).equals(ZIP_LOCAL)) return readArchive(readZip(bytes, source), source);
+export function parseTorchSave(bytes: Buffer, source: string, keep: TensorFilter = () => true): Map<string, Tensor> {
+  if (bytes.subarray(0, 4).equals(ZIP_LOCAL)) return readArchive(readZip(bytes, source), source, keep);
   if (bytes[0] === 0x80) {
     throw new ModelLoadError(
       "unsupported_config",
@@ -55,6 +62,7 @@ function readZip(bytes: Buffer, source: string): Map<string, Buffer> {
     directory = safeNumber(bytes.readBigUInt64LE(at + 48), bad);
   }
   const files = new Map<string, Buffer>();
+  const members = new Map<number, string>();
   let o = directory;
   for (let i = 0; i < count; i++) {
     if (o + 46 > bytes.length || bytes.readUInt32LE(o) !== ZIP_CENTRAL) throw bad("malformed zip central directory");
@@ -83,6 +91,12 @@ function readZip(bytes: Buffer, source: string): Map<string, Buffer> {
       if (local === 0xffffffff) local = next();
     }
     o += 46 + nameLength + extraLength + commentLength;
+    if (files.has(name)) throw bad(`zip archive lists ${name} twice`);
+    // Entries sharing one member would each be checked and read again: a few bytes of directory
+    // could stand for gigabytes of work.
+    const other = members.get(local);
+    if (other !== undefined) throw bad(`zip entries ${other} and ${name} point at the same member`);
+    members.set(local, name);
     if (local + 30 > bytes.length || !bytes.subarray(local, local + 4).equals(ZIP_LOCAL)) throw bad(`malformed zip entry ${name}`);
     const start = local + 30 + bytes.readUInt16LE(local + 26) + bytes.readUInt16LE(local + 28);
     if (start + size > bytes.length) throw bad(`zip entry ${name} is truncated`);
@@ -103,23 +117,11 @@ function safeNumber(v: bigint, bad: (what: string) => Error): number {
   return Number(v);
 }
 
-const CRC_TABLE = Uint32Array.from({ length: 256 }, (_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c >>> 0;
-});
-
-function crc32(data: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < data.length; i++) c = CRC_TABLE[(c ^ data[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-
 // ---------------------------------------------------------------------------------------------
 // The archive torch.save writes: <root>/data.pkl, <root>/data/<storage key>, <root>/byteorder
 // ---------------------------------------------------------------------------------------------
 
-function readArchive(files: Map<string, Buffer>, source: string): Map<string, Tensor> {
+function readArchive(files: Map<string, Buffer>, source: string, keep: TensorFilter): Map<string, Tensor> {
   const pickles = [...files.keys()].filter((n) => /^[^/]+\/data\.pkl$/.test(n));
   if (pickles.length !== 1) {
     throw new ModelLoadError("malformed_file", `${source}: a torch.save archive holds one <name>/data.pkl; found ${pickles.length}`);
@@ -133,7 +135,13 @@ function readArchive(files: Map<string, Buffer>, source: string): Map<string, Te
   if (!(state instanceof Dict)) {
     throw new ModelLoadError("unsupported_config", `${source}: holds ${describe(state)}, not a state dict (a dict of tensors)`);
   }
+  if (state.size > MAX_TENSORS) {
+    throw new ModelLoadError("malformed_file", `${source}: holds ${state.size} entries, more than the limit of ${MAX_TENSORS} tensors`);
+  }
   const tensors = new Map<string, Tensor>();
+  // Each storage's bytes hold its elements once; views of one storage (a transpose beside its
+  // base) may read them again, but the floats decoded in all stay within this.
+  let floatsLeft = Math.floor([...files].filter(([n]) => n.startsWith(`${root}data/`)).reduce((sum, [, b]) => sum + b.length, 0) / 2);
   for (const [name, value] of state.entries) {
     if (typeof name !== "string" || !(value instanceof TensorView)) {
       throw new ModelLoadError(
@@ -141,8 +149,12 @@ function readArchive(files: Map<string, Buffer>, source: string): Map<string, Te
         `${source}: entry ${JSON.stringify(typeof name === "string" ? name : describe(name))} holds ${describe(value)}; a state dict maps names to tensors`,
       );
     }
-    const tensor = value.materialize(name, source);
-    if (tensor) tensors.set(name, tensor);
+    if (!value.storage.kind.float || !keep(name)) continue;
+    floatsLeft -= value.numel;
+    if (floatsLeft < 0) {
+      throw new ModelLoadError("malformed_file", `${source}: its tensors read the same storage bytes over and over (at ${name}); a state dict's tensors hold at most one float per 2 bytes of its data`);
+    }
+    tensors.set(name, value.materialize(name, source));
   }
   return tensors;
 }
@@ -178,7 +190,17 @@ class Tuple {
 }
 
 class Dict {
-  readonly entries = new Map<Value, Value>();
+  // Made on first use: most dicts a pickle builds stay empty (the hooks of every tensor).
+  private items: Map<Value, Value> | undefined;
+
+  get entries(): Map<Value, Value> {
+    this.items ??= new Map();
+    return this.items;
+  }
+
+  get size(): number {
+    return this.items?.size ?? 0;
+  }
 }
 
 class Storage {
@@ -197,11 +219,14 @@ class TensorView {
     readonly stride: readonly number[],
   ) {}
 
-  /** Gathers the view's elements in row-major order; null for an integer or boolean tensor. */
-  materialize(name: string, source: string): Tensor | null {
+  get numel(): number {
+    return this.shape.reduce((a, b) => a * b, 1);
+  }
+
+  /** Gathers the view's elements (a float tensor's) in row-major order. */
+  materialize(name: string, source: string): Tensor {
     const { kind, bytes } = this.storage;
-    if (!kind.float) return null;
-    const count = this.shape.reduce((a, b) => a * b, 1);
+    const count = this.numel;
     const data = new Float32Array(count);
     if (kind.dtype === "float32" && this.isContiguous()) {
       new Uint8Array(data.buffer).set(bytes.subarray(4 * this.offset, 4 * (this.offset + count)));
@@ -306,17 +331,51 @@ const OP = {
   BUILD: 0x62,
 } as const;
 
+/**
+ * Values pushed or memoized in all: torch.save spends about 20 on each tensor (its name, storage
+ * id, offset, shape, stride and call, most of them memoized), so a state dict of the most tensors
+ * any reader here accepts takes a third of this. A pickle of one-byte opcodes (millions of
+ * EMPTY_DICTs) is refused here, at a few tens of MB, instead of building one object per byte.
+ */
+const MAX_VALUES = MAX_TENSORS * 64;
+/**
+ * Values on the stack at once: Python's pickler sets dict items 1000 at a time (2000 values, a
+ * tensor being built beside them), and a state dict nests no deeper.
+ */
+const MAX_STACK = 8192;
+
 class Unpickler {
   private pos = 0;
   private stack: (Value | typeof MARK)[] = [];
   private readonly memo = new Map<number, Value>();
   private readonly storages = new Map<string, Storage>();
+  private valuesLeft: number;
 
   constructor(
     private readonly bytes: Buffer,
     private readonly source: string,
     private readonly record: (key: string) => Buffer | undefined,
-  ) {}
+  ) {
+    this.valuesLeft = MAX_VALUES;
+  }
+
+  /** Counts one more value against the file's budget. */
+  private spend(): void {
+    if (--this.valuesLeft < 0) {
+      throw this.malformed(`builds more than ${MAX_VALUES} values, more than a state dict of ${MAX_TENSORS} tensors holds`);
+    }
+  }
+
+  private push(value: Value | typeof MARK): void {
+    this.spend();
+    if (this.stack.length >= MAX_STACK) throw this.malformed(`more than ${MAX_STACK} values on the stack at once`);
+    this.stack.push(value);
+  }
+
+  private remember(key: number): void {
+    this.spend();
+    this.memo.set(key, this.peek());
+  }
 
   run(): Value {
     for (;;) {
@@ -335,87 +394,87 @@ class Unpickler {
           return top;
         }
         case OP.MARK:
-          this.stack.push(MARK);
+          this.push(MARK);
           break;
         case OP.EMPTY_DICT:
-          this.stack.push(new Dict());
+          this.push(new Dict());
           break;
         case OP.EMPTY_TUPLE:
-          this.stack.push(new Tuple([]));
+          this.push(new Tuple([]));
           break;
         case OP.TUPLE:
-          this.stack.push(new Tuple(this.popMark()));
+          this.push(new Tuple(this.popMark()));
           break;
         case OP.TUPLE1:
         case OP.TUPLE2:
         case OP.TUPLE3: {
           const n = op - OP.TUPLE1 + 1;
           const items = Array.from({ length: n }, () => this.pop()).reverse();
-          this.stack.push(new Tuple(items));
+          this.push(new Tuple(items));
           break;
         }
         case OP.BINPUT:
-          this.memo.set(this.u8(), this.peek());
+          this.remember(this.u8());
           break;
         case OP.LONG_BINPUT:
-          this.memo.set(this.u32(), this.peek());
+          this.remember(this.u32());
           break;
         case OP.MEMOIZE:
-          this.memo.set(this.memo.size, this.peek());
+          this.remember(this.memo.size);
           break;
         case OP.BINGET:
         case OP.LONG_BINGET: {
           const key = op === OP.BINGET ? this.u8() : this.u32();
           if (!this.memo.has(key)) throw this.malformed(`memo entry ${key} read before it was written`);
-          this.stack.push(this.memo.get(key)!);
+          this.push(this.memo.get(key)!);
           break;
         }
         case OP.BINUNICODE:
-          this.stack.push(this.take(this.u32()).toString("utf8"));
+          this.push(this.take(this.u32()).toString("utf8"));
           break;
         case OP.SHORT_BINUNICODE:
-          this.stack.push(this.take(this.u8()).toString("utf8"));
+          this.push(this.take(this.u8()).toString("utf8"));
           break;
         case OP.BININT:
-          this.stack.push(this.take(4).readInt32LE(0));
+          this.push(this.take(4).readInt32LE(0));
           break;
         case OP.BININT1:
-          this.stack.push(this.u8());
+          this.push(this.u8());
           break;
         case OP.BININT2:
-          this.stack.push(this.take(2).readUInt16LE(0));
+          this.push(this.take(2).readUInt16LE(0));
           break;
         case OP.LONG1:
-          this.stack.push(this.long(this.take(this.u8())));
+          this.push(this.long(this.take(this.u8())));
           break;
         case OP.NEWTRUE:
-          this.stack.push(true);
+          this.push(true);
           break;
         case OP.NEWFALSE:
-          this.stack.push(false);
+          this.push(false);
           break;
         case OP.NONE:
-          this.stack.push(null);
+          this.push(null);
           break;
         case OP.GLOBAL:
-          this.stack.push(this.global(this.line(), this.line()));
+          this.push(this.global(this.line(), this.line()));
           break;
         case OP.STACK_GLOBAL: {
           const name = this.pop();
           const module = this.pop();
           if (typeof module !== "string" || typeof name !== "string") throw this.malformed("STACK_GLOBAL without two strings");
-          this.stack.push(this.global(module, name));
+          this.push(this.global(module, name));
           break;
         }
         case OP.REDUCE: {
           const args = this.pop();
           const callable = this.pop();
           if (!(callable instanceof Global) || !(args instanceof Tuple)) throw this.malformed("REDUCE without a global and a tuple");
-          this.stack.push(this.call(callable, args.items));
+          this.push(this.call(callable, args.items));
           break;
         }
         case OP.BINPERSID:
-          this.stack.push(this.persistent(this.pop()));
+          this.push(this.persistent(this.pop()));
           break;
         case OP.SETITEM: {
           const value = this.pop();
@@ -464,7 +523,7 @@ class Unpickler {
   private rebuildTensor(args: readonly Value[]): TensorView {
     const [storage, offset, size, stride, requiresGrad, hooks, metadata] = args;
     const ints = (v: Value): v is Tuple => v instanceof Tuple && v.items.every((x) => typeof x === "number" && Number.isSafeInteger(x) && x >= 0);
-    const emptyDict = (v: Value | undefined) => v instanceof Dict && v.entries.size === 0;
+    const emptyDict = (v: Value | undefined) => v instanceof Dict && v.size === 0;
     if (
       !(storage instanceof Storage) ||
       typeof offset !== "number" ||
@@ -482,6 +541,7 @@ class Unpickler {
     }
     const shape = size.items as number[];
     const strides = stride.items as number[];
+    if (shape.length > MAX_DIMS) throw this.refuse(`a tensor of ${shape.length} dimensions (at most ${MAX_DIMS} are read)`);
     const count = shape.reduce((a, b) => a * b, 1);
     const last = count === 0 ? -1 : offset + shape.reduce((s, n, i) => s + (n - 1) * strides[i], 0);
     // Parameters never overlap themselves, so a view larger than its storage is no state dict's.

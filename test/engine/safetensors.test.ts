@@ -89,3 +89,34 @@ t.test("a header larger, or with more entries, than any module holds is refused 
   const enough = file(Object.fromEntries(Array.from({ length: 10_000 }, (_, i) => [`t${i}`, { dtype: "I8", shape: [0], bytes: Buffer.alloc(0) }])));
   t.equal(parseSafetensors(enough, "x.safetensors").size, 0, "10,000 entries are still read");
 });
+
+/** A header of its own (the ranges as given) over `body`. */
+function rawFile(header: Record<string, unknown>, body: Buffer): Buffer {
+  const json = Buffer.from(JSON.stringify(header));
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([length, json, body]);
+}
+
+t.test("tensors whose ranges overlap or repeat are refused: nothing decodes one byte twice", async (t) => {
+  // 1000 entries on one 1 MiB range: decoding each would take 1000 × the file.
+  const mib = Buffer.alloc(1 << 20);
+  const header = Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`w${i}`, { dtype: "F32", shape: [1 << 18], data_offsets: [0, 1 << 20] }]));
+  t.throws(() => parseSafetensors(rawFile(header, mib), "x.safetensors"), { code: "malformed_file", message: /overlap in the file/ });
+  const partial = { a: { dtype: "F32", shape: [4], data_offsets: [0, 16] }, b: { dtype: "F32", shape: [4], data_offsets: [12, 28] } };
+  t.throws(() => parseSafetensors(rawFile(partial, Buffer.alloc(28)), "x.safetensors"), { code: "malformed_file", message: /tensors a and b overlap/ });
+  const empty = { a: { dtype: "F32", shape: [0], data_offsets: [0, 0] }, b: { dtype: "F32", shape: [4], data_offsets: [0, 16] } };
+  t.equal(parseSafetensors(rawFile(empty, Buffer.alloc(16)), "x.safetensors").size, 2, "an empty tensor shares no byte with its neighbour");
+});
+
+t.test("a shape of more than 8 dimensions is refused before it is read", async (t) => {
+  const header = { w: { dtype: "F32", shape: [1, ...Array(100_000).fill(1)], data_offsets: [0, 4] } };
+  t.throws(() => parseSafetensors(rawFile(header, Buffer.alloc(4)), "x.safetensors"), { code: "malformed_file", message: /100001 dimensions, more than the limit of 8/ });
+});
+
+t.test("a filter decodes only the tensors it keeps, after checking every entry", async (t) => {
+  const bytes = file({ keep: { dtype: "F32", shape: [6], bytes: f32 }, other: { dtype: "F32", shape: [6], bytes: f32 } });
+  t.same([...parseSafetensors(bytes, "x.safetensors", (name) => name === "keep").keys()], ["keep"]);
+  const wrong = rawFile({ keep: { dtype: "F32", shape: [1], data_offsets: [0, 4] }, other: { dtype: "F32", shape: [2], data_offsets: [4, 20] } }, Buffer.alloc(20));
+  t.throws(() => parseSafetensors(wrong, "x.safetensors", (name) => name === "keep"), { code: "malformed_file", message: /tensor other/ }, "a tensor left out is still checked");
+});

@@ -305,18 +305,19 @@ t.test("unsupported dtype: a float8 tensor is refused naming it (unsupported_con
   const bytes = await readFile(file);
   const headerLength = Number(bytes.readBigUInt64LE(0));
   const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString("utf8"));
-  const rewrite = async (h: object) => {
+  const body = bytes.subarray(8 + headerLength);
+  const rewrite = async (h: object, extra = Buffer.alloc(0)) => {
     const raw = Buffer.from(JSON.stringify(h));
     const out = Buffer.alloc(8 + raw.length);
     out.writeBigUInt64LE(BigInt(raw.length), 0);
     raw.copy(out, 8);
-    await writeFile(file, Buffer.concat([out, bytes.subarray(8 + headerLength)]));
+    await writeFile(file, Buffer.concat([out, body, extra]));
   };
   const { data_offsets } = header[A1_DOWN];
   await rewrite({ ...header, [A1_DOWN]: { dtype: "F8_E4M3", shape: [data_offsets[1] - data_offsets[0]], data_offsets } });
   await refused(t, loadAdapter(dir, config), "unsupported_config", file, A1_DOWN, "F8_E4M3");
   // An int64 buffer (as older BERT checkpoints carry position_ids) is skipped, not read as a weight.
-  await rewrite({ ...header, "some.position_ids": { dtype: "I64", shape: [1], data_offsets: [0, 8] } });
+  await rewrite({ ...header, "some.position_ids": { dtype: "I64", shape: [1], data_offsets: [body.length, body.length + 8] } }, Buffer.alloc(8));
   const loaded = await loadAdapter(dir, config);
   t.equal(loaded.layers.filter(Boolean).length, config.numLayers, "the adapter still loads");
 });
@@ -478,4 +479,40 @@ t.test("control: the same library with every module present opens and serves all
   const root = await libraryOf(t, { a1: join(ADAPTERS, "a1"), a2: join(ADAPTERS, "a2") }, { dyn2: join(FUSIONS, "dyn2") });
   const library = await AdapterLibrary.open(root, config);
   t.same([...library.state.routes.keys()].sort(), ["a1", "a2", "dyn2"]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Values that are valid JSON but cannot be computed with: refused before anything is built
+// ---------------------------------------------------------------------------------------------
+
+t.test("a scaling whose product overflows float32 is refused (non_finite_weights), not served as Inf", async (t) => {
+  const dir = await copyOf(t, join(ADAPTERS, "a1"));
+  await editJson(join(dir, "adapter_config.json"), (j) => (j.config.scaling = 1e300));
+  await refused(t, loadAdapter(dir, config), "non_finite_weights", "adapter_config.json", "scaling 1e+300", "adapter_up");
+  await editJson(join(dir, "adapter_config.json"), (j) => (j.config.scaling = 2));
+  t.ok(await loadAdapter(dir, config), "a scaling of 2 loads");
+});
+
+t.test("num_labels that is huge, fractional or not a number is refused before any label is built", async (t) => {
+  const dir = await copyOf(t, join(ADAPTERS, "a1"));
+  for (const numLabels of [1e10, 3e7, 2.5, 0, "2", null]) {
+    await editJson(join(dir, "head_config.json"), (j) => (j.config.num_labels = numLabels));
+    await refused(t, loadAdapter(dir, config), "malformed_file", "head_config.json", "num_labels must be an integer from 1 to 10000");
+  }
+});
+
+t.test("label2id giving two labels one name, two names one id, or a fractional id is refused", async (t) => {
+  const dir = await copyOf(t, join(ADAPTERS, "a1"));
+  const cases: [Record<string, unknown>, string][] = [
+    [{ LABEL_1: 0 }, "two labels are named 'LABEL_1'"],
+    [{ A: 0, B: 0 }, "maps both 'A' and 'B' to 0"],
+    [{ A: 0.5, B: 1 }, "maps 'A' to 0.5, not an integer in 0..1"],
+    [{ A: 0, B: "1" }, "maps 'B' to \"1\""],
+  ];
+  for (const [label2id, mention] of cases) {
+    await editJson(join(dir, "head_config.json"), (j) => (j.config.label2id = label2id));
+    await refused(t, loadAdapter(dir, config), "malformed_file", "head_config.json", mention);
+  }
+  await editJson(join(dir, "head_config.json"), (j) => (j.config.label2id = { B: 1, A: 0 }));
+  t.same((await loadAdapter(dir, config)).head?.labels, ["A", "B"], "a complete label2id names every label by its id");
 });

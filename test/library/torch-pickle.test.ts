@@ -248,3 +248,61 @@ t.test("legacy, corrupt, truncated, big-endian or rootless archives: refused", a
   refused(t, archive(stateDict(tensor(W23)).subarray(0, 20)), "malformed_file", "truncated");
   refused(t, archive(stateDict(tensor(W23)), undefined, {}, { deflate: true }), "unsupported_config", "compressed (method 8)");
 });
+
+// ---------------------------------------------------------------------------------------------
+// Hostile files: work and memory bounded whatever the file holds
+// ---------------------------------------------------------------------------------------------
+
+t.test("a pickle of millions of one-byte opcodes is refused after a bounded number of values", async (t) => {
+  // 24 Mi EMPTY_DICTs: one object per byte would exhaust the heap.
+  refused(t, archive(pickle(Buffer.alloc(24 << 20, "}"))), "malformed_file", "values on the stack");
+  // Set as items of one dict, so nothing stays on the stack: the value budget stops it.
+  const items = Buffer.alloc(3 << 20);
+  for (let i = 0; i < items.length; i += 3) items.write("}}s", i, "latin1");
+  refused(t, archive(pickle(P.emptyDict, items)), "malformed_file", /builds more than \d+ values/);
+});
+
+t.test("entries sharing one storage decode at most one float per 2 bytes of the file's tensor data", async (t) => {
+  const storage = floats(Array.from({ length: 1024 }, (_, i) => i));
+  const spec = { numel: 1024, shape: [1024], stride: [1] };
+  const entries = (n: number) => pickle(P.emptyDict, ...Array.from({ length: n }, (_, i) => Buffer.concat([P.str(`w${i}`), tensor(spec), P.setitem])));
+  t.equal(parseTorchSave(archive(entries(2), storage), "test.bin").size, 2, "a base and a view of it read (the 2 × budget)");
+  refused(t, archive(entries(100), storage), "malformed_file", "the same storage bytes over and over");
+  const kept = parseTorchSave(archive(entries(100), storage), "test.bin", (name) => name === "w7");
+  t.same([...kept.keys()], ["w7"], "a filter decodes only the tensors it names, and the others cost nothing");
+});
+
+t.test("zip entries pointing at one member, or listing a name twice, are refused", async (t) => {
+  const good = archive(stateDict(tensor(W23)));
+  const end = good.length - 22;
+  const directory = good.readUInt32LE(end + 16);
+  const size = good.readUInt32LE(end + 12);
+  // Entry 3 (archive/data/0) repeated under other names: the same local header offset each time.
+  const centrals: Buffer[] = [];
+  for (let o = directory; o < directory + size; ) {
+    const length = 46 + good.readUInt16LE(o + 28) + good.readUInt16LE(o + 30) + good.readUInt16LE(o + 32);
+    centrals.push(good.subarray(o, o + length));
+    o += length;
+  }
+  const copies = Array.from({ length: 1000 }, (_, i) => {
+    const entry = Buffer.from(centrals[2]);
+    const name = Buffer.from(`archive/data/x${String(i).padStart(1, "0")}`);
+    entry.writeUInt16LE(name.length, 28);
+    return Buffer.concat([entry.subarray(0, 46), name]);
+  });
+  const rebuilt = (entries: Buffer[]) => {
+    const dir = Buffer.concat(entries);
+    const tail = Buffer.from(good.subarray(end));
+    tail.writeUInt16LE(entries.length, 8);
+    tail.writeUInt16LE(entries.length, 10);
+    tail.writeUInt32LE(dir.length, 12);
+    return Buffer.concat([good.subarray(0, directory), dir, tail]);
+  };
+  refused(t, rebuilt([...centrals, ...copies]), "malformed_file", "point at the same member");
+  refused(t, rebuilt([...centrals, centrals[2]]), "malformed_file", "lists archive/data/0 twice");
+});
+
+t.test("a tensor of more than 8 dimensions is refused before its shape is walked", async (t) => {
+  refused(t, archive(stateDict(tensor({ numel: 6, shape: [6, 1, 1, 1, 1, 1, 1, 1, 1], stride: [1, 1, 1, 1, 1, 1, 1, 1, 1] }))), "unsupported_config", "9 dimensions");
+  refused(t, archive(stateDict(tensor({ numel: 6, shape: [6, ...Array(9000).fill(1)], stride: [1, ...Array(9000).fill(1)] }))), "malformed_file", "values on the stack");
+});

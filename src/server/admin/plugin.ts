@@ -146,7 +146,7 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
       metrics.changes.inc({ kind, action, result: "ok" });
       audit(request, action, kind, request.params.name, "ok", result.folder ?? undefined);
       reply.code(200);
-      return { kind: result.kind, name: result.name, version: result.version, folder: result.folder, previous_folder: result.previousFolder, routes: result.routes };
+      return { kind: result.kind, name: result.name, version: result.version, folder: result.folder, previous_folder: result.previousFolder, routes: result.routes, removed_routes: result.removedRoutes };
     } catch (err) {
       stop();
       const status = err instanceof ServingError ? err.status : 500;
@@ -261,7 +261,7 @@ const uploadSchema = (kind: ModuleKind) => ({
 const changeSchema = {
   description: "The change, as published",
   type: "object",
-  required: ["kind", "name", "version", "folder", "previous_folder", "routes"],
+  required: ["kind", "name", "version", "folder", "previous_folder", "routes", "removed_routes"],
   properties: {
     kind: { type: "string", enum: ["adapters", "fusions"] },
     name: { type: "string" },
@@ -269,6 +269,11 @@ const changeSchema = {
     folder: { type: ["string", "null"], description: "Version folder now live; null after a delete" },
     previous_folder: { type: ["string", "null"], description: "Version folder a rollback returns to" },
     routes: { type: "array", items: { type: "string" }, description: "Routes whose version changed" },
+    removed_routes: {
+      type: "array",
+      items: { type: "string" },
+      description: "Routes the change took away: a deleted module's, or an adapter's own route when its new save has no head",
+    },
   },
 } as const;
 
