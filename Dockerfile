@@ -19,6 +19,9 @@ RUN npm run prestart
 RUN npm prune --omit=dev
 
 FROM node:24-bookworm-slim
+# The source commit, for /info, --version and fusion_build_info: docker build --build-arg FUSION_COMMIT=$(git rev-parse --short HEAD).
+ARG FUSION_COMMIT
+ENV FUSION_COMMIT=${FUSION_COMMIT}
 # The library the server reads and the admin API writes is the volume at /library, owned by the
 # server's user; the image's own library (root's, read-only) only seeds an empty volume.
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=8080 FUSION_LIBRARY=/library FUSION_SEED_LIBRARY=/app/models

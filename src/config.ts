@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -55,6 +56,12 @@ export interface ServerConfig {
   readonly maxConnections: number;
   /** 0: no limit per client address. */
   readonly maxConnectionsPerClient: number;
+  /** Bearer token of the prediction API; absent: it is open. */
+  readonly apiKey: string | undefined;
+  /** Whether /metrics, too, needs the API key. */
+  readonly apiKeyMetrics: boolean;
+  /** Source commit of this build, for /info and fusion_build_info; absent: unknown. */
+  readonly commit: string | undefined;
 }
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -72,6 +79,7 @@ export class ConfigError extends Error {
 export const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const DEFAULT_LIBRARY = join(PACKAGE_ROOT, "models");
 export const DEFAULT_MAX_SEQ_LEN = 128;
+export const PACKAGE: { readonly name: string; readonly version: string } = JSON.parse(readFileSync(join(PACKAGE_ROOT, "package.json"), "utf8"));
 
 interface OptionSpec<K extends keyof ServerConfig> {
   readonly key: K;
@@ -106,6 +114,14 @@ const nonEmpty = (raw: string): string => {
   if (!raw.trim()) throw new Error("must not be empty");
   return raw;
 };
+
+/** A bearer token: long enough not to be guessed. */
+const secret = (raw: string): string => {
+  if (raw.trim().length < 16) throw new Error("must be at least 16 characters");
+  return raw.trim();
+};
+
+const SECRETS: ReadonlySet<keyof ServerConfig> = new Set(["adminToken", "apiKey"]);
 
 export const OPTIONS: readonly AnyOption[] = [
   {
@@ -234,10 +250,7 @@ export const OPTIONS: readonly AnyOption[] = [
     env: "ADMIN_TOKEN",
     default: "unset: no admin API",
     help: "bearer token of /v1/admin (at least 16 characters); prefer the variable, flags show in ps",
-    parse: (raw) => {
-      if (raw.trim().length < 16) throw new Error("must be at least 16 characters");
-      return raw.trim();
-    },
+    parse: secret,
   },
   { key: "maxUploadBytes", flag: "max-upload-bytes", env: "FUSION_MAX_UPLOAD_BYTES", default: "67108864", help: "largest file of an admin upload; beyond it 413", parse: integer(1) },
   {
@@ -267,6 +280,23 @@ export const OPTIONS: readonly AnyOption[] = [
     help: "open connections from one client address; beyond it new ones are closed at once; 0 = no limit (behind a proxy)",
     parse: integer(0),
   },
+  {
+    key: "apiKey",
+    flag: "api-key",
+    env: "FUSION_API_KEY",
+    default: "unset: predictions need no key",
+    help: "bearer token the prediction API (/v1 but /v1/admin, /info) requires (at least 16 characters); the probes and /metrics stay open; prefer the variable, flags show in ps",
+    parse: secret,
+  },
+  {
+    key: "apiKeyMetrics",
+    flag: "api-key-metrics",
+    env: "FUSION_API_KEY_METRICS",
+    default: "false",
+    help: "true: /metrics needs the API key too (Prometheus then sends it as its bearer token)",
+    parse: (raw) => oneOf(["true", "false"] as const)(raw) === "true",
+  },
+  { key: "commit", flag: "commit", env: "FUSION_COMMIT", default: "unset (the image sets it at build)", help: "source commit of this build, shown by /info and fusion_build_info; empty: unknown", parse: (raw) => raw.trim() || undefined },
   { key: "logLevel", flag: "log-level", env: "FUSION_LOG_LEVEL", default: "info", help: `pino log level: ${LOG_LEVELS.join(", ")}`, parse: oneOf(LOG_LEVELS) },
 ];
 
@@ -310,6 +340,9 @@ export const DEFAULT_CONFIG: ServerConfig = {
   keepAliveTimeoutMs: 72_000,
   maxConnections: 1024,
   maxConnectionsPerClient: 256,
+  apiKey: undefined,
+  apiKeyMetrics: false,
+  commit: undefined,
 };
 
 function s3Url(raw: string): string {
@@ -317,7 +350,7 @@ function s3Url(raw: string): string {
   return raw.replace(/\/+$/, "");
 }
 
-/** Thrown for --help: the caller prints the text and exits 0. */
+/** Thrown for --help and --version: the caller prints the text and exits 0. */
 export class HelpRequested extends Error {
   override readonly name = "HelpRequested";
 }
@@ -333,6 +366,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
       args: [...argv],
       options: {
         help: { type: "boolean", short: "h" },
+        version: { type: "boolean" },
         ...Object.fromEntries(OPTIONS.map((o) => [o.flag, { type: "string" as const }])),
       },
       strict: true,
@@ -342,6 +376,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     throw new ConfigError(`${(err as Error).message}\n\n${usage()}`);
   }
   if (values.help) throw new HelpRequested(usage());
+  if (values.version) {
+    const commit = typeof values.commit === "string" ? values.commit : env.FUSION_COMMIT;
+    throw new HelpRequested(`${PACKAGE.name} ${PACKAGE.version}${commit ? ` (commit ${commit})` : ""}`);
+  }
 
   const config: Record<string, unknown> = { ...DEFAULT_CONFIG };
   for (const option of OPTIONS) {
@@ -352,7 +390,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     try {
       config[option.key] = option.parse(raw);
     } catch (err) {
-      const shown = option.key === "adminToken" ? "<hidden>" : raw;
+      const shown = SECRETS.has(option.key) ? "<hidden>" : raw;
       throw new ConfigError(`${source} ${(err as Error).message}, got '${shown}'`);
     }
   }
@@ -392,5 +430,12 @@ export function effectiveMaxSeqLen(config: ServerConfig, maxPositions: number): 
 
 export function usage(): string {
   const lines = OPTIONS.map((o) => `  --${o.flag} <value>`.padEnd(30) + `${o.help}\n${" ".repeat(30)}env ${o.env}, default ${o.default}`);
-  return ["Usage: node dist/main.js [options]", "", "Options (a flag wins over its environment variable):", ...lines, "  -h, --help".padEnd(30) + "print this help"].join("\n");
+  return [
+    "Usage: node dist/main.js [options]",
+    "",
+    "Options (a flag wins over its environment variable):",
+    ...lines,
+    "  --version".padEnd(30) + "print the version",
+    "  -h, --help".padEnd(30) + "print this help",
+  ].join("\n");
 }

@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance } from "fastify";
 import type { ServerConfig } from "../config.js";
 import { adminPlugin } from "./admin/plugin.js";
+import { apiKeyPlugin } from "./api-key.js";
 import { limitConnections } from "./connections.js";
 import { errorsPlugin, transportErrorOptions } from "./errors.js";
 import { metricsPlugin } from "./metrics.js";
@@ -8,6 +9,7 @@ import { requestId, requestIdPlugin } from "./request-id.js";
 import { docsPlugin } from "./routes/docs.js";
 import { fusionsRoutes } from "./routes/fusions.js";
 import { healthRoutes } from "./routes/health.js";
+import { infoRoutes } from "./routes/info.js";
 import { metricsRoutes } from "./routes/metrics.js";
 import { predictRoutes } from "./routes/predict.js";
 import { servingPlugin } from "./serving.js";
@@ -39,12 +41,14 @@ export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
   limitConnections(app.server, config);
   // The API speaks JSON only: any other body is a 415, not a string that fails validation later.
   app.removeContentTypeParser("text/plain");
-  await app.register(metricsPlugin, { requestTimeoutMs: config.requestTimeoutMs });
+  await app.register(metricsPlugin, { requestTimeoutMs: config.requestTimeoutMs, commit: config.commit });
   await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes });
   await app.register(servingPlugin, { config });
   await app.register(requestIdPlugin);
   await app.register(docsPlugin);
+  await app.register(apiKeyPlugin, { apiKey: config.apiKey, metrics: config.apiKeyMetrics });
   await app.register(healthRoutes);
+  await app.register(infoRoutes, { config });
   await app.register(metricsRoutes);
   await app.register(fusionsRoutes);
   await app.register(predictRoutes, { config });

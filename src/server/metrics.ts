@@ -1,5 +1,6 @@
 import fp from "fastify-plugin";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { PACKAGE } from "../config.js";
 import type { AssemblyObserver, LayoutCause } from "../engine/engine-thread.js";
 import type { PassStats, SchedulerObserver } from "../scheduler/scheduler.js";
 
@@ -135,9 +136,15 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
     registers: [this.registry],
   });
 
-  /** `requestTimeoutSeconds` bounds the queue-wait buckets: no input waits longer. */
-  constructor(requestTimeoutSeconds = 30) {
+  /** `requestTimeoutSeconds` bounds the queue-wait buckets: no input waits longer. `commit`: of this build, if known. */
+  constructor(requestTimeoutSeconds = 30, commit?: string) {
     collectDefaultMetrics({ register: this.registry });
+    new Gauge({
+      name: "fusion_build_info",
+      help: "The server's version, source commit (unknown when not set at build) and Node.js version (value 1)",
+      labelNames: ["version", "commit", "node"] as const,
+      registers: [this.registry],
+    }).set({ version: PACKAGE.version, commit: commit ?? "unknown", node: process.version }, 1);
     const waitBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300].filter((b) => b < requestTimeoutSeconds);
     this.queueWaitSeconds = new Histogram({
       name: "fusion_queue_wait_seconds",
@@ -241,9 +248,9 @@ declare module "fastify" {
 }
 
 /** Decorates `metrics` and times every request. */
-export const metricsPlugin = fp<{ requestTimeoutMs: number }>(
-  async (app, { requestTimeoutMs }) => {
-    const metrics = new ServerMetrics(requestTimeoutMs / 1000);
+export const metricsPlugin = fp<{ requestTimeoutMs: number; commit: string | undefined }>(
+  async (app, { requestTimeoutMs, commit }) => {
+    const metrics = new ServerMetrics(requestTimeoutMs / 1000, commit);
     app.decorate("metrics", metrics);
     app.decorateRequest("fusionRoute", "");
     app.addHook("onRequest", async (_request, reply) => {

@@ -39,7 +39,8 @@ node -e '
 
 TOKEN="$(node -e 'process.stdout.write(require("node:crypto").randomBytes(24).toString("hex"))')"
 cd "$ROOT"
-ADMIN_TOKEN="$TOKEN" node --import tsx src/main.ts --library "$WORK/library" --host 127.0.0.1 --port 0 --threads 1 \
+# The API key is the admin token: the one header schemathesis sends passes both, and its requests without it meet both.
+ADMIN_TOKEN="$TOKEN" FUSION_API_KEY="$TOKEN" node --import tsx src/main.ts --library "$WORK/library" --host 127.0.0.1 --port 0 --threads 1 \
   >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 

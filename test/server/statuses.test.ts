@@ -15,7 +15,8 @@ import { request, startServer } from "./harness.js";
  */
 const TOKEN = "statuses-test-admin-token";
 const AUTH = { authorization: `Bearer ${TOKEN}` };
-const limits = { adminToken: TOKEN, maxBodyBytes: 4096, maxUploadBytes: 4096 };
+// The API key is the admin token too, so one header passes both and a probe without it meets both.
+const limits = { adminToken: TOKEN, apiKey: TOKEN, maxBodyBytes: 4096, maxUploadBytes: 4096 };
 
 const live = await startServer(t, { library: await writableLibrary(t), ...limits });
 const stopping = await startServer(t, { library: await writableLibrary(t), ...limits });

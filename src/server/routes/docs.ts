@@ -1,11 +1,7 @@
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import fp from "fastify-plugin";
-import { PACKAGE_ROOT } from "../../config.js";
-
-const { version } = JSON.parse(readFileSync(join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string };
+import { PACKAGE } from "../../config.js";
 
 /**
  * The OpenAPI document, generated from the route schemas (they are the validation and the docs at
@@ -20,7 +16,7 @@ export const docsPlugin = fp(
         info: {
           title: "fusion-serve",
           description: "Inference server for AdapterFusion models: one frozen backbone, many fused routes.",
-          version,
+          version: PACKAGE.version,
         },
         tags: [
           { name: "predict", description: "Predictions" },
@@ -28,7 +24,12 @@ export const docsPlugin = fp(
           { name: "operations", description: "Health, readiness, metrics" },
           { name: "admin", description: "Hot swap of adapters and fusion routes; served only when ADMIN_TOKEN is set" },
         ],
-        components: { securitySchemes: { bearer: { type: "http", scheme: "bearer", description: "ADMIN_TOKEN" } } },
+        components: {
+          securitySchemes: {
+            bearer: { type: "http", scheme: "bearer", description: "ADMIN_TOKEN" },
+            apiKey: { type: "http", scheme: "bearer", description: "FUSION_API_KEY (--api-key): served only when it is set" },
+          },
+        },
       },
       refResolver: { buildLocalReference: (json) => String(json.$id) },
     });
