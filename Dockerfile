@@ -30,13 +30,13 @@ COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/models ./models
-COPY scripts/docker-entrypoint.sh ./scripts/
+COPY scripts/docker-entrypoint.sh scripts/healthcheck.mjs ./scripts/
 RUN mkdir /library && chown node:node /library
 VOLUME /library
 USER node
 EXPOSE 8080
 # Liveness: /health answers while the process runs. Readiness (/ready: 200 once the library is
-# loaded, 503 while loading and draining) belongs to the orchestrator's readiness probe.
+# loaded, 503 while loading and shutting down) belongs to the orchestrator's readiness probe.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
-  CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.PORT}/health`).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "/app/scripts/healthcheck.mjs"]
 ENTRYPOINT ["/bin/sh", "/app/scripts/docker-entrypoint.sh"]

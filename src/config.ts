@@ -429,13 +429,15 @@ export function effectiveMaxSeqLen(config: ServerConfig, maxPositions: number): 
 }
 
 export function usage(): string {
-  const lines = OPTIONS.map((o) => `  --${o.flag} <value>`.padEnd(30) + `${o.help}\n${" ".repeat(30)}env ${o.env}, default ${o.default}`);
+  // The text starts two spaces after the longest flag, so no flag runs into its text.
+  const width = Math.max(...OPTIONS.map((o) => `  --${o.flag} <value>`.length)) + 2;
+  const lines = OPTIONS.map((o) => `  --${o.flag} <value>`.padEnd(width) + `${o.help}\n${" ".repeat(width)}env ${o.env}, default ${o.default}`);
   return [
     "Usage: node dist/main.js [options]",
     "",
     "Options (a flag wins over its environment variable):",
     ...lines,
-    "  --version".padEnd(30) + "print the version",
-    "  -h, --help".padEnd(30) + "print this help",
+    "  --version".padEnd(width) + "print the version",
+    "  -h, --help".padEnd(width) + "print this help",
   ].join("\n");
 }

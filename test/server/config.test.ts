@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
-import { ConfigError, DEFAULT_CONFIG, effectiveMaxSeqLen, HelpRequested, loadConfig, OPTIONS } from "../../src/config.js";
+import { ConfigError, DEFAULT_CONFIG, effectiveMaxSeqLen, HelpRequested, loadConfig, OPTIONS, usage } from "../../src/config.js";
 
 t.test("defaults, environment, flags: a flag wins over its variable", async (t) => {
   t.same(loadConfig([], {}), DEFAULT_CONFIG);
@@ -55,4 +55,14 @@ t.test("the README documents every flag and environment variable", async (t) => 
     t.match(readme, `\`--${o.flag}\``, `--${o.flag}`);
     t.match(readme, `\`${o.env}\``, o.env);
   }
+});
+
+t.test("--help: every flag's text starts in one column, past the longest flag", async (t) => {
+  const text = usage();
+  const flagLines = text.split("\n").filter((l) => /^ {2}-/.test(l));
+  t.ok(flagLines.length > OPTIONS.length, `${flagLines.length} flag lines`);
+  const columns = new Set(flagLines.map((l) => /^ {2}(?:-h, )?\S+(?: <value>)? {2,}/.exec(l)?.[0].length));
+  t.same([...columns].length, 1, "one column for every flag's text");
+  const column = [...columns][0]!;
+  for (const line of text.split("\n").filter((l) => /^ +env /.test(l))) t.equal(line.indexOf("env"), column, line);
 });
