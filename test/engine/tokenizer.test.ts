@@ -149,3 +149,33 @@ t.test("a backbone folder without tokenizer.json is refused with missing_file na
     message: /tokenizer\.json/,
   });
 });
+
+t.test("the cut before tokenizing never changes what the model reads: random texts give the ids and tokens of the whole text", async (t) => {
+  // Fragments chosen to attack each step of the argument: added tokens split across the cut,
+  // punctuation, whitespace and control runs, accents and combining marks, CJK, words past the
+  // 100-character WordPiece limit, emoji.
+  const fragments = ["a", "word", "Hello", "!", "...", "[", "]", "[CLS]", "[MAS", "K]", " ", "  ", "\t", "\n", "\u0000", "\u0001", "\u0301", "é", "中文", "😀", "ß", "İ", "\u00a0", "\u200b", "\u3000", "x".repeat(120), "##", "1234", "don't", "\ufffd"];
+  let seed = 7;
+  const random = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  for (const dir of [MINILM, TINY_BACKBONE].filter((d) => existsSync(join(d, "tokenizer.json")))) {
+    const whole = await TextTokenizer.load(dir, 1_000_000);
+    for (const maxLength of [4, 9, 32, 128]) {
+      const cut = await TextTokenizer.load(dir, maxLength);
+      let differing = 0;
+      let checked = 0;
+      for (let i = 0; i < 300; i++) {
+        const parts = Array.from({ length: 20 + random(1500) }, () => fragments[random(fragments.length)]);
+        const text = parts.join(random(2) ? "" : " ");
+        const all = whole.encode(text);
+        const keep = <T>(xs: T[]) => (xs.length <= maxLength ? xs : [...xs.slice(0, maxLength - 1), xs[xs.length - 1]]);
+        const got = cut.encode(text);
+        checked++;
+        if (JSON.stringify([got.ids, got.tokens, got.truncated]) !== JSON.stringify([keep(all.ids), keep(all.tokens), all.ids.length > maxLength])) differing++;
+      }
+      t.equal(differing, 0, `${dir.split("/").at(-1)}, max ${maxLength}: ${checked} texts read as their whole`);
+    }
+  }
+});

@@ -1,6 +1,8 @@
 import { rm } from "node:fs/promises";
 import { createWriteStream } from "node:fs";
 import { join } from "node:path";
+import type { IncomingMessage } from "node:http";
+import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { FastifyRequest } from "fastify";
 import { BadRequestError, PayloadTooLargeError, ServingError } from "../../errors.js";
@@ -22,14 +24,36 @@ export const ADAPTERHUB_FILES = new Set([
 ]);
 
 /**
+ * Non-file fields are no part of a save directory and are skipped, but each is held in memory
+ * while it is read: at most this many, each cut at FIELD_BYTES, so they cost at most 1 MiB.
+ */
+const MAX_FIELDS = 16;
+const FIELD_BYTES = 64 * 1024;
+
+/**
  * Streams a multipart upload of an AdapterHub save directory into `dir`, an empty folder.
  * The caller owns the folder and must call `dispose`, which removes it.
  */
 export async function receiveUpload(request: FastifyRequest, maxBytes: number, dir: string): Promise<{ dir: string; dispose: () => Promise<void> }> {
   const dispose = () => rm(dir, { recursive: true, force: true });
+  // A body that ends (by its Content-Length) without the closing boundary leaves the multipart
+  // parser waiting for a part that never ends: the end of the body is watched here instead.
+  let current: Readable | undefined;
+  const truncated = new Promise<never>((_, reject) =>
+    watchClosingBoundary(request.raw, () => {
+      const err = new BadRequestError("malformed_upload", "the multipart/form-data body ended without its closing boundary");
+      current?.destroy(err);
+      reject(err);
+    }),
+  );
+  truncated.catch(() => undefined);
   try {
     let count = 0;
-    for await (const part of request.files({ limits: { fileSize: maxBytes, files: ADAPTERHUB_FILES.size } })) {
+    const parts = request.files({ limits: { fileSize: maxBytes, files: ADAPTERHUB_FILES.size, fields: MAX_FIELDS, fieldSize: FIELD_BYTES } })[Symbol.asyncIterator]();
+    for (;;) {
+      const next = await Promise.race([parts.next(), truncated]);
+      if (next.done) break;
+      const part = next.value;
       if (!ADAPTERHUB_FILES.has(part.filename)) {
         part.file.resume();
         throw new BadRequestError(
@@ -37,7 +61,9 @@ export async function receiveUpload(request: FastifyRequest, maxBytes: number, d
           `'${part.filename}' is not a file of an AdapterHub save directory (expected one of ${[...ADAPTERHUB_FILES].join(", ")})`,
         );
       }
+      current = part.file;
       await pipeline(part.file, createWriteStream(join(dir, part.filename)));
+      current = undefined;
       if (part.file.truncated) throw new PayloadTooLargeError(`'${part.filename}' exceeds the upload limit of ${maxBytes} bytes`);
       count++;
     }
@@ -45,8 +71,12 @@ export async function receiveUpload(request: FastifyRequest, maxBytes: number, d
     return { dir, dispose };
   } catch (err) {
     await dispose();
-    if ((err as { code?: string }).code === "FST_REQ_FILE_TOO_LARGE") {
+    const code = (err as { code?: string }).code;
+    if (code === "FST_REQ_FILE_TOO_LARGE") {
       throw new PayloadTooLargeError(`an uploaded file exceeds the upload limit of ${maxBytes} bytes`);
+    }
+    if (code === "FST_FIELDS_LIMIT") {
+      throw new PayloadTooLargeError(`the upload has more than ${MAX_FIELDS} non-file fields; a save directory is sent as files`);
     }
     // The multipart parser's own errors (no boundary, a truncated form, a malformed part header)
     // carry neither a status nor a system call: the client sent a broken form.
@@ -55,4 +85,25 @@ export async function receiveUpload(request: FastifyRequest, maxBytes: number, d
     }
     throw err;
   }
+}
+
+/** Calls `truncated` when the request's body has ended without the multipart closing delimiter. */
+function watchClosingBoundary(raw: IncomingMessage, truncated: () => void): void {
+  const boundary = /boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(raw.headers["content-type"] ?? "");
+  if (!boundary) return; // the parser refuses a form without one
+  const closing = Buffer.from(`--${boundary[1] ?? boundary[2]}--`);
+  let tail = Buffer.alloc(0);
+  let closed = false;
+  const onData = (chunk: Buffer) => {
+    if (closed) return;
+    // The delimiter may straddle two chunks: search the end of the previous one with this one.
+    const window = Buffer.concat([tail, chunk]);
+    closed = window.includes(closing);
+    tail = window.subarray(Math.max(0, window.length - closing.length + 1));
+  };
+  raw.on("data", onData);
+  raw.once("end", () => {
+    raw.off("data", onData);
+    if (!closed) truncated();
+  });
 }
