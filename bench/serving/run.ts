@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Agent } from "node:http";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -18,6 +18,7 @@ import { loadTweets } from "../inputs.js";
 import { guarded, machineLine, othersProbe, waitForQuiet } from "../machine.js";
 import { median, quantile } from "../stats.js";
 import { latencies, post, runLoad, type Answer } from "./load.js";
+import { startChild, stopChild, type BenchServer } from "./server.js";
 
 /**
  * The serving core under load (docs/design.md, "Serving"): health probes while saturated, swaps
@@ -68,41 +69,15 @@ const staged = ["hate-a", "hate-b"].map((name, i) => {
 });
 
 // ---- the server as a child process ----
-interface Server {
-  readonly base: string;
-  readonly child: ChildProcess;
-}
-let nextPort = 18000 + Math.floor(Math.random() * 2000);
-async function startServer(flags: string[]): Promise<Server> {
-  const port = nextPort++;
-  const logFile = join(ROOT, "bench", "results", "serving-server.log");
-  mkdirSync(dirname(logFile), { recursive: true });
-  const fd = openSync(logFile, "w");
-  const child = spawn(
-    process.execPath,
-    ["--import", "tsx", join(ROOT, "src", "main.ts"), "--library", library, "--port", String(port), "--threads", String(threads), "--log-level", "warn", ...flags],
-    { cwd: ROOT, stdio: ["ignore", fd, fd], env: { ...process.env, ADMIN_TOKEN: TOKEN } },
-  );
-  closeSync(fd);
-  const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 120_000;
-  while (Date.now() < deadline && child.exitCode === null) {
-    try {
-      if ((await fetch(`${base}/ready`)).status === 200) return { base, child };
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  child.kill("SIGKILL");
-  throw new Error(`the server did not become ready; see ${logFile}`);
-}
-async function stopServer(server: Server): Promise<void> {
-  if (server.child.exitCode !== null) return;
-  const exited = new Promise((r) => server.child.once("exit", r));
-  server.child.kill("SIGTERM");
-  await exited;
-}
+type Server = BenchServer;
+const startServer = (flags: string[]): Promise<Server> =>
+  startChild(process.execPath, ["--import", "tsx", join(ROOT, "src", "main.ts"), "--library", library, "--threads", String(threads), "--log-level", "warn", ...flags], {
+    cwd: ROOT,
+    logFile: join(ROOT, "bench", "results", "serving-server.log"),
+    readyPath: "/ready",
+    env: { ...process.env, ADMIN_TOKEN: TOKEN },
+  });
+const stopServer = stopChild;
 
 // ---- what the server's /metrics says ----
 const COUNTERS = /^(fusion_pass_inputs_(?:sum|count)|fusion_pass_routes_(?:sum|count)|fusion_pass_tokens_total\{kind="(?:real|computed)"\}|fusion_route_assembly_seconds_(?:sum|count)) (\S+)$/;
