@@ -3,7 +3,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { Int8WeightChoice } from "./engine/int8-mode.js";
-import type { Precision } from "./engine/products.js";
+import { PRECISION_CHOICES, type PrecisionChoice } from "./engine/products.js";
 import { SCHEDULING_POLICIES, type SchedulingPolicy } from "./scheduler/plan.js";
 
 /** Every setting of the server, validated. Built once from flags and environment by `loadConfig`. */
@@ -21,7 +21,7 @@ export interface ServerConfig {
   readonly host: string;
   readonly port: number;
   readonly device: "cpu" | "cuda";
-  readonly precision: Precision;
+  readonly precision: PrecisionChoice;
   readonly int8Weights: Int8WeightChoice;
   readonly threads: number;
   readonly maxBatchTokens: number;
@@ -174,8 +174,8 @@ export const OPTIONS: readonly AnyOption[] = [
     flag: "precision",
     env: "FUSION_PRECISION",
     default: "float32",
-    help: "matrix products of backbone and fusion: float32, or int8 (dynamic quantization, CPU only; README: Precision)",
-    parse: oneOf(["float32", "int8"] as const),
+    help: "matrix products of backbone and fusion: float32, int8 (dynamic quantization, CPU only), or auto (int8 where a start-up probe finds it no slower than float32, else float32; README: Precision)",
+    parse: oneOf(PRECISION_CHOICES),
   },
   {
     key: "int8Weights",

@@ -16,6 +16,10 @@ import type { Tensor } from "./safetensors.js";
  */
 export type Precision = "float32" | "int8";
 
+/** What --precision asks for: one precision, or `auto`, the faster of the two on this machine (precision.ts). */
+export type PrecisionChoice = Precision | "auto";
+export const PRECISION_CHOICES: readonly PrecisionChoice[] = ["float32", "int8", "auto"];
+
 /** What a graph is built with: float32, or int8 with the weight range chosen for this CPU. */
 export type Arithmetic = "float32" | Int8Mode;
 

@@ -1,7 +1,9 @@
 import fp from "fastify-plugin";
 import type { FastifyBaseLogger } from "fastify";
 import { effectiveMaxSeqLen, type ServerConfig } from "../config.js";
+import { loadBackbone } from "../engine/backbone.js";
 import { EngineThread, type AssemblyObserver } from "../engine/engine-thread.js";
+import { resolvePrecision } from "../engine/precision.js";
 import { TextTokenizer } from "../engine/tokenizer.js";
 import { UnavailableError } from "../errors.js";
 import { AdapterLibrary } from "../library/library.js";
@@ -28,11 +30,18 @@ export async function loadRuntime(config: ServerConfig, log: FastifyBaseLogger, 
   const store = openStore(config);
   const read = await store.readManifest();
   const backboneDir = await store.backboneDir(read.manifest);
+  const precision = await resolvePrecision(config.precision, () => loadBackbone(backboneDir), {
+    device: config.device,
+    threads: config.threads,
+    int8Weights: config.int8Weights,
+    slots: config.routeSlots,
+    batchInputs: config.maxBatchSize,
+  });
   const engine = await EngineThread.start(
     {
       backboneDir,
       device: config.device,
-      precision: config.precision,
+      precision: precision.precision,
       int8Weights: config.int8Weights,
       threads: config.threads,
       slots: config.routeSlots,
@@ -53,7 +62,8 @@ export async function loadRuntime(config: ServerConfig, log: FastifyBaseLogger, 
         adapters: adapters.size,
         fusions: fusions.size,
         maxSeqLen,
-        precision: config.precision,
+        precision: precision.precision,
+        precisionReason: precision.reason,
         int8: engine.int8,
         routeSlots: config.routeSlots,
         scheduling: config.scheduling,

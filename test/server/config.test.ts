@@ -24,7 +24,7 @@ t.test("bad values fail fast, naming the flag, the variable and the value", asyn
   fails(["--port", "80x"], {}, /^--port must be an integer from 0 to 65535, got '80x'/);
   fails([], { PORT: "70000" }, /^PORT \(--port\) must be an integer from 0 to 65535, got '70000'/);
   fails(["--device", "tpu"], {}, /--device must be one of cpu, cuda, got 'tpu'/);
-  fails(["--precision", "fp16"], {}, /--precision must be one of float32, int8, got 'fp16'/);
+  fails(["--precision", "fp16"], {}, /--precision must be one of float32, int8, auto, got 'fp16'/);
   fails(["--precision", "int8", "--device", "cuda"], {}, /--precision int8 runs on the CPU only/);
   fails(["--int8-weights", "6"], {}, /--int8-weights must be one of auto, 8, 7, got '6'/);
   fails([], { FUSION_LIBRARY_CONSISTENCY: "linearizable" }, /FUSION_LIBRARY_CONSISTENCY \(--library-consistency\) must be one of eventual, strict, got 'linearizable'/);
