@@ -58,6 +58,8 @@ interface PendingRequest {
   readonly results: InputReadout[];
   remaining: number;
   settled: boolean;
+  /** Its inputs while its route's layout is being built (counted in Scheduler.awaitingLayout). */
+  awaitingLayout: number;
   readonly resolve: (results: InputReadout[]) => void;
   readonly reject: (err: Error) => void;
   readonly timer: NodeJS.Timeout;
@@ -91,6 +93,8 @@ interface QueuedInput {
  */
 export class Scheduler {
   private queue: QueuedInput[] = [];
+  /** Inputs admitted whose route's layout is not resident yet: they count against maxQueue too. */
+  private awaitingLayout = 0;
   /** Passes handed to the engine and not yet answered: at most MAX_IN_FLIGHT. */
   private inFlight = 0;
   private waitTimer: NodeJS.Timeout | undefined;
@@ -103,14 +107,14 @@ export class Scheduler {
 
   /** Inputs waiting for a forward pass, all routes together. */
   get depth(): number {
-    return this.queue.length;
+    return this.queue.length + this.awaitingLayout;
   }
 
   /** Resolves with one readout per sequence, in order; rejects with a ServingError. */
   submit(route: FusionRoute, sequences: readonly (readonly number[])[], explain: boolean): Promise<InputReadout[]> {
-    if (this.queue.length + sequences.length > this.options.maxQueue) {
+    if (this.depth + sequences.length > this.options.maxQueue) {
       return Promise.reject(
-        new OverloadedError(`the queue is full (${this.queue.length} of ${this.options.maxQueue} inputs waiting); retry later`, 1),
+        new OverloadedError(`the queue is full (${this.depth} of ${this.options.maxQueue} inputs waiting); retry later`, 1),
       );
     }
     this.engine.acquire(route);
@@ -121,6 +125,7 @@ export class Scheduler {
         results: new Array(sequences.length),
         remaining: sequences.length,
         settled: false,
+        awaitingLayout: 0,
         resolve,
         reject,
         timer: setTimeout(() => this.expire(request), this.options.requestTimeoutMs),
@@ -133,8 +138,16 @@ export class Scheduler {
       };
       // A cold route's inputs join the queue once its layout is resident; other routes' passes go on meanwhile.
       const loading = this.engine.whenResident(route);
-      if (loading) loading.then(enqueue, (err: Error) => this.fail(request, err));
-      else enqueue();
+      if (!loading) return enqueue();
+      this.awaitingLayout += sequences.length;
+      request.awaitingLayout = sequences.length;
+      loading.then(
+        () => {
+          this.stopAwaiting(request);
+          enqueue();
+        },
+        (err: Error) => this.fail(request, err),
+      );
     });
   }
 
@@ -209,7 +222,13 @@ export class Scheduler {
     request.reject(err);
   }
 
+  private stopAwaiting(request: PendingRequest): void {
+    this.awaitingLayout -= request.awaitingLayout;
+    request.awaitingLayout = 0;
+  }
+
   private settle(request: PendingRequest): void {
+    this.stopAwaiting(request);
     request.settled = true;
     clearTimeout(request.timer);
     this.engine.release(request.route);
