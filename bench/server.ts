@@ -20,9 +20,11 @@ export interface ChildSpec {
   readonly logFile: string;
   readonly env?: Record<string, string>;
   readonly readyTimeoutMs: number;
+  /** Answers 200 once the server serves; /ready unless given. */
+  readonly readyPath?: string;
 }
 
-/** Starts a server and waits until its /ready answers 200; kills it and throws when it exits first or never gets there. */
+/** Starts a server and waits until its ready path answers 200; kills it and throws when it exits first or never gets there. */
 export async function startChild(spec: ChildSpec): Promise<ChildServer> {
   mkdirSync(dirname(spec.logFile), { recursive: true });
   const fd = openSync(spec.logFile, "w");
@@ -33,7 +35,7 @@ export async function startChild(spec: ChildSpec): Promise<ChildServer> {
   const deadline = Date.now() + spec.readyTimeoutMs;
   while (Date.now() < deadline && child.exitCode === null) {
     try {
-      if ((await fetch(`${base}/ready`)).status === 200) return { base, child, readySeconds: (performance.now() - started) / 1000 };
+      if ((await fetch(`${base}${spec.readyPath ?? "/ready"}`)).status === 200) return { base, child, readySeconds: (performance.now() - started) / 1000 };
     } catch {
       // not listening yet
     }

@@ -16,7 +16,7 @@ import { machineLine, othersProbe, waitForQuiet } from "../machine.js";
 import { resolvePython } from "../python.js";
 import { median, quantile } from "../stats.js";
 import { latencies, runLoad } from "./load.js";
-import { startChild, stopChild, type BenchServer } from "./server.js";
+import { startChild, stopChild, type ChildServer } from "../server.js";
 
 /**
  * Latency at low load and throughput against a Python server, in one run (README: Benchmarks):
@@ -65,13 +65,19 @@ log(
 );
 
 // ---- the servers ----
-const node = (name: string, flags: string[]) =>
-  startChild(process.execPath, ["--import", "tsx", join(ROOT, "src", "main.ts"), "--library", library, "--threads", String(threads), "--log-level", "info", ...flags], {
+let nextPort = 18000 + Math.floor(Math.random() * 2000);
+const node = (name: string, flags: string[]) => {
+  const port = nextPort++;
+  return startChild({
+    command: process.execPath,
+    args: ["--import", "tsx", join(ROOT, "src", "main.ts"), "--library", library, "--port", String(port), "--threads", String(threads), "--log-level", "info", ...flags],
+    port,
     cwd: ROOT,
     logFile: join(ROOT, "bench", "results", `latency-${name}.log`),
-    readyPath: "/ready",
+    readyTimeoutMs: 120_000,
   });
-const cases: { name: string; what: string; start: () => Promise<BenchServer> }[] = [
+};
+const cases: { name: string; what: string; start: () => Promise<ChildServer> }[] = [
   { name: "default", what: "this server, defaults (float32, --max-wait-ms 0)", start: () => node("default", []) },
   { name: "wait5", what: "this server, --max-wait-ms 5 (the earlier default)", start: () => node("wait5", ["--max-wait-ms", "5"]) },
   { name: "int8", what: "this server, --precision int8", start: () => node("int8", ["--precision", "int8"]) },
@@ -79,17 +85,22 @@ const cases: { name: string; what: string; start: () => Promise<BenchServer> }[]
   {
     name: "python",
     what: "FastAPI + adapters (python/baseline/fastapi_server.py)",
-    start: () =>
-      startChild(python, [join(ROOT, "python", "baseline", "fastapi_server.py"), "--library", library, "--fusion", FUSION, "--threads", String(threads)], {
+    start: () => {
+      const port = nextPort++;
+      return startChild({
+        command: python,
+        args: [join(ROOT, "python", "baseline", "fastapi_server.py"), "--library", library, "--fusion", FUSION, "--port", String(port), "--threads", String(threads)],
+        port,
         cwd: ROOT,
         logFile: join(ROOT, "bench", "results", "latency-python.log"),
         readyPath: "/health",
-        env: { ...process.env, PYTHONWARNINGS: "ignore" },
-        timeoutMs: 300_000,
-      }),
+        env: { PYTHONWARNINGS: "ignore" },
+        readyTimeoutMs: 300_000,
+      });
+    },
   },
 ];
-const servers = new Map<string, BenchServer>();
+const servers = new Map<string, ChildServer>();
 for (const c of cases) servers.set(c.name, await c.start());
 const autoLog = readFileSync(join(ROOT, "bench", "results", "latency-auto.log"), "utf8");
 const autoChoice = /"precision":"(\w+)"/.exec(autoLog)?.[1] ?? "?";
