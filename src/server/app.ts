@@ -2,7 +2,7 @@ import Fastify, { type FastifyInstance } from "fastify";
 import type { ServerConfig } from "../config.js";
 import { adminPlugin } from "./admin/plugin.js";
 import { limitConnections } from "./connections.js";
-import { errorsPlugin, transportErrorOptions } from "./errors.js";
+import { answerOutsideFastify, errorsPlugin, transportErrorOptions } from "./errors.js";
 import { metricsPlugin } from "./metrics.js";
 import { requestId, requestIdPlugin } from "./request-id.js";
 import { docsPlugin } from "./routes/docs.js";
@@ -37,6 +37,7 @@ export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
     },
   });
   limitConnections(app.server, config);
+  answerOutsideFastify(app);
   // The API speaks JSON only: any other body is a 415, not a string that fails validation later.
   app.removeContentTypeParser("text/plain");
   await app.register(metricsPlugin, { requestTimeoutMs: config.requestTimeoutMs });

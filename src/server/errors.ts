@@ -1,5 +1,6 @@
-import { maxHeaderSize, STATUS_CODES } from "node:http";
+import { type IncomingMessage, maxHeaderSize, type ServerResponse, STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import fp from "fastify-plugin";
 import type { ConnectionError, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
@@ -47,7 +48,9 @@ export const BODY_ERRORS: ErrorCodes = {
 /**
  * The error answers of one operation, for its route schema's `response`: every status it can
  * answer with the codes that status carries. Every operation can also answer 500 internal_error,
- * and, to a request that does not arrive in time or whose headers are too large, 408 and 431.
+ * and, to a request that does not arrive in time or whose headers are too large, 408 and 431
+ * (and 417 expectation_failed to an `Expect` other than 100-continue, which Node answers before any
+ * operation is chosen).
  */
 export function errorResponses(...groups: ErrorCodes[]): Record<number, { description: string; content: { "application/json": { schema: { $ref: string } } } }> {
   const codes = new Map<number, Set<string>>();
@@ -138,6 +141,11 @@ export function toServingError(err: FastifyError | ServingError, { maxBodyBytes 
   if (err.validation) return new BadRequestError("invalid_request", validationMessage(err));
   switch (err.code) {
     case "FST_ERR_CTP_INVALID_JSON_BODY":
+      // fastify's JSON parser refuses these keys by name, so that nothing downstream can reach an
+      // object's prototype through them; the body itself is valid JSON.
+      if (/forbidden prototype property/.test(err.message)) {
+        return new BadRequestError("invalid_request", "the body has a '__proto__' or 'constructor' key; no field of this API is named so");
+      }
       return new BadRequestError("malformed_json", "the request body is not valid JSON");
     case "FST_ERR_CTP_EMPTY_JSON_BODY":
       return new BadRequestError("malformed_json", "the request body is empty; send a JSON object");
@@ -190,6 +198,28 @@ export function transportErrorOptions(limits: Limits) {
       socket.end(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\n${head}\r\n${body}`, () => socket.destroy());
     },
   };
+}
+
+/**
+ * What Node's HTTP server answers itself, outside fastify: an `Expect` other than 100-continue
+ * (417, with no body), and CONNECT (the socket closed unanswered). Both get the error body here.
+ */
+export function answerOutsideFastify(app: FastifyInstance): void {
+  const body = (error: ServingError) => JSON.stringify({ error: error.code, message: error.message });
+  app.server.on("checkExpectation", (request: IncomingMessage, response: ServerResponse) => {
+    const error = new ServingError(417, "expectation_failed", `Expect '${request.headers.expect}' is not supported (only 100-continue)`);
+    app.log.info({ code: error.code }, "request refused");
+    app.metrics.rejected.inc({ reason: error.code });
+    response.writeHead(error.status, { "content-type": "application/json; charset=utf-8", connection: "close" }).end(body(error));
+  });
+  app.server.on("connect", (_request: IncomingMessage, socket: Duplex) => {
+    const error = new MalformedRequestError("malformed_request", "CONNECT is not answered: this server is no proxy");
+    app.log.info({ code: error.code }, "request refused");
+    app.metrics.rejected.inc({ reason: error.code });
+    const text = body(error);
+    const head = `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n`;
+    socket.end(`${head}${text}`, () => socket.destroy());
+  });
 }
 
 function connectionError(app: FastifyInstance, err: ConnectionError): ServingError {
