@@ -2,7 +2,7 @@ import Fastify, { type FastifyInstance } from "fastify";
 import type { ServerConfig } from "../config.js";
 import { adminPlugin } from "./admin/plugin.js";
 import { limitConnections } from "./connections.js";
-import { answerOutsideFastify, errorsPlugin, transportErrorOptions } from "./errors.js";
+import { answerOutsideFastify, errorsPlugin, parseJsonBody, transportErrorOptions } from "./errors.js";
 import { metricsPlugin } from "./metrics.js";
 import { requestId, requestIdPlugin } from "./request-id.js";
 import { docsPlugin } from "./routes/docs.js";
@@ -40,6 +40,8 @@ export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
   answerOutsideFastify(app);
   // The API speaks JSON only: any other body is a 415, not a string that fails validation later.
   app.removeContentTypeParser("text/plain");
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => done(null, parseJsonBody(body as string)));
   await app.register(metricsPlugin, { requestTimeoutMs: config.requestTimeoutMs });
   await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes });
   await app.register(servingPlugin, { config });

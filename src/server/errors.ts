@@ -141,11 +141,6 @@ export function toServingError(err: FastifyError | ServingError, { maxBodyBytes 
   if (err.validation) return new BadRequestError("invalid_request", validationMessage(err));
   switch (err.code) {
     case "FST_ERR_CTP_INVALID_JSON_BODY":
-      // fastify's JSON parser refuses these keys by name, so that nothing downstream can reach an
-      // object's prototype through them; the body itself is valid JSON.
-      if (/forbidden prototype property/.test(err.message)) {
-        return new BadRequestError("invalid_request", "the body has a '__proto__' or 'constructor' key; no field of this API is named so");
-      }
       return new BadRequestError("malformed_json", "the request body is not valid JSON");
     case "FST_ERR_CTP_EMPTY_JSON_BODY":
       return new BadRequestError("malformed_json", "the request body is empty; send a JSON object");
@@ -201,6 +196,27 @@ export function transportErrorOptions(limits: Limits) {
 }
 
 /**
+ * JSON bodies: a `__proto__` or `constructor` key is refused by name (no field of this API is
+ * named so, and nothing downstream should reach an object's prototype through one); the body
+ * itself is valid JSON, so it is not called malformed.
+ */
+export function parseJsonBody(body: string): unknown {
+  if (body.length === 0) throw new BadRequestError("malformed_json", "the request body is empty; send a JSON object");
+  let forbidden: string | undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body, function (key, value) {
+      if (key === "__proto__" || key === "constructor") forbidden ??= key;
+      return value;
+    });
+  } catch {
+    throw new BadRequestError("malformed_json", "the request body is not valid JSON");
+  }
+  if (forbidden !== undefined) throw new BadRequestError("invalid_request", `the body has a '${forbidden}' key; no field of this API is named so`);
+  return parsed;
+}
+
+/**
  * What Node's HTTP server answers itself, outside fastify: an `Expect` other than 100-continue
  * (417, with no body), and CONNECT (the socket closed unanswered). Both get the error body here.
  */
@@ -210,7 +226,8 @@ export function answerOutsideFastify(app: FastifyInstance): void {
     const error = new ServingError(417, "expectation_failed", `Expect '${request.headers.expect}' is not supported (only 100-continue)`);
     app.log.info({ code: error.code }, "request refused");
     app.metrics.rejected.inc({ reason: error.code });
-    response.writeHead(error.status, { "content-type": "application/json; charset=utf-8", connection: "close" }).end(body(error));
+    const text = body(error);
+    response.writeHead(error.status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(text), connection: "close" }).end(text);
   });
   app.server.on("connect", (_request: IncomingMessage, socket: Duplex) => {
     const error = new MalformedRequestError("malformed_request", "CONNECT is not answered: this server is no proxy");
