@@ -48,13 +48,12 @@ export const BODY_ERRORS: ErrorCodes = {
 /**
  * The error answers of one operation, for its route schema's `response`: every status it can
  * answer with the codes that status carries. Every operation can also answer 500 internal_error,
- * and, to a request that does not arrive in time or whose headers are too large, 408 and 431
- * (and 417 expectation_failed to an `Expect` other than 100-continue, which Node answers before any
- * operation is chosen).
+ * and, to a request that does not arrive in time, carries an `Expect` other than 100-continue, or
+ * whose headers are too large, 408, 417 and 431.
  */
 export function errorResponses(...groups: ErrorCodes[]): Record<number, { description: string; content: { "application/json": { schema: { $ref: string } } } }> {
   const codes = new Map<number, Set<string>>();
-  for (const group of [...groups, { 408: ["request_timeout"], 431: ["headers_too_large"], 500: ["internal_error"] }]) {
+  for (const group of [...groups, { 408: ["request_timeout"], 417: ["expectation_failed"], 431: ["headers_too_large"], 500: ["internal_error"] }]) {
     for (const [status, list] of Object.entries(group)) {
       const set = codes.get(Number(status)) ?? new Set<string>();
       for (const code of list ?? []) set.add(code);
