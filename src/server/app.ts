@@ -3,7 +3,7 @@ import type { ServerConfig } from "../config.js";
 import { adminPlugin } from "./admin/plugin.js";
 import { apiKeyPlugin } from "./api-key.js";
 import { limitConnections } from "./connections.js";
-import { errorsPlugin, transportErrorOptions } from "./errors.js";
+import { answerOutsideFastify, errorsPlugin, parseJsonBody, transportErrorOptions } from "./errors.js";
 import { metricsPlugin } from "./metrics.js";
 import { requestId, requestIdPlugin } from "./request-id.js";
 import { docsPlugin } from "./routes/docs.js";
@@ -39,8 +39,11 @@ export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
     },
   });
   limitConnections(app.server, config);
+  answerOutsideFastify(app);
   // The API speaks JSON only: any other body is a 415, not a string that fails validation later.
   app.removeContentTypeParser("text/plain");
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => done(null, parseJsonBody(body as string)));
   await app.register(metricsPlugin, { requestTimeoutMs: config.requestTimeoutMs, commit: config.commit });
   await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes });
   await app.register(servingPlugin, { config });

@@ -1,5 +1,6 @@
-import { maxHeaderSize, STATUS_CODES } from "node:http";
+import { type IncomingMessage, maxHeaderSize, type ServerResponse, STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import fp from "fastify-plugin";
 import type { ConnectionError, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
@@ -47,11 +48,12 @@ export const BODY_ERRORS: ErrorCodes = {
 /**
  * The error answers of one operation, for its route schema's `response`: every status it can
  * answer with the codes that status carries. Every operation can also answer 500 internal_error,
- * and, to a request that does not arrive in time or whose headers are too large, 408 and 431.
+ * and, to a request that does not arrive in time, carries an `Expect` other than 100-continue, or
+ * whose headers are too large, 408, 417 and 431.
  */
 export function errorResponses(...groups: ErrorCodes[]): Record<number, { description: string; content: { "application/json": { schema: { $ref: string } } } }> {
   const codes = new Map<number, Set<string>>();
-  for (const group of [...groups, { 408: ["request_timeout"], 431: ["headers_too_large"], 500: ["internal_error"] }]) {
+  for (const group of [...groups, { 408: ["request_timeout"], 417: ["expectation_failed"], 431: ["headers_too_large"], 500: ["internal_error"] }]) {
     for (const [status, list] of Object.entries(group)) {
       const set = codes.get(Number(status)) ?? new Set<string>();
       for (const code of list ?? []) set.add(code);
@@ -190,6 +192,50 @@ export function transportErrorOptions(limits: Limits) {
       socket.end(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\n${head}\r\n${body}`, () => socket.destroy());
     },
   };
+}
+
+/**
+ * JSON bodies: a `__proto__` or `constructor` key is refused by name (no field of this API is
+ * named so, and nothing downstream should reach an object's prototype through one); the body
+ * itself is valid JSON, so it is not called malformed.
+ */
+export function parseJsonBody(body: string): unknown {
+  if (body.length === 0) throw new BadRequestError("malformed_json", "the request body is empty; send a JSON object");
+  let forbidden: string | undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body, function (key, value) {
+      if (key === "__proto__" || key === "constructor") forbidden ??= key;
+      return value;
+    });
+  } catch {
+    throw new BadRequestError("malformed_json", "the request body is not valid JSON");
+  }
+  if (forbidden !== undefined) throw new BadRequestError("invalid_request", `the body has a '${forbidden}' key; no field of this API is named so`);
+  return parsed;
+}
+
+/**
+ * What Node's HTTP server answers itself, outside fastify: an `Expect` other than 100-continue
+ * (417, with no body), and CONNECT (the socket closed unanswered). Both get the error body here.
+ */
+export function answerOutsideFastify(app: FastifyInstance): void {
+  const body = (error: ServingError) => JSON.stringify({ error: error.code, message: error.message });
+  app.server.on("checkExpectation", (request: IncomingMessage, response: ServerResponse) => {
+    const error = new ServingError(417, "expectation_failed", `Expect '${request.headers.expect}' is not supported (only 100-continue)`);
+    app.log.info({ code: error.code }, "request refused");
+    app.metrics.rejected.inc({ reason: error.code });
+    const text = body(error);
+    response.writeHead(error.status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(text), connection: "close" }).end(text);
+  });
+  app.server.on("connect", (_request: IncomingMessage, socket: Duplex) => {
+    const error = new MalformedRequestError("malformed_request", "CONNECT is not answered: this server is no proxy");
+    app.log.info({ code: error.code }, "request refused");
+    app.metrics.rejected.inc({ reason: error.code });
+    const text = body(error);
+    const head = `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n`;
+    socket.end(`${head}${text}`, () => socket.destroy());
+  });
 }
 
 function connectionError(app: FastifyInstance, err: ConnectionError): ServingError {

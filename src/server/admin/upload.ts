@@ -47,13 +47,15 @@ export async function receiveUpload(request: FastifyRequest, maxBytes: number, d
     }),
   );
   truncated.catch(() => undefined);
+  let fields: Record<string, unknown> | undefined;
+  const parts = request.files({ limits: { fileSize: maxBytes, files: ADAPTERHUB_FILES.size, fields: MAX_FIELDS, fieldSize: FIELD_BYTES } })[Symbol.asyncIterator]();
   try {
     let count = 0;
-    const parts = request.files({ limits: { fileSize: maxBytes, files: ADAPTERHUB_FILES.size, fields: MAX_FIELDS, fieldSize: FIELD_BYTES } })[Symbol.asyncIterator]();
     for (;;) {
       const next = await Promise.race([parts.next(), truncated]);
       if (next.done) break;
       const part = next.value;
+      fields = part.fields;
       if (!ADAPTERHUB_FILES.has(part.filename)) {
         part.file.resume();
         throw new BadRequestError(
@@ -69,9 +71,12 @@ export async function receiveUpload(request: FastifyRequest, maxBytes: number, d
     }
     if (count === 0) throw new BadRequestError("empty_upload", "the upload contains no files");
     return { dir, dispose };
-  } catch (err) {
+  } catch (caught) {
     await dispose();
-    const code = (err as { code?: string }).code;
+    const err = caught;
+    // The field limit, hit while a file is written, ends that file early; the fields read show it.
+    const fieldsRead = Object.values(fields ?? {}).filter((f) => (f as { type?: string } | undefined)?.type === "field").length;
+    const code = fieldsRead >= MAX_FIELDS ? "FST_FIELDS_LIMIT" : (err as { code?: string }).code;
     if (code === "FST_REQ_FILE_TOO_LARGE") {
       throw new PayloadTooLargeError(`an uploaded file exceeds the upload limit of ${maxBytes} bytes`);
     }
