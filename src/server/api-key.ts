@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import fp from "fastify-plugin";
-import { UnauthorizedError } from "../errors.js";
+import { UnauthorizedError } from "./status.js";
 import { errorResponses } from "./errors.js";
 
 export interface ApiKeyOptions {

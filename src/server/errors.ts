@@ -3,19 +3,18 @@ import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import fp from "fastify-plugin";
 import type { ConnectionError, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { BadRequestError, InternalError, PayloadTooLargeError, ServingError, UnavailableError } from "../errors.js";
 import {
-  BadRequestError,
+  errorHeaders,
+  ExpectationFailedError,
   HeadersTooLargeError,
-  InternalError,
   MalformedRequestError,
   MethodNotAllowedError,
-  PayloadTooLargeError,
   RequestTimeoutError,
-  ServingError,
-  UnavailableError,
+  statusOf,
   UnsupportedMediaTypeError,
   UriTooLongError,
-} from "../errors.js";
+} from "./status.js";
 
 /** The body of every error answer. */
 export const errorSchema = {
@@ -103,18 +102,19 @@ export const errorsPlugin = fp<Limits>(
 );
 
 function answer(app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, error: ServingError, cause: unknown = error) {
-  if (error.status === 500) request.log.error({ err: cause }, "request failed");
-  else if (error.status >= 500) request.log.warn({ code: error.code, message: error.message }, "request not answered");
+  const status = statusOf(error);
+  if (status === 500) request.log.error({ err: cause }, "request failed");
+  else if (status >= 500) request.log.warn({ code: error.code, message: error.message }, "request not answered");
   else request.log.info({ code: error.code, message: error.message }, "request refused");
   app.metrics.rejected.inc({ reason: error.code });
-  return reply.code(error.status).headers(error.headers).send({ error: error.code, message: error.message });
+  return reply.code(status).headers(errorHeaders(error)).send({ error: error.code, message: error.message });
 }
 
 /** 405 with Allow when the path exists with other methods, else 404. */
 function notServed(app: FastifyInstance, request: FastifyRequest): ServingError {
   const path = request.url.split("?")[0];
   const allow = allowedMethods(app, path);
-  return allow.length > 0 ? new MethodNotAllowedError(request.method, path, allow) : new ServingError(404, "not_found", `no endpoint ${request.method} ${path}`);
+  return allow.length > 0 ? new MethodNotAllowedError(request.method, path, allow) : new ServingError("not_found", "not_found", `no endpoint ${request.method} ${path}`);
 }
 
 /** Every method the router serves at this concrete path (HEAD wherever GET is). */
@@ -177,7 +177,7 @@ export function transportErrorOptions(limits: Limits) {
       const error = toServingError(err, limits);
       request.log.info({ code: error.code, message: error.message }, "request refused");
       // No hook runs for these requests, so the request id is set here.
-      void reply.code(error.status).headers({ ...error.headers, "x-request-id": request.id }).send({ error: error.code, message: error.message });
+      void reply.code(statusOf(error)).headers({ ...errorHeaders(error), "x-request-id": request.id }).send({ error: error.code, message: error.message });
     },
     clientErrorHandler(this: FastifyInstance, err: ConnectionError, socket: Socket) {
       // A reset connection has nobody left to answer.
@@ -187,9 +187,9 @@ export function transportErrorOptions(limits: Limits) {
       this.metrics.rejected.inc({ reason: error.code });
       if (!socket.writable) return void socket.destroy();
       const body = JSON.stringify({ error: error.code, message: error.message });
-      const headers = { ...error.headers, "content-type": "application/json; charset=utf-8", "content-length": String(Buffer.byteLength(body)), connection: "close" };
+      const headers = { ...errorHeaders(error), "content-type": "application/json; charset=utf-8", "content-length": String(Buffer.byteLength(body)), connection: "close" };
       const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join("");
-      socket.end(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\n${head}\r\n${body}`, () => socket.destroy());
+      socket.end(`HTTP/1.1 ${statusOf(error)} ${STATUS_CODES[statusOf(error)]}\r\n${head}\r\n${body}`, () => socket.destroy());
     },
   };
 }
@@ -222,18 +222,18 @@ export function parseJsonBody(body: string): unknown {
 export function answerOutsideFastify(app: FastifyInstance): void {
   const body = (error: ServingError) => JSON.stringify({ error: error.code, message: error.message });
   app.server.on("checkExpectation", (request: IncomingMessage, response: ServerResponse) => {
-    const error = new ServingError(417, "expectation_failed", `Expect '${request.headers.expect}' is not supported (only 100-continue)`);
+    const error = new ExpectationFailedError(request.headers.expect);
     app.log.info({ code: error.code }, "request refused");
     app.metrics.rejected.inc({ reason: error.code });
     const text = body(error);
-    response.writeHead(error.status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(text), connection: "close" }).end(text);
+    response.writeHead(statusOf(error), { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(text), connection: "close" }).end(text);
   });
   app.server.on("connect", (_request: IncomingMessage, socket: Duplex) => {
     const error = new MalformedRequestError("malformed_request", "CONNECT is not answered: this server is no proxy");
     app.log.info({ code: error.code }, "request refused");
     app.metrics.rejected.inc({ reason: error.code });
     const text = body(error);
-    const head = `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n`;
+    const head = `HTTP/1.1 ${statusOf(error)} ${STATUS_CODES[statusOf(error)]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n`;
     socket.end(`${head}${text}`, () => socket.destroy());
   });
 }

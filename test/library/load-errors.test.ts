@@ -4,6 +4,7 @@ import { join } from "node:path";
 import t from "tap";
 import { loadBackbone } from "../../src/engine/backbone.js";
 import { ModelLoadError } from "../../src/errors.js";
+import { statusOf } from "../../src/server/status.js";
 import { loadAdapter, loadFusion } from "../../src/library/adapterhub.js";
 import { AdapterLibrary } from "../../src/library/library.js";
 import { ENGINE_FIXTURES, TINY_BACKBONE } from "../fixtures.js";
@@ -47,9 +48,10 @@ async function refused(t: Tap, promise: Promise<unknown>, code: Code, ...mention
       error = e;
       throw e;
     }),
-    { constructor: ModelLoadError, code, status: 422 },
+    { constructor: ModelLoadError, code, kind: "unloadable_model" },
     `refused with ModelLoadError '${code}'`,
   );
+  t.equal(statusOf(error), 422, "answered 422");
   const message = error instanceof Error ? error.message : String(error);
   for (const m of mentions) {
     const re = typeof m === "string" ? new RegExp(m.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")) : m;

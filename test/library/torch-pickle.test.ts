@@ -5,6 +5,7 @@ import { join } from "node:path";
 import t from "tap";
 import { parseSafetensors } from "../../src/engine/safetensors.js";
 import { ModelLoadError } from "../../src/errors.js";
+import { statusOf } from "../../src/server/status.js";
 import { parseTorchSave } from "../../src/library/torch-pickle.js";
 import { FIXTURES } from "../fixtures.js";
 import { zip } from "./torch-zip.js";
@@ -28,7 +29,7 @@ function refused(t: Tap, bytes: Buffer, code: Code, ...mentions: (string | RegEx
   t.ok(error instanceof ModelLoadError, "refused with a ModelLoadError");
   const e = error as ModelLoadError;
   t.equal(e?.code, code, `code ${code}`);
-  t.equal(e?.status, 422);
+  t.equal(statusOf(e), 422, "answered 422");
   for (const m of mentions) t.match(e?.message, m, `the message names ${String(m)}`);
 }
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];

@@ -1,4 +1,4 @@
-import { ModelLoadError, ServingError, UnavailableError } from "../../errors.js";
+import { type ErrorKind, ModelLoadError, type ModelLoadErrorCode, ServingError } from "../../errors.js";
 import type { AdapterModule, FusionModule } from "../../library/adapterhub.js";
 import type { BackboneConfig } from "../backbone.js";
 import type { Device, Segment } from "../engine.js";
@@ -70,21 +70,22 @@ export interface WireSlot {
   readonly explain: boolean;
 }
 
+/** An error as it crosses a thread: a ServingError keeps its kind, code and retry hint. */
 export interface WireError {
-  readonly status?: number;
+  readonly kind?: ErrorKind;
   readonly code?: string;
   readonly message: string;
+  readonly retryAfterSeconds?: number;
 }
 
 export function toWire(err: unknown): WireError {
-  if (err instanceof ServingError) return { status: err.status, code: err.code, message: err.message };
+  if (err instanceof ServingError) return { kind: err.kind, code: err.code, message: err.message, retryAfterSeconds: err.retryAfterSeconds };
   return { message: err instanceof Error ? err.message : String(err) };
 }
 
-/** The error as the thread that raised it would have thrown it, so HTTP answers stay the same. */
+/** The error as the thread that raised it would have thrown it. */
 export function fromWire(wire: WireError): Error {
-  if (wire.status === 422 && wire.code) return new ModelLoadError(wire.code as ConstructorParameters<typeof ModelLoadError>[0], wire.message);
-  if (wire.status === 503 && wire.code) return new UnavailableError(wire.code, wire.message);
-  if (wire.status && wire.code) return new ServingError(wire.status, wire.code, wire.message);
-  return new Error(wire.message);
+  if (!wire.kind || !wire.code) return new Error(wire.message);
+  if (wire.kind === "unloadable_model") return new ModelLoadError(wire.code as ModelLoadErrorCode, wire.message);
+  return new ServingError(wire.kind, wire.code, wire.message, wire.retryAfterSeconds);
 }

@@ -3,10 +3,11 @@ import multipart from "@fastify/multipart";
 import type {} from "@fastify/swagger";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import { BadRequestError, MODEL_LOAD_ERROR_CODES, ServingError, UnauthorizedError } from "../../errors.js";
+import { BadRequestError, MODEL_LOAD_ERROR_CODES } from "../../errors.js";
 import type { AdapterLibrary, ChangeResult, LibraryState } from "../../library/library.js";
 import type { ModuleKind } from "../../library/store.js";
 import { BODY_ERRORS, DRAINING, type ErrorCodes, errorResponses, PATH_ERRORS } from "../errors.js";
+import { statusOf, UnauthorizedError } from "../status.js";
 import { ADAPTERHUB_FILES, receiveUpload } from "./upload.js";
 
 export interface AdminOptions {
@@ -149,7 +150,7 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
       return { kind: result.kind, name: result.name, version: result.version, folder: result.folder, previous_folder: result.previousFolder, routes: result.routes, removed_routes: result.removedRoutes };
     } catch (err) {
       stop();
-      const status = err instanceof ServingError ? err.status : 500;
+      const status = statusOf(err);
       metrics.changes.inc({ kind, action, result: status < 500 ? "refused" : "error" });
       audit(request, action, kind, request.params.name, `refused:${status}`);
       throw err;
