@@ -3,7 +3,7 @@ import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseSafetensors, type Tensor } from "../src/engine/safetensors.js";
+import { parseSafetensors, type Tensor } from "../src/formats/safetensors.js";
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "fixtures");
 export const ENGINE_FIXTURES = join(FIXTURES, "engine");

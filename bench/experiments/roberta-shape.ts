@@ -16,7 +16,7 @@ import { performance } from "node:perf_hooks";
 import { loadBackbone } from "../../src/engine/backbone.js";
 import { FusionEngine } from "../../src/engine/engine.js";
 import { feedBytes, routeFeeds } from "../../src/engine/layout.js";
-import { readSafetensors } from "../../src/engine/safetensors.js";
+import { readSafetensors } from "../../src/formats/safetensors.js";
 import { AdapterLibrary } from "../../src/library/library.js";
 import { benchIds } from "../inputs.js";
 import { median } from "../stats.js";

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ModelLoadError } from "../errors.js";
-import { readSafetensors, type Tensor } from "./safetensors.js";
+import { readSafetensors, type Tensor } from "../formats/safetensors.js";
 import { transpose } from "./linalg.js";
 
 export type ModelType = "bert" | "roberta" | "xlm-roberta" | "distilbert";

@@ -1,4 +1,4 @@
-import type { Tensor } from "./safetensors.js";
+import type { Tensor } from "../formats/safetensors.js";
 import { sigmoid, softmax } from "./linalg.js";
 
 export type HeadType = "classification" | "multilabel_classification" | "tagging";

@@ -5,7 +5,7 @@ import { FusionFolder, type FoldOutputs } from "./fold.js";
 import { identity, transpose } from "./linalg.js";
 import { scaleInput } from "./products.js";
 import { quantizePerColumn } from "./quantize.js";
-import type { Tensor } from "./safetensors.js";
+import type { Tensor } from "../formats/safetensors.js";
 
 /**
  * The engine's own layout of a route's weights: the graph inputs that make the shared session

@@ -1,4 +1,4 @@
-import type { Tensor } from "./safetensors.js";
+import type { Tensor } from "../formats/safetensors.js";
 
 /** Small dense float32 routines for load-time weight preparation and the prediction heads. */
 

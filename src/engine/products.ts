@@ -1,7 +1,7 @@
 import type { Int8Mode } from "./int8-mode.js";
 import { FLOAT, INT8, type Dim, type OnnxGraph } from "./onnx/graph.js";
 import { quantizePerColumn } from "./quantize.js";
-import type { Tensor } from "./safetensors.js";
+import type { Tensor } from "../formats/safetensors.js";
 
 /**
  * Arithmetic of the graph's matrix products. `int8` quantizes weights per output column

@@ -1,4 +1,4 @@
-import type { Tensor } from "./safetensors.js";
+import type { Tensor } from "../formats/safetensors.js";
 
 export interface QuantizedMatrix {
   /** Row-major [in, out], symmetric: w ≈ q · scale[column], |q| ≤ the weightMax asked for. */

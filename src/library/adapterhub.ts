@@ -5,8 +5,8 @@ import { ModelLoadError } from "../errors.js";
 import { adapterSite, parseJsonObject, type BackboneConfig } from "../engine/backbone.js";
 import type { Activation, HeadType, PredictionHead } from "../engine/heads.js";
 import { transpose } from "../engine/linalg.js";
-import { parseSafetensors, type Tensor, type TensorFilter } from "../engine/safetensors.js";
-import { parseTorchSave } from "./torch-pickle.js";
+import { parseSafetensors, type Tensor, type TensorFilter } from "../formats/safetensors.js";
+import { parseTorchSave } from "../formats/torch-pickle.js";
 
 /**
  * Readers for AdapterHub save directories (`save_adapter`, `save_adapter_fusion`), validated

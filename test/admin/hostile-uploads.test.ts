@@ -4,7 +4,7 @@ import { join } from "node:path";
 import t from "tap";
 import { assertError } from "../error-shape.js";
 import { ENGINE_FIXTURES } from "../fixtures.js";
-import { zip } from "../library/torch-zip.js";
+import { zip } from "../formats/torch-zip.js";
 import { post, request, type Answer } from "../server/harness.js";
 import { adminServer, routeVersions, TOKEN, writableLibrary } from "./admin-library.js";
 

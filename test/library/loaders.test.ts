@@ -12,7 +12,7 @@ import { readout } from "../../src/engine/readout.js";
 import { ModelLoadError } from "../../src/errors.js";
 import { loadAdapter, loadFusion, type AdapterModule } from "../../src/library/adapterhub.js";
 import { AdapterLibrary } from "../../src/library/library.js";
-import { parseSafetensors } from "../../src/engine/safetensors.js";
+import { parseSafetensors } from "../../src/formats/safetensors.js";
 import { FIXTURES, TINY_BACKBONE, maxAbsDiff } from "../fixtures.js";
 
 /**

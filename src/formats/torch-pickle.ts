@@ -1,6 +1,6 @@
 import { crc32 } from "node:zlib";
 import { ModelLoadError } from "../errors.js";
-import { halfToFloat, MAX_DIMS, MAX_TENSORS, type Tensor, type TensorFilter } from "../engine/safetensors.js";
+import { halfToFloat, MAX_DIMS, MAX_TENSORS, type Tensor, type TensorFilter } from "./safetensors.js";
 
 /**
  * Reads the PyTorch `.bin` files that `torch.save(state_dict)` writes (the zip format of PyTorch

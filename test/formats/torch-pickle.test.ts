@@ -3,10 +3,10 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
-import { parseSafetensors } from "../../src/engine/safetensors.js";
+import { parseSafetensors } from "../../src/formats/safetensors.js";
 import { ModelLoadError } from "../../src/errors.js";
 import { statusOf } from "../../src/server/status.js";
-import { parseTorchSave } from "../../src/library/torch-pickle.js";
+import { parseTorchSave } from "../../src/formats/torch-pickle.js";
 import { FIXTURES } from "../fixtures.js";
 import { zip } from "./torch-zip.js";
 

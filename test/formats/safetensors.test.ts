@@ -1,6 +1,6 @@
 import t from "tap";
 import { ModelLoadError } from "../../src/errors.js";
-import { parseSafetensors } from "../../src/engine/safetensors.js";
+import { parseSafetensors } from "../../src/formats/safetensors.js";
 
 /** Builds a safetensors file from raw little-endian tensor bytes. */
 function file(tensors: Record<string, { dtype: string; shape: number[]; bytes: Buffer }>, metadata?: Record<string, string>): Buffer {
