@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { loadBackbone, type Backbone } from "../src/engine/backbone.js";
-import { FusionEngine, type TokenBatch } from "../src/engine/engine.js";
+import { FusionEngine } from "../src/engine/engine.js";
+import type { TokenBatch } from "../src/engine/packing.js";
 import { routeFeeds, type RouteFeeds } from "../src/engine/layout.js";
 import { readout } from "../src/engine/readout.js";
 import type { GraphVariant } from "../src/engine/bert-graph.js";

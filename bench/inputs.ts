@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { TokenBatch } from "../src/engine/engine.js";
+import type { TokenBatch } from "../src/engine/packing.js";
 
 export const CLS = 101;
 export const SEP = 102;

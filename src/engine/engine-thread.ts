@@ -3,13 +3,13 @@ import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
 import { Worker } from "node:worker_threads";
 import { UnavailableError } from "../errors.js";
-import type { FusionRoute } from "../library/route.js";
 import type { BackboneConfig } from "./backbone.js";
-import type { TokenBatch } from "./engine.js";
+import type { TokenBatch } from "./packing.js";
 import type { Int8Mode } from "./int8-mode.js";
 import { feedBuffers, feedBytes } from "./layout.js";
 import { inSharedMemory } from "./shared-memory.js";
 import type { InputReadout } from "./readout.js";
+import type { ServedRoute } from "./weights.js";
 import { fromWire, type EngineWorkerSetup, type FromEngine, type FromLayout, type LayoutWorkerSetup, type ToEngine, type ToLayout } from "./thread/protocol.js";
 
 /** Which route layouts stay resident in the engine (docs/design.md §2, "Resident routes"). */
@@ -33,8 +33,8 @@ export interface EngineThreadOptions extends EngineWorkerSetup {
 }
 
 /** One route's consecutive inputs of a pass. */
-export interface PassSlot {
-  readonly route: FusionRoute;
+export interface PassSlot<Route extends ServedRoute = ServedRoute> {
+  readonly route: Route;
   readonly inputs: number;
   readonly explain: boolean;
 }
@@ -92,9 +92,9 @@ export interface Residency {
  * it, so a request always finishes on the version it started on.
  */
 export class EngineThread {
-  private readonly routes = new WeakMap<FusionRoute, RouteEntry>();
+  private readonly routes = new WeakMap<ServedRoute, RouteEntry>();
   /** Resident layouts, least recently used first. */
-  private readonly resident = new Map<FusionRoute, RouteEntry>();
+  private readonly resident = new Map<ServedRoute, RouteEntry>();
   private residentBytes = 0;
   private readonly passes = new Map<number, { resolve: (o: PassOutcome) => void; reject: (e: Error) => void }>();
   private readonly jobs = new Map<number, { resolve: (m: FromLayout) => void; reject: (e: Error) => void }>();
@@ -145,7 +145,7 @@ export class EngineThread {
    * that are pinned or replace a resident route of the same name; resolves once those are
    * installed, and keeps none of the routes if one of them fails.
    */
-  async prepare(routes: readonly FusionRoute[]): Promise<void> {
+  async prepare(routes: readonly ServedRoute[]): Promise<void> {
     const warm = new Set([...this.resident.keys()].map((route) => route.name));
     const now: Promise<void>[] = [];
     for (const route of routes) {
@@ -160,7 +160,7 @@ export class EngineThread {
   }
 
   /** The library no longer serves these routes; each is released once no request uses it. */
-  retire(routes: readonly FusionRoute[]): void {
+  retire(routes: readonly ServedRoute[]): void {
     for (const route of routes) {
       const entry = this.routes.get(route);
       if (!entry) continue;
@@ -170,7 +170,7 @@ export class EngineThread {
   }
 
   /** A request admitted on `route` holds it (resident, once it is) until `release`. */
-  acquire(route: FusionRoute): void {
+  acquire(route: ServedRoute): void {
     // A snapshot the library never announced is served for its requests and then let go.
     const entry = this.entry(route, true);
     entry.users++;
@@ -184,7 +184,7 @@ export class EngineThread {
    * Null when the route's layout is resident; otherwise a promise that resolves once it is (a
    * request must `acquire` the route first, so that the layout cannot be evicted before it runs).
    */
-  whenResident(route: FusionRoute): Promise<void> | null {
+  whenResident(route: ServedRoute): Promise<void> | null {
     const entry = this.routes.get(route);
     if (!entry) return Promise.reject(new Error(`route '${route.name}' was not acquired`));
     if (entry.id !== undefined) return null;
@@ -192,7 +192,7 @@ export class EngineThread {
     return this.load(route, entry, "request").then(() => this.observer?.coldStart(route.name, (performance.now() - started) / 1000));
   }
 
-  release(route: FusionRoute): void {
+  release(route: ServedRoute): void {
     const entry = this.routes.get(route);
     if (!entry) return;
     entry.users--;
@@ -233,7 +233,7 @@ export class EngineThread {
     await Promise.all([this.engine.terminate(), this.layout.terminate()]);
   }
 
-  private entry(route: FusionRoute, retired: boolean): RouteEntry {
+  private entry(route: ServedRoute, retired: boolean): RouteEntry {
     let entry = this.routes.get(route);
     if (!entry) {
       entry = { id: undefined, bytes: 0, users: 0, retired, pinned: this.residency.pinned.has(route.name), loading: undefined };
@@ -243,13 +243,13 @@ export class EngineThread {
   }
 
   /** Lays the route out and installs it, once however many ask at the same time. */
-  private load(route: FusionRoute, entry: RouteEntry, cause: LayoutCause): Promise<void> {
+  private load(route: ServedRoute, entry: RouteEntry, cause: LayoutCause): Promise<void> {
     if (entry.id !== undefined) return Promise.resolve();
     entry.loading ??= this.install(route, entry, cause).finally(() => (entry.loading = undefined));
     return entry.loading;
   }
 
-  private async install(route: FusionRoute, entry: RouteEntry, cause: LayoutCause): Promise<void> {
+  private async install(route: ServedRoute, entry: RouteEntry, cause: LayoutCause): Promise<void> {
     if (this.broken) throw this.unavailable();
     const job = this.nextId++;
     const request: ToLayout = { job, adapters: route.adapters.map(inSharedMemory), fusion: route.fusion && inSharedMemory(route.fusion) };
@@ -271,7 +271,7 @@ export class EngineThread {
     this.keepWithinBudget();
   }
 
-  private releaseIfUnused(route: FusionRoute, entry: RouteEntry): void {
+  private releaseIfUnused(route: ServedRoute, entry: RouteEntry): void {
     if (!entry.retired || entry.users > 0) return;
     this.evict(route, entry);
     this.routes.delete(route);
@@ -288,7 +288,7 @@ export class EngineThread {
     }
   }
 
-  private evict(route: FusionRoute, entry: RouteEntry): void {
+  private evict(route: ServedRoute, entry: RouteEntry): void {
     if (entry.id === undefined) return;
     this.resident.delete(route);
     this.residentBytes -= entry.bytes;

@@ -4,7 +4,7 @@ import type { Backbone, BackboneConfig } from "./backbone.js";
 import { buildBertGraph, GRAPH_OUTPUTS, POSITION_IDS, SLOT_ORDER, SLOT_TOKENS, SLOT_UNORDER, slotInput, slotProbs, type GraphVariant } from "./bert-graph.js";
 import { resolveInt8Mode, type Int8Mode, type Int8WeightChoice } from "./int8-mode.js";
 import { backboneFeeds, quantizeRouteFeeds, type RouteFeeds } from "./layout.js";
-import { attentionMask, positionIds, segmentsOf } from "./packing.js";
+import { attentionMask, positionIds, segmentsOf, type TokenBatch } from "./packing.js";
 import type { Precision } from "./products.js";
 
 export type Device = "cpu" | "cuda";
@@ -24,26 +24,6 @@ export interface EngineOptions {
   readonly packed?: boolean;
 }
 
-/** Where one input lies in a batch: its row, first column and length. */
-export interface Segment {
-  readonly row: number;
-  readonly offset: number;
-  readonly length: number;
-}
-
-/** A padded batch of token ids, row-major [batch, seqLen]. */
-export interface TokenBatch {
-  /** Rows. */
-  readonly batch: number;
-  readonly seqLen: number;
-  readonly ids: BigInt64Array;
-  readonly mask: BigInt64Array;
-  /** Real (unpadded) length of each input. */
-  readonly lengths: readonly number[];
-  /** Where each input lies, when rows hold several (packBatch); absent: input b is row b, from its start. */
-  readonly segments?: readonly Segment[];
-}
-
 export interface FusionProbs {
   /** [layers, adapters, columns]: one column per token */
   readonly data: Float32Array;
@@ -61,7 +41,7 @@ export interface ForwardResult {
 }
 
 /** One route's share of a pass: its weights, and how many consecutive inputs of the batch are its own. */
-export interface PassSlot {
+export interface SlotFeeds {
   readonly feeds: RouteFeeds;
   readonly inputs: number;
 }
@@ -130,7 +110,7 @@ export class FusionEngine {
   }
 
   /** Inputs of several routes in one pass, ordered by slot; at most `slots` routes. */
-  runPass(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassResult> {
+  runPass(batch: TokenBatch, slots: readonly SlotFeeds[]): Promise<PassResult> {
     const result = this.tail.then(() => this.forward(batch, slots));
     this.tail = result.catch(() => undefined);
     return result;
@@ -141,7 +121,7 @@ export class FusionEngine {
     await this.session.release();
   }
 
-  private async forward(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassResult> {
+  private async forward(batch: TokenBatch, slots: readonly SlotFeeds[]): Promise<PassResult> {
     if (slots.length > this.slots || slots.reduce((sum, s) => sum + s.inputs, 0) !== batch.lengths.length) {
       throw new Error(`a pass takes 1 to ${this.slots} route slots covering its ${batch.lengths.length} inputs`);
     }
@@ -219,7 +199,7 @@ export function sessionOptions(options: EngineOptions): ort.InferenceSession.Ses
  * after another, token by token; the tokens of no input (padding) go to the last slot that has any,
  * where they are computed and never read.
  */
-function slotTokens(batch: TokenBatch, slots: readonly PassSlot[], slotCount: number) {
+function slotTokens(batch: TokenBatch, slots: readonly SlotFeeds[], slotCount: number) {
   const T = batch.seqLen;
   const segments = segmentsOf(batch);
   const order = new BigInt64Array(batch.batch * T);

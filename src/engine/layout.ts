@@ -1,4 +1,3 @@
-import type { AdapterModule, FusionModule } from "../library/adapterhub.js";
 import type { BackboneConfig } from "./backbone.js";
 import { routeInputs } from "./bert-graph.js";
 import { FusionFolder, type FoldOutputs } from "./fold.js";
@@ -6,6 +5,7 @@ import { identity, transpose } from "./linalg.js";
 import { scaleInput } from "./products.js";
 import { quantizePerColumn } from "./quantize.js";
 import type { Tensor } from "../formats/safetensors.js";
+import type { FusionLayer, FusionWeights, RouteModules } from "./weights.js";
 
 /**
  * The engine's own layout of a route's weights: the graph inputs that make the shared session
@@ -19,12 +19,6 @@ export interface FeedTensor {
 }
 
 export type RouteFeeds = Readonly<Record<string, FeedTensor>>;
-
-/** What the library hands the engine for one route: its adapters in fusion order, and its fusion. */
-export interface RouteModules {
-  readonly adapters: readonly AdapterModule[];
-  readonly fusion: FusionModule | null;
-}
 
 /**
  * Lays the route's weights out as graph inputs. Adapters with different bottleneck sizes are
@@ -63,7 +57,7 @@ export async function routeFeeds(
   const width = 2 * k + n;
   let folded: FoldOutputs;
   if (fusion) {
-    const stack = (pick: (layer: FusionModule["layers"][number]) => Tensor) => concat(fusion.layers.map((layer) => pick(layer).data));
+    const stack = (pick: (layer: FusionLayer) => Tensor) => concat(fusion.layers.map((layer) => pick(layer).data));
     folded = await folder.fold(
       { layers: L, hidden: d, bottleneck: k, adapters: n },
       {
@@ -192,7 +186,7 @@ export function feedBytes(feeds: RouteFeeds): number {
 }
 
 type LiteralInputs = Partial<Record<keyof ReturnType<typeof routeInputs>, Tensor>>;
-function literalFusionInputs(fusion: FusionModule): LiteralInputs[] {
+function literalFusionInputs(fusion: FusionWeights): LiteralInputs[] {
   return fusion.layers.map((f) => ({
     valueWeight: f.valueWeight ? transpose(f.valueWeight) : identity(f.queryBias.shape[0]),
     queryWeight: transpose(f.queryWeight),

@@ -1,5 +1,24 @@
 import type { BackboneConfig } from "./backbone.js";
-import type { Segment, TokenBatch } from "./engine.js";
+
+/** Where one input lies in a batch: its row, first column and length. */
+export interface Segment {
+  readonly row: number;
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** A padded batch of token ids, row-major [batch, seqLen]. */
+export interface TokenBatch {
+  /** Rows. */
+  readonly batch: number;
+  readonly seqLen: number;
+  readonly ids: BigInt64Array;
+  readonly mask: BigInt64Array;
+  /** Real (unpadded) length of each input. */
+  readonly lengths: readonly number[];
+  /** Where each input lies, when rows hold several (packBatch); absent: input b is row b, from its start. */
+  readonly segments?: readonly Segment[];
+}
 
 /**
  * How inputs lie in a batch. Padded (padBatch): one input per row, from its start. Packed

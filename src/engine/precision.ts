@@ -1,9 +1,9 @@
 import { performance } from "node:perf_hooks";
 import type { Backbone } from "./backbone.js";
-import { FusionEngine, type Device, type TokenBatch } from "./engine.js";
+import { FusionEngine, type Device } from "./engine.js";
 import type { Int8WeightChoice } from "./int8-mode.js";
 import { backboneFeeds } from "./layout.js";
-import { packBatch } from "./packing.js";
+import { packBatch, type TokenBatch } from "./packing.js";
 import type { Precision, PrecisionChoice } from "./products.js";
 
 export interface ResolvedPrecision {

@@ -1,6 +1,6 @@
-import type { ForwardResult, FusionProbs, PassResult, Segment, TokenBatch } from "./engine.js";
+import type { ForwardResult, FusionProbs, PassResult } from "./engine.js";
 import { applyHead, type HeadOutput, type PredictionHead, type TaggingOutput } from "./heads.js";
-import { segmentsOf } from "./packing.js";
+import { segmentsOf, type Segment, type TokenBatch } from "./packing.js";
 
 export interface InputReadout {
   readonly output: HeadOutput | TaggingOutput;

@@ -2,7 +2,8 @@ import type { Backbone } from "../engine/backbone.js";
 import { buildEncoder } from "../engine/bert-graph.js";
 import type { PredictionHead } from "../engine/heads.js";
 import type { Int8Mode } from "../engine/int8-mode.js";
-import { quantizeRouteFeeds, routeFeeds, type RouteModules } from "../engine/layout.js";
+import { quantizeRouteFeeds, routeFeeds } from "../engine/layout.js";
+import type { RouteModules } from "../engine/weights.js";
 import { FLOAT, OnnxGraph } from "../engine/onnx/graph.js";
 
 /** The exported model's inputs and outputs, by name; route.json lists them with their shapes. */

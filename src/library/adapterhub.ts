@@ -5,6 +5,7 @@ import { ModelLoadError } from "../errors.js";
 import { adapterSite, parseJsonObject, type BackboneConfig } from "../engine/backbone.js";
 import type { Activation, HeadType, PredictionHead } from "../engine/heads.js";
 import { transpose } from "../engine/linalg.js";
+import type { AdapterLayer, AdapterWeights, FusionLayer, FusionWeights } from "../engine/weights.js";
 import { parseSafetensors, type Tensor, type TensorFilter } from "../formats/safetensors.js";
 import { parseTorchSave } from "../formats/torch-pickle.js";
 
@@ -20,45 +21,25 @@ import { parseTorchSave } from "../formats/torch-pickle.js";
  * was saved under.
  */
 
-/** One layer's bottleneck, weights [in, out], the adapter's scaling folded into the up-projection. */
-export interface AdapterLayer {
-  readonly downWeight: Tensor; // [d, r]
-  readonly downBias: Tensor; // [r]
-  readonly upWeight: Tensor; // [r, d]
-  readonly upBias: Tensor; // [d]
-}
-
-export interface AdapterModule {
+export interface AdapterModule extends AdapterWeights {
   /** The name it is served under, whatever name it was saved under. */
   readonly name: string;
   readonly version: string;
   readonly dir: string;
   readonly sizeBytes: number;
-  /** null for a layer listed in `leave_out`. */
-  readonly layers: readonly (AdapterLayer | null)[];
   readonly head: PredictionHead | null;
 }
 
-export interface FusionLayer {
-  readonly queryWeight: Tensor; // torch layout [out, in]
-  readonly queryBias: Tensor;
-  readonly keyWeight: Tensor;
-  readonly keyBias: Tensor;
-  readonly valueWeight: Tensor | null;
-}
-
-export interface FusionModule {
+export interface FusionModule extends FusionWeights {
   readonly name: string;
   readonly version: string;
   readonly dir: string;
   readonly sizeBytes: number;
-  readonly kind: "dynamic" | "static";
   /**
    * The fused adapters in fusion order, by the names they are served under: the config's
    * `adapter_names`, or its comma-separated `name` in saves that predate that field.
    */
   readonly adapters: readonly string[];
-  readonly layers: readonly FusionLayer[];
   readonly head: PredictionHead;
 }
 

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import type { PredictionHead } from "../engine/heads.js";
+import type { ServedRoute } from "../engine/weights.js";
 import type { AdapterModule, FusionModule } from "./adapterhub.js";
 
 /**
@@ -8,7 +9,7 @@ import type { AdapterModule, FusionModule } from "./adapterhub.js";
  * reference; inputs admitted with the old one finish on it. How the engine lays these modules out
  * is the engine's own business (engine/layout.ts).
  */
-export interface FusionRoute {
+export interface FusionRoute extends ServedRoute {
   readonly name: string;
   readonly kind: "fusion" | "adapter";
   readonly version: string;

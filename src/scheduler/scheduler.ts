@@ -1,7 +1,6 @@
 import { performance } from "node:perf_hooks";
 import type { PassOutcome, PassSlot } from "../engine/engine-thread.js";
-import type { TokenBatch } from "../engine/engine.js";
-import { packBatch, padBatch } from "../engine/packing.js";
+import { packBatch, padBatch, type TokenBatch } from "../engine/packing.js";
 import type { InputReadout } from "../engine/readout.js";
 import { OverloadedError, TimeoutError } from "../errors.js";
 import type { FusionRoute } from "../library/route.js";
@@ -22,7 +21,7 @@ export interface SchedulerOptions {
 export interface PassEngine {
   /** Routes one pass can serve. */
   readonly slots: number;
-  run(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassOutcome>;
+  run(batch: TokenBatch, slots: readonly PassSlot<FusionRoute>[]): Promise<PassOutcome>;
   /** Keeps a route installed while a request admitted on it is pending. */
   acquire(route: FusionRoute): void;
   /** Null when an acquired route's layout is resident; else resolves once it is. */

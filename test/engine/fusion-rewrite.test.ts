@@ -6,7 +6,8 @@ import { FusionEngine, type ForwardResult } from "../../src/engine/engine.js";
 import { loadBackbone } from "../../src/engine/backbone.js";
 import { padBatch } from "../../src/engine/packing.js";
 import type { Tensor } from "../../src/formats/safetensors.js";
-import { loadAdapter, loadFusion, type AdapterModule, type FusionLayer, type FusionModule } from "../../src/library/adapterhub.js";
+import { loadAdapter, loadFusion, type AdapterModule, type FusionModule } from "../../src/library/adapterhub.js";
+import type { FusionLayer } from "../../src/engine/weights.js";
 import { routeFeeds } from "../../src/engine/layout.js";
 import { ENGINE_FIXTURES, TINY_BACKBONE, expectedOutputs, maxAbsDiff, parityCases } from "../fixtures.js";
 

@@ -1,6 +1,6 @@
 import t from "tap";
 import type { PassOutcome, PassSlot } from "../../src/engine/engine-thread.js";
-import type { TokenBatch } from "../../src/engine/engine.js";
+import type { TokenBatch } from "../../src/engine/packing.js";
 import type { PredictionHead } from "../../src/engine/heads.js";
 import { DEFAULT_CONFIG } from "../../src/config.js";
 import { TimeoutError } from "../../src/errors.js";
@@ -12,13 +12,13 @@ const route = (name: string, version: string) => ({ name, version, head }) as un
 
 /** Records every pass; each takes `ms`. Answers each row with its own length, so deliveries can be checked. */
 class FakeEngine {
-  readonly passes: { batch: TokenBatch; slots: readonly PassSlot[] }[] = [];
+  readonly passes: { batch: TokenBatch; slots: readonly PassSlot<FusionRoute>[] }[] = [];
   readonly held = new Map<FusionRoute, number>();
   constructor(
     private readonly ms = 1,
     readonly slots = 4,
   ) {}
-  async run(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassOutcome> {
+  async run(batch: TokenBatch, slots: readonly PassSlot<FusionRoute>[]): Promise<PassOutcome> {
     this.passes.push({ batch, slots });
     await new Promise((r) => setTimeout(r, this.ms));
     return { outputs: batch.lengths.map((length) => ({ output: { logits: [length], probabilities: [1] } })), seconds: this.ms / 1000 };
@@ -38,9 +38,9 @@ class FakeEngine {
 
 /** Like FakeEngine, but each pass ends only when the test says so: the order of events, no clock. */
 class GatedEngine {
-  readonly passes: { batch: TokenBatch; slots: readonly PassSlot[]; end: () => void }[] = [];
+  readonly passes: { batch: TokenBatch; slots: readonly PassSlot<FusionRoute>[]; end: () => void }[] = [];
   readonly slots = 4;
-  run(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassOutcome> {
+  run(batch: TokenBatch, slots: readonly PassSlot<FusionRoute>[]): Promise<PassOutcome> {
     return new Promise((resolve) => {
       const outcome = { outputs: batch.lengths.map((length) => ({ output: { logits: [length], probabilities: [1] } })), seconds: 0 };
       this.passes.push({ batch, slots, end: () => resolve(outcome) });

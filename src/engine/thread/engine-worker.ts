@@ -1,7 +1,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
 import { loadBackbone } from "../backbone.js";
-import { FusionEngine, type PassSlot } from "../engine.js";
+import { FusionEngine, type SlotFeeds } from "../engine.js";
 import type { PredictionHead } from "../heads.js";
 import type { RouteFeeds } from "../layout.js";
 import { readoutPass, type SlotReadout } from "../readout.js";
@@ -62,7 +62,7 @@ try {
     }
   });
 
-  async function run(pass: number, wire: WireBatch, installed: readonly (SlotReadout & PassSlot)[]): Promise<void> {
+  async function run(pass: number, wire: WireBatch, installed: readonly (SlotReadout & SlotFeeds)[]): Promise<void> {
     const started = performance.now();
     try {
       const batch = { ...wire, batch: wire.ids.length / wire.seqLen };

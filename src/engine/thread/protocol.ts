@@ -1,12 +1,13 @@
 import { type ErrorKind, ModelLoadError, type ModelLoadErrorCode, ServingError } from "../../errors.js";
-import type { AdapterModule, FusionModule } from "../../library/adapterhub.js";
 import type { BackboneConfig } from "../backbone.js";
-import type { Device, Segment } from "../engine.js";
+import type { Device } from "../engine.js";
+import type { Segment } from "../packing.js";
 import type { PredictionHead } from "../heads.js";
 import type { Int8Mode, Int8WeightChoice } from "../int8-mode.js";
 import type { RouteFeeds } from "../layout.js";
 import type { Precision } from "../products.js";
 import type { InputReadout } from "../readout.js";
+import type { AdapterWeights, FusionWeights } from "../weights.js";
 
 /**
  * Messages between the main thread and the engine's two workers (docs/design.md, "Threads"):
@@ -48,8 +49,8 @@ export type FromEngine =
 
 export interface ToLayout {
   readonly job: number;
-  readonly adapters: readonly AdapterModule[];
-  readonly fusion: FusionModule | null;
+  readonly adapters: readonly AdapterWeights[];
+  readonly fusion: FusionWeights | null;
 }
 
 export type FromLayout =
