@@ -13,7 +13,7 @@ export function benchIds(batch: number, seq: number): TokenBatch {
     ids[b * seq] = BigInt(CLS);
     ids[b * seq + seq - 1] = BigInt(SEP);
   }
-  return { batch, seqLen: seq, ids, mask: new BigInt64Array(batch * seq).fill(1n), lengths: Array(batch).fill(seq) };
+  return { rows: batch, seqLen: seq, ids, mask: new BigInt64Array(batch * seq).fill(1n), lengths: Array(batch).fill(seq) };
 }
 
 const TASKS = ["sentiment", "emotion", "hate", "irony", "offensive"];

@@ -84,7 +84,7 @@ export interface Residency {
  * a pass or an assembly runs.
  *
  * Route layouts are resident lazily and within a budget: every route the library serves is known
- * to the engine (`prepare`), but its layout is built when a request first needs it
+ * to the engine (`register`), but its layout is built when a request first needs it
  * (`whenResident`), unless the route is pinned or replaces a route that was resident (a swap keeps
  * a hot route hot: it is laid out before the library publishes it). Past the budget the least
  * recently used layouts no request holds are evicted; a request holds its route from `acquire`
@@ -145,7 +145,7 @@ export class EngineThread {
    * that are pinned or replace a resident route of the same name; resolves once those are
    * installed, and keeps none of the routes if one of them fails.
    */
-  async prepare(routes: readonly ServedRoute[]): Promise<void> {
+  async register(routes: readonly ServedRoute[]): Promise<void> {
     const warm = new Set([...this.resident.keys()].map((route) => route.name));
     const now: Promise<void>[] = [];
     for (const route of routes) {

@@ -64,7 +64,7 @@ export interface PassResult {
 export class FusionEngine {
   private tail: Promise<unknown> = Promise.resolve();
   /** A route's feeds in the graph's precision, kept as long as the route's own feeds live. */
-  private readonly prepared = new WeakMap<RouteFeeds, RouteFeeds>();
+  private readonly quantizedFeeds = new WeakMap<RouteFeeds, RouteFeeds>();
   /** What an unused slot is fed: the all-zero adapter, on no tokens. */
   private readonly idleSlot: RouteFeeds;
 
@@ -78,7 +78,7 @@ export class FusionEngine {
     /** Bytes of the graph the session was built from: the backbone's weights, nearly all of it. */
     readonly graphBytes: number,
   ) {
-    this.idleSlot = this.prepare(idleSlot);
+    this.idleSlot = this.forPrecision(idleSlot);
   }
 
   get slots(): number {
@@ -126,7 +126,7 @@ export class FusionEngine {
       throw new Error(`a pass takes 1 to ${this.slots} route slots covering its ${batch.lengths.length} inputs`);
     }
     if (batch.segments && !this.options.packed) throw new Error("a packed batch needs an engine created with `packed`");
-    const shape = [batch.batch, batch.seqLen];
+    const shape = [batch.rows, batch.seqLen];
     const inputs: Record<string, ort.Tensor> = { input_ids: new ort.Tensor("int64", batch.ids, shape) };
     if (this.options.packed) {
       inputs.attention_mask = new ort.Tensor("int64", attentionMask(batch), [...shape, batch.seqLen]);
@@ -138,7 +138,7 @@ export class FusionEngine {
     try {
       if (this.options.variant !== "plain") {
         for (let s = 0; s < this.slots; s++) {
-          for (const [name, f] of Object.entries(s < slots.length ? this.prepare(slots[s].feeds) : this.idleSlot)) {
+          for (const [name, f] of Object.entries(s < slots.length ? this.forPrecision(slots[s].feeds) : this.idleSlot)) {
             inputs[slotInput(name, s)] = new ort.Tensor(f.type, f.data, f.dims);
           }
         }
@@ -169,12 +169,12 @@ export class FusionEngine {
   }
 
   /** Feeds laid out in float32 are quantized here, once, for an int8 engine; see quantizeRouteFeeds. */
-  private prepare(feeds: RouteFeeds): RouteFeeds {
+  private forPrecision(feeds: RouteFeeds): RouteFeeds {
     if (!this.int8 || Object.values(feeds).some((f) => f.type === "int8")) return feeds;
-    let ready = this.prepared.get(feeds);
+    let ready = this.quantizedFeeds.get(feeds);
     if (!ready) {
       ready = quantizeRouteFeeds(feeds, this.config.numLayers, this.int8.weightMax);
-      this.prepared.set(feeds, ready);
+      this.quantizedFeeds.set(feeds, ready);
     }
     return ready;
   }
@@ -202,8 +202,8 @@ export function sessionOptions(options: EngineOptions): ort.InferenceSession.Ses
 function slotTokens(batch: TokenBatch, slots: readonly SlotFeeds[], slotCount: number) {
   const T = batch.seqLen;
   const segments = segmentsOf(batch);
-  const order = new BigInt64Array(batch.batch * T);
-  const taken = new Uint8Array(batch.batch * T);
+  const order = new BigInt64Array(batch.rows * T);
+  const taken = new Uint8Array(batch.rows * T);
   const tokens = new BigInt64Array(slotCount);
   let next = 0;
   let first = 0;

@@ -9,8 +9,8 @@ export interface Segment {
 
 /** A padded batch of token ids, row-major [batch, seqLen]. */
 export interface TokenBatch {
-  /** Rows. */
-  readonly batch: number;
+  /** Rows; one row holds several inputs when packed (segments). */
+  readonly rows: number;
   readonly seqLen: number;
   readonly ids: BigInt64Array;
   readonly mask: BigInt64Array;
@@ -33,7 +33,7 @@ export interface TokenBatch {
 /** Pads token id sequences into one batch (pad id 0), one input per row, as wide as the longest. */
 export function padBatch(sequences: readonly (readonly number[])[], padId = 0): TokenBatch {
   const { ids, mask, seqLen } = fill(sequences, sequences.map((_, row) => ({ row, offset: 0 })), sequences.length, padId);
-  return { batch: sequences.length, seqLen, ids, mask, lengths: sequences.map((s) => s.length) };
+  return { rows: sequences.length, seqLen, ids, mask, lengths: sequences.map((s) => s.length) };
 }
 
 /** The inputs packed into rows as wide as the longest, each input whole; segments in input order. */
@@ -41,7 +41,7 @@ export function packBatch(sequences: readonly (readonly number[])[], padId = 0):
   const lengths = sequences.map((ids) => ids.length);
   const { places, rows } = placeInRows(lengths, Math.max(1, ...lengths));
   const { ids, mask, seqLen } = fill(sequences, places, rows, padId);
-  return { batch: rows, seqLen, ids, mask, lengths, segments: places.map(({ row, offset }, i) => ({ row, offset, length: lengths[i] })) };
+  return { rows, seqLen, ids, mask, lengths, segments: places.map(({ row, offset }, i) => ({ row, offset, length: lengths[i] })) };
 }
 
 /** Token ids and mask of `rows` rows as wide as the longest sequence, each sequence at its place. */
@@ -80,7 +80,7 @@ export function segmentsOf(batch: TokenBatch): readonly Segment[] {
 /** [B, T, T]: 1 where the token of the second index may be attended to from the first's, both in one input. */
 export function attentionMask(batch: TokenBatch): BigInt64Array {
   const T = batch.seqLen;
-  const mask = new BigInt64Array(batch.batch * T * T);
+  const mask = new BigInt64Array(batch.rows * T * T);
   for (const { row, offset, length } of segmentsOf(batch)) {
     for (let q = offset; q < offset + length; q++) mask.fill(1n, (row * T + q) * T + offset, (row * T + q) * T + offset + length);
   }
@@ -96,7 +96,7 @@ export function attentionMask(batch: TokenBatch): BigInt64Array {
 export function positionIds(batch: TokenBatch, config: BackboneConfig): BigInt64Array {
   const T = batch.seqLen;
   const paddingIdx = config.positionPaddingIdx;
-  const positions = new BigInt64Array(batch.batch * T).fill(BigInt(paddingIdx ?? 0));
+  const positions = new BigInt64Array(batch.rows * T).fill(BigInt(paddingIdx ?? 0));
   for (const { row, offset, length } of segmentsOf(batch)) {
     let counted = 0;
     for (let t = 0; t < length; t++) {

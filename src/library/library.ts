@@ -45,7 +45,7 @@ export interface SyncStatus {
  * told when a published route has been replaced or removed.
  */
 export interface RouteHost {
-  prepare(routes: readonly FusionRoute[]): Promise<void>;
+  register(routes: readonly FusionRoute[]): Promise<void>;
   retire(routes: readonly FusionRoute[]): void;
 }
 
@@ -91,9 +91,9 @@ export class AdapterLibrary {
   static async open(source: string | VersionStore, backbone: BackboneConfig, host?: RouteHost, read?: ManifestVersion): Promise<AdapterLibrary> {
     const store = typeof source === "string" ? new LibraryStore(source) : source;
     const { manifest, etag } = read ?? (await store.readManifest());
-    await store.prepare(manifest);
+    await store.open(manifest);
     const state = await loadState(store, backbone, manifest, undefined);
-    await host?.prepare([...state.routes.values()]);
+    await host?.register([...state.routes.values()]);
     return new AdapterLibrary(store, backbone, state, etag, host);
   }
 
@@ -299,7 +299,7 @@ export class AdapterLibrary {
   private async switchTo(next: LibraryState, write: () => Promise<string | undefined>): Promise<void> {
     const before = this.current;
     const added = [...next.routes.values()].filter((route) => before.routes.get(route.name) !== route);
-    await this.host?.prepare(added);
+    await this.host?.register(added);
     let etag: string | undefined;
     try {
       etag = await write();
@@ -312,7 +312,7 @@ export class AdapterLibrary {
     this.current = next;
     this.host?.retire([...before.routes.values()].filter((route) => next.routes.get(route.name) !== route));
     // Published and durable: a local copy that cannot be removed now is removed after a later change.
-    await this.store.retain(next.manifest).catch(() => undefined);
+    await this.store.keepOnly(next.manifest).catch(() => undefined);
   }
 
   private nextState(kind: ModuleKind, name: string, module: AdapterModule | FusionModule): LibraryState {

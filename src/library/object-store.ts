@@ -131,12 +131,12 @@ export class ObjectLibraryStore implements VersionStore {
     }
   }
 
-  prepare(): Promise<void> {
+  open(): Promise<void> {
     return mkdir(this.cache, { recursive: true }).then(() => undefined);
   }
 
   /** Drops cached version folders the manifest names neither live nor as rollback target, so the cache does not grow with every change. */
-  async retain(manifest: Manifest): Promise<void> {
+  async keepOnly(manifest: Manifest): Promise<void> {
     for (const kind of ["adapters", "fusions"] as const) {
       for (const name of await entries(join(this.cache, kind))) {
         const keep = new Set([manifest[kind][name], manifest.previous?.[kind][name]]);

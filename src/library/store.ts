@@ -36,9 +36,9 @@ export interface VersionStore {
    */
   writeManifest(manifest: Manifest, etag: string | undefined): Promise<string | undefined>;
   /** Once at start, before anything is loaded. */
-  prepare(manifest: Manifest): Promise<void>;
+  open(manifest: Manifest): Promise<void>;
   /** After `manifest` is published: local copies it no longer names may go. */
-  retain(manifest: Manifest): Promise<void>;
+  keepOnly(manifest: Manifest): Promise<void>;
   /** A local folder holding the files of a version folder. */
   fetch(kind: ModuleKind, name: string, version: string): Promise<string>;
   backboneDir(manifest: Manifest): Promise<string>;
@@ -87,12 +87,12 @@ export class LibraryStore implements VersionStore {
     return resolve(this.root, manifest.backbone);
   }
 
-  prepare(manifest: Manifest): Promise<void> {
+  open(manifest: Manifest): Promise<void> {
     return this.cleanUp(manifest);
   }
 
   /** The folder is the library itself: what it keeps is for `prune`. */
-  async retain(): Promise<void> {}
+  async keepOnly(): Promise<void> {}
 
   /**
    * Copies the files of an AdapterHub save directory inside the library (links followed, none may

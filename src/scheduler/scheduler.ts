@@ -187,7 +187,7 @@ export class Scheduler {
     try {
       const batch = (packed ? packBatch : padBatch)(inputs.map((i) => i.ids));
       const realTokens = batch.lengths.reduce((a, b) => a + b, 0);
-      const computedTokens = batch.batch * batch.seqLen;
+      const computedTokens = batch.rows * batch.seqLen;
       const slots = [...bySlot].map(([route, own]) => ({ route, inputs: own.length, explain: own.some((i) => i.request.explain) }));
       const { outputs, seconds } = await this.engine.run(batch, slots);
       const routes = new Map<string, { inputs: number; tokens: number }>();

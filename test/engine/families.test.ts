@@ -106,7 +106,7 @@ for (const family of FAMILIES) {
             for (let l = 0; l < L; l++) {
               for (let i = 0; i < N; i++) {
                 let sum = 0;
-                for (let tok = 0; tok < sequences[b].length; tok++) sum += attention.data[((l * batch.batch + b) * T + tok) * N + i];
+                for (let tok = 0; tok < sequences[b].length; tok++) sum += attention.data[((l * batch.rows + b) * T + tok) * N + i];
                 attentionDiff = Math.max(attentionDiff, Math.abs(sum / sequences[b].length - o.fusionWeights![l][i]));
               }
             }

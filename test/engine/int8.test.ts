@@ -73,5 +73,5 @@ t.test("an input's int8 answer is the same alone and in a padded batch", async (
   const together = await int8.run(batch, feeds);
   const n = sequences[0].length * d;
   const diff = maxAbsDiff(alone.hidden.subarray(0, n), together.hidden.subarray(0, n));
-  t.ok(diff <= 1e-5, `max |diff| ${diff.toExponential(2)} (limit 1e-5; batch of ${batch.batch}, padded to ${batch.seqLen})`);
+  t.ok(diff <= 1e-5, `max |diff| ${diff.toExponential(2)} (limit 1e-5; batch of ${batch.rows}, padded to ${batch.seqLen})`);
 });

@@ -91,7 +91,7 @@ t.test("through the engine thread: routes installed by the layout thread, heads 
   const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 4 });
   const single = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused" });
   t.teardown(() => Promise.all([engine.close(), single.close()]));
-  await engine.prepare(routes);
+  await engine.register(routes);
   await holdResident(engine, routes.slice(0, 4));
   // Four routes fit one pass of this engine; the fifth waits for the next.
   const batch = padBatch(perRoute.slice(0, 4).flat());
@@ -104,7 +104,7 @@ t.test("a pass handed over while another runs keeps its routes, even if they are
   const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2 });
   t.teardown(() => engine.close());
   const [route] = routes;
-  await engine.prepare([route]);
+  await engine.register([route]);
   await holdResident(engine, [route]);
   engine.acquire(route);
   const batch = () => padBatch(perRoute[0]);
@@ -122,7 +122,7 @@ t.test("a retired route stays installed while a request holds it, and not after"
   const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2 });
   t.teardown(() => engine.close());
   const [route] = routes;
-  await engine.prepare([route]);
+  await engine.register([route]);
   await holdResident(engine, [route]);
   engine.retire([route]);
   const batch = () => padBatch(perRoute[0]);
@@ -153,7 +153,7 @@ for (const precision of ["float32", "int8"] as const) {
     const feeds = await Promise.all(routes.map((route) => routeFeeds(backbone.config, route)));
     const batch = packBatch(packable.flat());
     const inputs = packable.flat().length;
-    t.ok(batch.batch < inputs, `${inputs} inputs in ${batch.batch} rows of ${batch.seqLen} tokens`);
+    t.ok(batch.rows < inputs, `${inputs} inputs in ${batch.rows} rows of ${batch.seqLen} tokens`);
     t.ok(mixesRoutes(batch.segments!, packable), "some rows hold inputs of several routes");
     const slots = routes.map((route, s) => ({ feeds: feeds[s], head: route.head, inputs: packable[s].length, explain: true }));
     const mixed = readoutPass(await engine.runPass(batch, slots), batch, slots, d);
@@ -166,7 +166,7 @@ t.test("through the engine thread: a packed batch", async (t) => {
   const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 4 });
   const single = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused" });
   t.teardown(() => Promise.all([engine.close(), single.close()]));
-  await engine.prepare(routes);
+  await engine.register(routes);
   await holdResident(engine, routes.slice(0, 4));
   const batch = packBatch(packable.slice(0, 4).flat());
   const { outputs } = await engine.run(batch, routes.slice(0, 4).map((route, s) => ({ route, inputs: packable[s].length, explain: true })));
@@ -184,7 +184,7 @@ for (const family of ["roberta", "xlm-roberta", "distilbert"]) {
     // RoBERTa's padding id (1) inside a text sits at padding_idx and is not counted, as in the library.
     const inputs = [[0, 100, 101, 2], [0, 102, 1, 103, 104, 2], [0, 105, 2], [0, 106, 107, 108, 109, 110, 111, 2], [0, 2]];
     const batch = packBatch(inputs, familyBackbone.config.positionPaddingIdx ?? 0);
-    t.ok(batch.batch < inputs.length, `${inputs.length} inputs in ${batch.batch} rows`);
+    t.ok(batch.rows < inputs.length, `${inputs.length} inputs in ${batch.rows} rows`);
     const packed = await packedEngine.run(batch, {});
     let diff = 0;
     for (const [i, ids] of inputs.entries()) {

@@ -71,7 +71,7 @@ for (const c of parityCases()) {
             for (let l = 0; l < L; l++) {
               for (let i = 0; i < N; i++) {
                 let sum = 0;
-                for (let tok = 0; tok < sequences[b].length; tok++) sum += attention.data[((l * batch.batch + b) * T + tok) * N + i];
+                for (let tok = 0; tok < sequences[b].length; tok++) sum += attention.data[((l * batch.rows + b) * T + tok) * N + i];
                 diff = Math.max(diff, Math.abs(sum / sequences[b].length - o.fusionWeights![l][i]));
               }
             }

@@ -79,8 +79,8 @@ t.test("a route the library replaces is laid out before it is published when the
   const old: FusionRoute = library.route("a1");
   // The same modules under a new snapshot, as a change of any member would build.
   const replacement: FusionRoute = { ...old, version: `${old.version}-next` };
-  await engine.prepare([replacement]);
-  t.same(events.log.slice(-1), ["layout a1 (replacement)"], "laid out in prepare");
+  await engine.register([replacement]);
+  t.same(events.log.slice(-1), ["layout a1 (replacement)"], "laid out in register");
   engine.retire([old]);
   t.equal(engine.residencyNow.routes, 1, "the old layout is released once retired and unused");
   t.equal(engine.whenResident((engine.acquire(replacement), replacement)), null, "the replacement is resident");

@@ -66,7 +66,7 @@ async function exportedAnswers(dir: string, padId: number) {
   const session = await ort.InferenceSession.create(join(dir, "model.onnx"), { executionProviders: ["cpu"], intraOpNumThreads: 1 });
   try {
     const batch = padBatch(sequences, padId);
-    const shape = [batch.batch, batch.seqLen];
+    const shape = [batch.rows, batch.seqLen];
     const out = await session.run({ input_ids: new ort.Tensor("int64", batch.ids, shape), attention_mask: new ort.Tensor("int64", batch.mask, shape) });
     return { out, seqLen: batch.seqLen, inputNames: session.inputNames, outputNames: session.outputNames };
   } finally {

@@ -84,8 +84,8 @@ t.test("a pass stays within the token budget, the batch size and the slots", asy
   const out = await Promise.all(lengths.map((n, i) => scheduler.submit(route(`r${i % 3}`, "1"), [ids(n)], false)));
   t.same(out.map(lengthsOf).flat(), lengths, "one answer per input, each its own");
   for (const { batch, slots } of engine.passes) {
-    t.ok(batch.batch * batch.seqLen <= options.maxBatchTokens, `${batch.batch} × ${batch.seqLen} within the budget`);
-    t.ok(batch.batch <= options.maxBatchSize && slots.length <= 2);
+    t.ok(batch.rows * batch.seqLen <= options.maxBatchTokens, `${batch.rows} × ${batch.seqLen} within the budget`);
+    t.ok(batch.rows <= options.maxBatchSize && slots.length <= 2);
   }
   t.same(engine.passes.flatMap((p) => p.batch.lengths).sort((x, y) => x - y), [...lengths].sort((x, y) => x - y), "each input exactly once");
 });
@@ -137,7 +137,7 @@ t.test("while a pass runs, a second is handed to the engine only when a full pas
   const many = scheduler.submit(r, [ids(3), ids(3)], false);
   await new Promise((res) => setImmediate(res));
   t.equal(engine.passes.length, 2, "a full pass waiting: handed over at once");
-  t.same(engine.passes[1].batch.batch, 2);
+  t.same(engine.passes[1].batch.rows, 2);
   t.equal(scheduler.depth, 1, "never more than one pass ahead");
   await Promise.all([first, few, many]);
   t.equal(engine.passes.length, 3);

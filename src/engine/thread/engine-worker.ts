@@ -65,7 +65,7 @@ try {
   async function run(pass: number, wire: WireBatch, installed: readonly (SlotReadout & SlotFeeds)[]): Promise<void> {
     const started = performance.now();
     try {
-      const batch = { ...wire, batch: wire.ids.length / wire.seqLen };
+      const batch = { ...wire, rows: wire.ids.length / wire.seqLen };
       const result = await engine.runPass(batch, installed);
       const outputs = readoutPass(result, batch, installed, d);
       post({ type: "done", pass, outputs, seconds: (performance.now() - started) / 1000 });
