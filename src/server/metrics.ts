@@ -186,8 +186,19 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
     );
     // Computed from the live state at each scrape, so it never lags a change; served with or without the admin API, so a dashboard sees drift between replicas.
     new Gauge({
-      name: "route_version_info",
+      name: "fusion_version_info",
       help: "Live version of each route (value 1)",
+      labelNames: ["fusion", "version"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [fusion, version] of metrics.snapshot()?.routeVersions ?? []) this.set({ fusion, version }, 1);
+      },
+    });
+    // The same under its earlier name, whose label said `route` where every other metric says `fusion`; kept for one release (CHANGELOG).
+    new Gauge({
+      name: "route_version_info",
+      help: "Deprecated: fusion_version_info under its earlier name and label (value 1)",
       labelNames: ["route", "version"],
       registers: [this.registry],
       collect() {
