@@ -85,8 +85,9 @@ interface OptionSpec<K extends keyof ServerConfig> {
   readonly key: K;
   readonly flag: string;
   readonly env: string;
-  /** As shown in --help and the README. */
-  readonly default: string;
+  readonly default: ServerConfig[K];
+  /** How --help and the README show the default, where its value does not say it (absent: the value). */
+  readonly shown?: string;
   readonly help: string;
   readonly parse: (raw: string) => ServerConfig[K];
 }
@@ -128,7 +129,7 @@ export const OPTIONS: readonly AnyOption[] = [
     key: "library",
     flag: "library",
     env: "FUSION_LIBRARY",
-    default: "models/ of this package",
+    default: DEFAULT_LIBRARY, shown: "models/ of this package",
     help: "model library: a folder (holds library.json), or s3://bucket/prefix on S3-compatible object storage shared by replicas",
     parse: (raw) => (raw.startsWith("s3://") ? s3Url(raw) : resolve(nonEmpty(raw))),
   },
@@ -136,7 +137,7 @@ export const OPTIONS: readonly AnyOption[] = [
     key: "libraryCache",
     flag: "library-cache",
     env: "FUSION_LIBRARY_CACHE",
-    default: "a folder under the temp folder",
+    default: undefined, shown: "a folder under the temp folder",
     help: "object-store library: local folder its version folders and backbone are downloaded to",
     parse: (raw) => resolve(nonEmpty(raw)),
   },
@@ -144,7 +145,7 @@ export const OPTIONS: readonly AnyOption[] = [
     key: "libraryPollMs",
     flag: "library-poll-ms",
     env: "FUSION_LIBRARY_POLL_MS",
-    default: "5000",
+    default: 5_000,
     help: "object-store library: how often the manifest is checked for other replicas' changes",
     parse: integer(50, 3_600_000),
   },
@@ -156,7 +157,7 @@ export const OPTIONS: readonly AnyOption[] = [
     help: "object-store library: eventual (answers come from the manifest of the last poll) or strict (each answer's route version is confirmed against the store's manifest before it is sent; README: Replicas)",
     parse: oneOf(["eventual", "strict"] as const),
   },
-  { key: "s3Endpoint", flag: "s3-endpoint", env: "AWS_ENDPOINT_URL", default: "AWS", help: "S3 endpoint URL of a store other than AWS (SeaweedFS, Ceph RGW, R2, ...)", parse: nonEmpty },
+  { key: "s3Endpoint", flag: "s3-endpoint", env: "AWS_ENDPOINT_URL", default: undefined, shown: "AWS", help: "S3 endpoint URL of a store other than AWS (SeaweedFS, Ceph RGW, R2, ...)", parse: nonEmpty },
   {
     key: "s3PathStyle",
     flag: "s3-path-style",
@@ -165,9 +166,9 @@ export const OPTIONS: readonly AnyOption[] = [
     help: "path-style bucket addressing: auto (on when --s3-endpoint is set), true or false",
     parse: oneOf(["auto", "true", "false"] as const),
   },
-  { key: "s3TimeoutMs", flag: "s3-timeout-ms", env: "FUSION_S3_TIMEOUT_MS", default: "5000", help: "object store: longest wait to connect, and for an answer to stall", parse: integer(100, 600_000) },
+  { key: "s3TimeoutMs", flag: "s3-timeout-ms", env: "FUSION_S3_TIMEOUT_MS", default: 5_000, help: "object store: longest wait to connect, and for an answer to stall", parse: integer(100, 600_000) },
   { key: "host", flag: "host", env: "HOST", default: "127.0.0.1", help: "address to listen on (0.0.0.0 for every interface)", parse: nonEmpty },
-  { key: "port", flag: "port", env: "PORT", default: "8080", help: "TCP port; 0 picks a free one", parse: integer(0, 65535) },
+  { key: "port", flag: "port", env: "PORT", default: 8080, help: "TCP port; 0 picks a free one", parse: integer(0, 65535) },
   { key: "device", flag: "device", env: "FUSION_DEVICE", default: "cpu", help: "ONNX Runtime execution provider: cpu or cuda", parse: oneOf(["cpu", "cuda"] as const) },
   {
     key: "precision",
@@ -185,23 +186,23 @@ export const OPTIONS: readonly AnyOption[] = [
     help: "bits of the int8 weights: auto (8 where this CPU's integer products cannot saturate, else 7), 8 or 7 (README: Precision)",
     parse: oneOf(["auto", "8", "7"] as const),
   },
-  { key: "threads", flag: "threads", env: "FUSION_THREADS", default: "0", help: "intra-op threads of the forward pass; 0 = one per core", parse: integer(0, 1024) },
-  { key: "maxBatchTokens", flag: "max-batch-tokens", env: "FUSION_MAX_BATCH_TOKENS", default: "4096", help: "token budget of one forward pass: rows × longest input, padding included (mixed scheduling packs several inputs to a row)", parse: integer(1) },
-  { key: "maxBatchSize", flag: "max-batch-size", env: "FUSION_MAX_BATCH_SIZE", default: "32", help: "most inputs in one forward pass", parse: integer(1) },
+  { key: "threads", flag: "threads", env: "FUSION_THREADS", default: 0, help: "intra-op threads of the forward pass; 0 = one per core", parse: integer(0, 1024) },
+  { key: "maxBatchTokens", flag: "max-batch-tokens", env: "FUSION_MAX_BATCH_TOKENS", default: 4096, help: "token budget of one forward pass: rows × longest input, padding included (mixed scheduling packs several inputs to a row)", parse: integer(1) },
+  { key: "maxBatchSize", flag: "max-batch-size", env: "FUSION_MAX_BATCH_SIZE", default: 32, help: "most inputs in one forward pass", parse: integer(1) },
   {
     key: "maxWaitMs",
     flag: "max-wait-ms",
     env: "FUSION_MAX_WAIT_MS",
-    default: "0",
+    default: 0,
     help: "longest an input waits for company when the engine is idle; 0 = a pass starts as soon as the engine is free, with whatever queued meanwhile",
     parse: integer(0, 60_000),
   },
-  { key: "routeSlots", flag: "route-slots", env: "FUSION_ROUTE_SLOTS", default: "8", help: "most routes one forward pass serves (fixed when the engine starts)", parse: integer(1, 64) },
+  { key: "routeSlots", flag: "route-slots", env: "FUSION_ROUTE_SLOTS", default: 8, help: "most routes one forward pass serves (fixed when the engine starts)", parse: integer(1, 64) },
   {
     key: "maxResidentRoutes",
     flag: "max-resident-routes",
     env: "FUSION_MAX_RESIDENT_ROUTES",
-    default: "32",
+    default: 32,
     help: "most route layouts held in the engine at once; a route's layout is built when a request first needs it and the least recently used are evicted beyond this (pinned routes count, and stay)",
     parse: integer(1),
   },
@@ -209,7 +210,7 @@ export const OPTIONS: readonly AnyOption[] = [
     key: "maxResidentMib",
     flag: "max-resident-mib",
     env: "FUSION_MAX_RESIDENT_MIB",
-    default: "2048",
+    default: 2048,
     help: "most MiB of route layouts held in the engine at once, evicted least recently used beyond it",
     parse: integer(1),
   },
@@ -217,7 +218,7 @@ export const OPTIONS: readonly AnyOption[] = [
     key: "pinRoutes",
     flag: "pin-routes",
     env: "FUSION_PIN_ROUTES",
-    default: "none",
+    default: [], shown: "none",
     help: "comma-separated routes laid out as soon as they are served and never evicted",
     parse: (raw) => raw.split(",").map((name) => name.trim()).filter((name) => name.length > 0),
   },
@@ -229,18 +230,18 @@ export const OPTIONS: readonly AnyOption[] = [
     help: "how passes are filled: mixed (arrival order, any route, inputs packed several to a row) or route-fifo (one route per pass, arrival order, one input per row)",
     parse: oneOf(SCHEDULING_POLICIES),
   },
-  { key: "maxQueue", flag: "max-queue", env: "FUSION_MAX_QUEUE", default: "1024", help: "inputs waiting across all routes; beyond it requests get 429", parse: integer(1) },
-  { key: "requestTimeoutMs", flag: "request-timeout-ms", env: "FUSION_REQUEST_TIMEOUT_MS", default: "30000", help: "a prediction not answered in this time gets 503", parse: integer(1) },
-  { key: "maxInputs", flag: "max-inputs", env: "FUSION_MAX_INPUTS", default: "64", help: "most texts in one request", parse: integer(1) },
-  { key: "maxInputChars", flag: "max-input-chars", env: "FUSION_MAX_INPUT_CHARS", default: "10000", help: "longest text accepted, in characters (Unicode code points)", parse: integer(1) },
-  { key: "maxBodyBytes", flag: "max-body-bytes", env: "FUSION_MAX_BODY_BYTES", default: "1048576", help: "largest request body; beyond it 413", parse: integer(1) },
-  { key: "maxSeqLen", flag: "max-seq-len", env: "FUSION_MAX_SEQ_LEN", default: "128 (or the backbone's max positions, if smaller)", help: "tokens per input, special tokens included; longer texts are truncated", parse: integer(2) },
-  { key: "shutdownTimeoutMs", flag: "shutdown-timeout-ms", env: "FUSION_SHUTDOWN_TIMEOUT_MS", default: "30000", help: "on shutdown, once the drain is over: longest wait for in-flight requests before exiting anyway", parse: integer(1) },
+  { key: "maxQueue", flag: "max-queue", env: "FUSION_MAX_QUEUE", default: 1024, help: "inputs waiting across all routes; beyond it requests get 429", parse: integer(1) },
+  { key: "requestTimeoutMs", flag: "request-timeout-ms", env: "FUSION_REQUEST_TIMEOUT_MS", default: 30_000, help: "a prediction not answered in this time gets 503", parse: integer(1) },
+  { key: "maxInputs", flag: "max-inputs", env: "FUSION_MAX_INPUTS", default: 64, help: "most texts in one request", parse: integer(1) },
+  { key: "maxInputChars", flag: "max-input-chars", env: "FUSION_MAX_INPUT_CHARS", default: 10_000, help: "longest text accepted, in characters (Unicode code points)", parse: integer(1) },
+  { key: "maxBodyBytes", flag: "max-body-bytes", env: "FUSION_MAX_BODY_BYTES", default: 1_048_576, help: "largest request body; beyond it 413", parse: integer(1) },
+  { key: "maxSeqLen", flag: "max-seq-len", env: "FUSION_MAX_SEQ_LEN", default: undefined, shown: "128 (or the backbone's max positions, if smaller)", help: "tokens per input, special tokens included; longer texts are truncated", parse: integer(2) },
+  { key: "shutdownTimeoutMs", flag: "shutdown-timeout-ms", env: "FUSION_SHUTDOWN_TIMEOUT_MS", default: 30_000, help: "on shutdown, once the drain is over: longest wait for in-flight requests before exiting anyway", parse: integer(1) },
   {
     key: "drainSeconds",
     flag: "drain-seconds",
     env: "FUSION_DRAIN_SECONDS",
-    default: "5",
+    default: 5,
     help: "on SIGTERM, seconds during which /ready answers 503 while new connections are still accepted and served, so load balancers stop sending first; 0 = none",
     parse: integer(0, 3600),
   },
@@ -248,35 +249,43 @@ export const OPTIONS: readonly AnyOption[] = [
     key: "adminToken",
     flag: "admin-token",
     env: "ADMIN_TOKEN",
-    default: "unset: no admin API",
+    default: undefined, shown: "unset: no admin API",
     help: "bearer token of /v1/admin (at least 16 characters); prefer the variable, flags show in ps",
     parse: secret,
   },
-  { key: "maxUploadBytes", flag: "max-upload-bytes", env: "FUSION_MAX_UPLOAD_BYTES", default: "67108864", help: "largest file of an admin upload; beyond it 413", parse: integer(1) },
+  { key: "maxUploadBytes", flag: "max-upload-bytes", env: "FUSION_MAX_UPLOAD_BYTES", default: 64 * 2 ** 20, help: "largest file of an admin upload; beyond it 413", parse: integer(1) },
   {
     key: "keepVersions",
     flag: "keep-versions",
     env: "FUSION_KEEP_VERSIONS",
-    default: "5",
+    default: 5,
     help: "version folders kept per module after a change, the live one and the rollback target included",
     parse: integer(2),
   },
-  { key: "headersTimeoutMs", flag: "headers-timeout-ms", env: "FUSION_HEADERS_TIMEOUT_MS", default: "10000", help: "longest time to receive a request's headers; then 408 and the connection is closed", parse: integer(100) },
+  { key: "headersTimeoutMs", flag: "headers-timeout-ms", env: "FUSION_HEADERS_TIMEOUT_MS", default: 10_000, help: "longest time to receive a request's headers; then 408 and the connection is closed", parse: integer(100) },
   {
     key: "receiveTimeoutMs",
     flag: "receive-timeout-ms",
     env: "FUSION_RECEIVE_TIMEOUT_MS",
-    default: "60000",
+    default: 60_000,
     help: "longest time to receive a whole request, headers and body (uploads included); then 408 and the connection is closed",
     parse: integer(100),
   },
-  { key: "keepAliveTimeoutMs", flag: "keep-alive-timeout-ms", env: "FUSION_KEEP_ALIVE_TIMEOUT_MS", default: "72000", help: "an idle keep-alive connection is closed after this time", parse: integer(100) },
-  { key: "maxConnections", flag: "max-connections", env: "FUSION_MAX_CONNECTIONS", default: "1024", help: "open connections in all; beyond it new ones are closed at once", parse: integer(1) },
+  {
+    key: "keepAliveTimeoutMs",
+    flag: "keep-alive-timeout-ms",
+    env: "FUSION_KEEP_ALIVE_TIMEOUT_MS",
+    // Longer than the 60 s idle timeout of common load balancers, so they never send on a socket the server is closing.
+    default: 72_000,
+    help: "an idle keep-alive connection is closed after this time",
+    parse: integer(100),
+  },
+  { key: "maxConnections", flag: "max-connections", env: "FUSION_MAX_CONNECTIONS", default: 1024, help: "open connections in all; beyond it new ones are closed at once", parse: integer(1) },
   {
     key: "maxConnectionsPerClient",
     flag: "max-connections-per-client",
     env: "FUSION_MAX_CONNECTIONS_PER_CLIENT",
-    default: "256",
+    default: 256,
     help: "open connections from one client address; beyond it new ones are closed at once; 0 = no limit (behind a proxy)",
     parse: integer(0),
   },
@@ -284,7 +293,7 @@ export const OPTIONS: readonly AnyOption[] = [
     key: "apiKey",
     flag: "api-key",
     env: "FUSION_API_KEY",
-    default: "unset: predictions need no key",
+    default: undefined, shown: "unset: predictions need no key",
     help: "bearer token the prediction API (/v1 but /v1/admin, /info) requires (at least 16 characters); the probes and /metrics stay open; prefer the variable, flags show in ps",
     parse: secret,
   },
@@ -292,58 +301,21 @@ export const OPTIONS: readonly AnyOption[] = [
     key: "apiKeyMetrics",
     flag: "api-key-metrics",
     env: "FUSION_API_KEY_METRICS",
-    default: "false",
+    default: false,
     help: "true: /metrics needs the API key too (Prometheus then sends it as its bearer token)",
     parse: (raw) => oneOf(["true", "false"] as const)(raw) === "true",
   },
-  { key: "commit", flag: "commit", env: "FUSION_COMMIT", default: "unset (the image sets it at build)", help: "source commit of this build, shown by /info and fusion_build_info; empty: unknown", parse: (raw) => raw.trim() || undefined },
+  { key: "commit", flag: "commit", env: "FUSION_COMMIT", default: undefined, shown: "unset (the image sets it at build)", help: "source commit of this build, shown by /info and fusion_build_info; empty: unknown", parse: (raw) => raw.trim() || undefined },
   { key: "logLevel", flag: "log-level", env: "FUSION_LOG_LEVEL", default: "info", help: `pino log level: ${LOG_LEVELS.join(", ")}`, parse: oneOf(LOG_LEVELS) },
 ];
 
-export const DEFAULT_CONFIG: ServerConfig = {
-  library: DEFAULT_LIBRARY,
-  libraryCache: undefined,
-  libraryPollMs: 5_000,
-  libraryConsistency: "eventual",
-  s3Endpoint: undefined,
-  s3PathStyle: "auto",
-  s3TimeoutMs: 5_000,
-  host: "127.0.0.1",
-  port: 8080,
-  device: "cpu",
-  precision: "float32",
-  int8Weights: "auto",
-  threads: 0,
-  maxBatchTokens: 4096,
-  maxBatchSize: 32,
-  maxWaitMs: 0,
-  routeSlots: 8,
-  maxResidentRoutes: 32,
-  maxResidentMib: 2048,
-  pinRoutes: [],
-  scheduling: "mixed",
-  maxQueue: 1024,
-  requestTimeoutMs: 30_000,
-  maxInputs: 64,
-  maxInputChars: 10_000,
-  maxBodyBytes: 1_048_576,
-  maxSeqLen: undefined,
-  shutdownTimeoutMs: 30_000,
-  drainSeconds: 5,
-  logLevel: "info",
-  adminToken: undefined,
-  maxUploadBytes: 64 * 2 ** 20,
-  keepVersions: 5,
-  headersTimeoutMs: 10_000,
-  receiveTimeoutMs: 60_000,
-  // Longer than the 60 s idle timeout of common load balancers, so they never send on a socket the server is closing.
-  keepAliveTimeoutMs: 72_000,
-  maxConnections: 1024,
-  maxConnectionsPerClient: 256,
-  apiKey: undefined,
-  apiKeyMetrics: false,
-  commit: undefined,
-};
+/** How --help and the README show an option's default. */
+export function shownDefault(option: AnyOption): string {
+  return option.shown ?? String(option.default);
+}
+
+/** Every setting's default, as OPTIONS gives it. */
+export const DEFAULT_CONFIG: ServerConfig = Object.fromEntries(OPTIONS.map((o) => [o.key, o.default])) as unknown as ServerConfig;
 
 function s3Url(raw: string): string {
   if (!/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(raw)) throw new Error("must be s3://bucket or s3://bucket/prefix, with a valid bucket name");
@@ -431,7 +403,7 @@ export function effectiveMaxSeqLen(config: ServerConfig, maxPositions: number): 
 export function usage(): string {
   // The text starts two spaces after the longest flag, so no flag runs into its text.
   const width = Math.max(...OPTIONS.map((o) => `  --${o.flag} <value>`.length)) + 2;
-  const lines = OPTIONS.map((o) => `  --${o.flag} <value>`.padEnd(width) + `${o.help}\n${" ".repeat(width)}env ${o.env}, default ${o.default}`);
+  const lines = OPTIONS.map((o) => `  --${o.flag} <value>`.padEnd(width) + `${o.help}\n${" ".repeat(width)}env ${o.env}, default ${shownDefault(o)}`);
   return [
     "Usage: node dist/main.js [options]",
     "",

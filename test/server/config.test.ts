@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
-import { ConfigError, DEFAULT_CONFIG, effectiveMaxSeqLen, HelpRequested, loadConfig, OPTIONS, usage } from "../../src/config.js";
+import { ConfigError, DEFAULT_CONFIG, effectiveMaxSeqLen, HelpRequested, loadConfig, OPTIONS, shownDefault, usage } from "../../src/config.js";
 
 t.test("defaults, environment, flags: a flag wins over its variable", async (t) => {
   t.same(loadConfig([], {}), DEFAULT_CONFIG);
@@ -55,6 +55,14 @@ t.test("the README documents every flag and environment variable", async (t) => 
     t.match(readme, `\`--${o.flag}\``, `--${o.flag}`);
     t.match(readme, `\`${o.env}\``, o.env);
   }
+});
+
+t.test("every default is a value its own flag accepts, shown as that flag would be given it", async (t) => {
+  for (const o of OPTIONS) {
+    if (o.shown !== undefined) continue;
+    t.same(o.parse(shownDefault(o)), o.default, `--${o.flag} ${shownDefault(o)}`);
+  }
+  t.same(loadConfig([], {}), DEFAULT_CONFIG, "no flag and no variable: the defaults");
 });
 
 t.test("--help: every flag's text starts in one column, past the longest flag", async (t) => {
