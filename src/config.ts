@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { Int8WeightChoice } from "./engine/int8-mode.js";
 import { PRECISION_CHOICES, type PrecisionChoice } from "./engine/products.js";
+import { KEEP_VERSIONS } from "./library/library.js";
 import { SCHEDULING_POLICIES, type SchedulingPolicy } from "./scheduler/plan.js";
 
 /** Every setting of the server, validated. Built once from flags and environment by `loadConfig`. */
@@ -258,7 +259,7 @@ export const OPTIONS: readonly AnyOption[] = [
     key: "keepVersions",
     flag: "keep-versions",
     env: "FUSION_KEEP_VERSIONS",
-    default: 5,
+    default: KEEP_VERSIONS,
     help: "version folders kept per module after a change, the live one and the rollback target included",
     parse: integer(2),
   },

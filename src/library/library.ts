@@ -1,5 +1,4 @@
 import { performance } from "node:perf_hooks";
-import { DEFAULT_CONFIG } from "../config.js";
 import { ConflictError, ModelLoadError, NotFoundError, UnavailableError } from "../errors.js";
 import type { BackboneConfig } from "../engine/backbone.js";
 import type { PredictionHead } from "../engine/heads.js";
@@ -39,6 +38,9 @@ export interface SyncStatus {
   /** Tag of the manifest live here. */
   readonly etag: string | undefined;
 }
+
+/** Version folders kept of each module unless asked otherwise: the live one, the rollback target and a few before them. */
+export const KEEP_VERSIONS = 5;
 
 /**
  * Where routes are served: the engine installs a route before the library publishes it, and is
@@ -203,7 +205,7 @@ export class AdapterLibrary {
    * Loads or replaces an adapter from an AdapterHub save directory inside the library; at most
    * `keepVersions` version folders of it remain.
    */
-  putAdapter(name: string, sourceDir: string, keepVersions = DEFAULT_CONFIG.keepVersions): Promise<ChangeResult> {
+  putAdapter(name: string, sourceDir: string, keepVersions = KEEP_VERSIONS): Promise<ChangeResult> {
     return this.serialize(async () => {
       await this.catchUp();
       const module = await adapterFrom(sourceDir, this.backbone, name);
@@ -212,7 +214,7 @@ export class AdapterLibrary {
   }
 
   /** Creates or replaces a fusion route from an AdapterHub fusion save directory (with its head), as `putAdapter`. */
-  putFusion(name: string, sourceDir: string, keepVersions = DEFAULT_CONFIG.keepVersions): Promise<ChangeResult> {
+  putFusion(name: string, sourceDir: string, keepVersions = KEEP_VERSIONS): Promise<ChangeResult> {
     return this.serialize(async () => {
       await this.catchUp();
       const module = await fusionFrom(sourceDir, this.backbone, name);
