@@ -19,7 +19,7 @@ function cpuTicks(): Map<number, number> {
 
 function procSamples(): Map<number, ProcSample> {
   const out = new Map<number, ProcSample>();
-  let entries: string[] = [];
+  let entries: string[];
   try {
     entries = readdirSync("/proc").filter((e) => /^\d+$/.test(e));
   } catch {
@@ -148,7 +148,12 @@ function ourTree(samples: Map<number, ProcSample>): Set<number> {
   let grew = true;
   while (grew) {
     grew = false;
-    for (const [pid, s] of samples) if (!ours.has(pid) && ours.has(s.ppid)) (ours.add(pid), (grew = true));
+    for (const [pid, s] of samples) {
+      if (!ours.has(pid) && ours.has(s.ppid)) {
+        ours.add(pid);
+        grew = true;
+      }
+    }
   }
   return ours;
 }

@@ -153,6 +153,8 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
       buckets: [...waitBuckets, requestTimeoutSeconds],
       registers: [this.registry],
     });
+    // prom-client calls collect() with `this` bound to the gauge, so the registry's owner needs a name of its own.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
     const metrics = this;
     const snapshotGauge = (name: string, help: string, read: (s: ServingSnapshot) => number) =>
       new Gauge({

@@ -63,6 +63,7 @@ if (!existsSync(join(MINILM, "tokenizer.json"))) {
       else if (mismatches.length < 10) mismatches.push(`${ref.task}:${ref.line} (${ids.length} ids, expected ${ref.length}) ${JSON.stringify(text)}`);
       if (/\p{Extended_Pictographic}/u.test(text)) coverage.emoji++;
       if (/https?:\/\/|www\./i.test(text)) coverage.url++;
+      // eslint-disable-next-line no-control-regex -- the range is every ASCII character, control characters included
       if (/[^\x00-\x7f]/.test(text)) coverage.nonAscii++;
       if (NON_LATIN.test(text)) coverage.nonLatin++;
       coverage.longest = Math.max(coverage.longest, ids.length);
