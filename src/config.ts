@@ -2,10 +2,13 @@ import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import type { LibraryConsistency } from "./core/predict.js";
+import type { RuntimeOptions } from "./core/runtime.js";
 import type { Int8WeightChoice } from "./engine/int8-mode.js";
 import { PRECISION_CHOICES, type PrecisionChoice } from "./engine/products.js";
 import { KEEP_VERSIONS } from "./library/library.js";
 import { SCHEDULING_POLICIES, type SchedulingPolicy } from "./scheduler/plan.js";
+import type { SchedulerOptions } from "./scheduler/scheduler.js";
 
 /** Every setting of the server, validated. Built once from flags and environment by `loadConfig`. */
 export interface ServerConfig {
@@ -67,8 +70,6 @@ export interface ServerConfig {
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-/** How a replica of an object-store library answers while the manifest changes (README: Replicas). */
-export type LibraryConsistency = "eventual" | "strict";
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
 /** A setting that cannot be used; the message names the flag, the variable and the value. */
@@ -399,6 +400,34 @@ export function effectiveMaxSeqLen(config: ServerConfig, maxPositions: number): 
   const seqLen = config.maxSeqLen ?? Math.min(DEFAULT_MAX_SEQ_LEN, maxPositions);
   checkBudget(seqLen, config.maxBatchTokens);
   return seqLen;
+}
+
+/** What loading the model library needs of the configuration. */
+export function runtimeOptions(config: ServerConfig): RuntimeOptions {
+  return {
+    library: config.library,
+    objectStore: {
+      cacheDir: config.libraryCache,
+      endpoint: config.s3Endpoint,
+      pathStyle: config.s3PathStyle === "auto" ? undefined : config.s3PathStyle === "true",
+      timeoutMs: config.s3TimeoutMs,
+      pollMs: config.libraryPollMs,
+    },
+    device: config.device,
+    precision: config.precision,
+    int8Weights: config.int8Weights,
+    threads: config.threads,
+    routeSlots: config.routeSlots,
+    maxBatchSize: config.maxBatchSize,
+    residency: { maxRoutes: config.maxResidentRoutes, maxBytes: config.maxResidentMib * 2 ** 20, pinned: new Set(config.pinRoutes) },
+    maxSeqLen: (maxPositions) => effectiveMaxSeqLen(config, maxPositions),
+  };
+}
+
+/** What the scheduler needs of the configuration. */
+export function schedulerOptions(config: ServerConfig): SchedulerOptions {
+  const { maxBatchTokens, maxBatchSize, maxWaitMs, maxQueue, requestTimeoutMs, scheduling } = config;
+  return { maxBatchTokens, maxBatchSize, maxWaitMs, maxQueue, requestTimeoutMs, scheduling };
 }
 
 export function usage(): string {

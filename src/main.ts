@@ -1,6 +1,6 @@
-import { ConfigError, HelpRequested, loadConfig, type ServerConfig } from "./config.js";
+import { ConfigError, HelpRequested, loadConfig, runtimeOptions, type ServerConfig } from "./config.js";
+import { loadRuntime } from "./core/runtime.js";
 import { buildApp } from "./server/app.js";
-import { loadRuntime } from "./server/serving.js";
 
 function readConfig(): ServerConfig {
   try {
@@ -73,7 +73,7 @@ try {
   fatal(`cannot listen on ${config.host}:${config.port}: ${why} (--host, --port)`);
 }
 try {
-  const runtime = await loadRuntime(config, app.log, app.metrics);
+  const runtime = await loadRuntime(runtimeOptions(config), app.log, app.metrics);
   // Without its engine the process cannot serve again; exiting lets the supervisor restart it.
   runtime.engine.onFailure((err) => fatal(`the engine stopped: ${err.message}`));
   app.serving.attach(runtime);

@@ -107,6 +107,11 @@ export class AdapterLibrary {
     return this.status;
   }
 
+  /** Whether other replicas may change the manifest: only then can this one fall behind it. */
+  get shared(): boolean {
+    return this.store.shared;
+  }
+
   get location(): string {
     return this.store.location;
   }

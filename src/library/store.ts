@@ -47,6 +47,8 @@ export interface VersionStore {
   removeModule(kind: ModuleKind, name: string, before: Manifest): Promise<void>;
   prune(kind: ModuleKind, name: string, manifest: Manifest, keep: number): Promise<void>;
   uploadFolder(): Promise<string>;
+  /** Releases what the store holds open (an object store's connections). */
+  close(): void;
   resolveInside(userPath: string): Promise<string>;
 }
 
@@ -93,6 +95,9 @@ export class LibraryStore implements VersionStore {
 
   /** The folder is the library itself: what it keeps is for `prune`. */
   async keepOnly(): Promise<void> {}
+
+  /** A folder holds nothing open between calls. */
+  close(): void {}
 
   /**
    * Copies the files of an AdapterHub save directory inside the library (links followed, none may

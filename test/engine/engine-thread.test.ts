@@ -16,7 +16,7 @@ t.test("an engine thread that stops unexpectedly refuses passes with 503 and tel
   engine.onFailure((err) => failures.push(err.message));
   // The engine's worker is private: reach it the way a crash would, from outside the API.
   await (engine as unknown as { engine: Worker }).engine.terminate();
-  await t.rejects(engine.run(padBatch([[2, 5, 3]]), [{ route, inputs: 1, explain: false }]), { status: 503, code: "engine_unavailable" });
+  await t.rejects(engine.run(padBatch([[2, 5, 3]]), [{ route, inputs: 1, explain: false }]), { kind: "unavailable", code: "engine_unavailable" });
   t.equal(failures.length, 1, "listeners told once");
   t.match(failures[0], /exited/);
 });

@@ -77,8 +77,8 @@ t.test("the object store", { skip }, async (t) => {
     const b = await replica(t, s3, "race");
     const { etag } = a.library.sync;
     await b.library.putAdapter("a2", await scaled("a2", 2));
-    await t.rejects(a.store.writeManifest(a.library.state.manifest, etag), { status: 409, code: "library_changed", message: /another replica changed the library/ });
-    await t.rejects(a.store.writeManifest(a.library.state.manifest, undefined), { status: 409, code: "library_changed" }, "If-None-Match: * on an existing manifest");
+    await t.rejects(a.store.writeManifest(a.library.state.manifest, etag), { kind: "conflict", code: "library_changed", message: /another replica changed the library/ });
+    await t.rejects(a.store.writeManifest(a.library.state.manifest, undefined), { kind: "conflict", code: "library_changed" }, "If-None-Match: * on an existing manifest");
     t.same((await manifest(s3, "race")).adapters.a2, "2", "the refused writes changed nothing");
 
     // a has not polled: its change still starts from b's manifest, so b's change is kept.
@@ -104,7 +104,7 @@ t.test("the object store", { skip }, async (t) => {
     const dir = await scaled("a5", 0.5);
     s3.pause();
     try {
-      await t.rejects(a.library.putAdapter("a5", dir), { status: 503, code: "library_store_unavailable", message: /object store .* did not answer/ });
+      await t.rejects(a.library.putAdapter("a5", dir), { kind: "unavailable", code: "library_store_unavailable", message: /object store .* did not answer/ });
       t.same(await b.library.refresh(), []);
       t.equal(b.library.sync.inSync, false);
       t.match(b.library.sync.error, /did not answer/);

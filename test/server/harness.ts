@@ -1,8 +1,8 @@
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
-import { DEFAULT_CONFIG, type ServerConfig } from "../../src/config.js";
+import { DEFAULT_CONFIG, runtimeOptions, type ServerConfig } from "../../src/config.js";
 import { buildApp } from "../../src/server/app.js";
-import { loadRuntime } from "../../src/server/serving.js";
+import { loadRuntime } from "../../src/core/runtime.js";
 import { FIXTURES } from "../fixtures.js";
 
 export const TINY_LIBRARY = join(FIXTURES, "tiny-library");
@@ -21,7 +21,7 @@ export async function startServer(t: { teardown(fn: () => unknown): void }, over
   const app = await buildApp(config);
   t.teardown(() => app.close());
   await app.listen({ host: config.host, port: config.port });
-  app.serving.attach(await loadRuntime(config, app.log, app.metrics));
+  app.serving.attach(await loadRuntime(runtimeOptions(config), app.log, app.metrics));
   const address = app.server.address();
   if (!address || typeof address === "string") throw new Error("server has no TCP address");
   return { app, url: `http://127.0.0.1:${address.port}` };

@@ -1,5 +1,4 @@
 import type { FastifyPluginAsync } from "fastify";
-import { isObjectStoreUrl } from "../../library/object-store.js";
 import { errorResponses } from "../errors.js";
 
 const statusBody = (description: string, values: readonly string[]) =>
@@ -46,7 +45,7 @@ export const healthRoutes: FastifyPluginAsync = async (app) => {
     async (_request, reply) => {
       const phase = app.serving.phase;
       const library = app.serving.runtime?.library;
-      const sync = library && isObjectStoreUrl(library.location) ? library.sync : undefined;
+      const sync = library?.shared ? library.sync : undefined;
       const detail = sync && { library: { in_sync: sync.inSync, etag: sync.etag ?? null, ...(sync.error === undefined ? {} : { error: sync.error }) } };
       return reply.code(phase === "ready" ? 200 : 503).send({ status: phase, ...detail });
     },

@@ -1,6 +1,6 @@
-import { performance } from "node:perf_hooks";
 import type { FastifyPluginAsync } from "fastify";
 import type { ServerConfig } from "../../config.js";
+import { predict } from "../../core/predict.js";
 import type { HeadOutput } from "../../engine/heads.js";
 import type { InputReadout } from "../../engine/readout.js";
 import type { Encoded } from "../../engine/tokenizer.js";
@@ -69,7 +69,7 @@ interface Prediction extends Partial<ScoredOutput> {
   truncated: boolean;
 }
 
-/** POST /v1/predict/:fusion — validate, tokenize, queue for the scheduler, shape the heads' outputs. */
+/** POST /v1/predict/:fusion: the body validated by its schema, the prediction by core/predict.ts, the heads' outputs shaped here. */
 export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async (app, { config }) => {
   app.addSchema(predictionSchema);
 
@@ -137,32 +137,16 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
       },
     },
     async (request) => {
-      const arrived = performance.now();
-      const { runtime, scheduler } = app.serving.require();
-      const { library } = runtime;
-      let route = library.route(request.params.fusion);
-      request.fusionRoute = route.name;
       const { inputs, explain, raw_scores: rawScores } = request.body;
-      const texts = typeof inputs === "string" ? [inputs] : inputs;
-      const encoded = texts.map((text) => runtime.tokenizer.encode(text));
-      const sequences = encoded.map((e) => e.ids);
-      let outputs = await scheduler.submit(route, sequences, explain);
-      if (config.libraryConsistency === "strict") {
-        // The answer goes out only once a manifest read sent after the request arrived has named
-        // its version; if that read brought another version of the route, the answer is computed
-        // again on it, which the read proved live during the request.
-        await library.confirm(arrived);
-        const current = library.route(route.name);
-        if (current.version !== route.version) {
-          app.metrics.recomputed(route.name);
-          route = current;
-          outputs = await scheduler.submit(route, sequences, explain);
-        }
-      }
+      const { route, inputs: answered } = await predict(
+        app.serving,
+        { route: request.params.fusion, texts: typeof inputs === "string" ? [inputs] : inputs, explain },
+        { consistency: config.libraryConsistency, onRoute: (name) => (request.fusionRoute = name), onRecompute: (name) => app.metrics.recomputed(name) },
+      );
       return {
         fusion: route.name,
         version: route.version,
-        predictions: outputs.map((o, i) => formatPrediction(route, o, encoded[i], explain, rawScores)),
+        predictions: answered.map(({ readout, encoded }) => formatPrediction(route, readout, encoded, explain, rawScores)),
       };
     },
   );
