@@ -30,13 +30,20 @@ for values in fleet full; do
   [[ $summary =~ Valid:\ ([1-9][0-9]*) ]] || { echo "validate: kubeconform validated no resource" >&2; exit 1; }
 done
 
-# A chart without an s3:// library or an admin token must refuse to render.
-if helm template fusion "$chart" --kube-version "$KUBE_VERSION" --set library.url=/srv/library --set admin.token=an-admin-token-for-ci >/dev/null 2>&1; then
-  echo "validate: a folder library rendered, but the chart must require s3://" >&2
-  exit 1
-fi
-if helm template fusion "$chart" --kube-version "$KUBE_VERSION" --set admin.token=short >/dev/null 2>&1; then
-  echo "validate: a short admin token rendered" >&2
-  exit 1
-fi
+# Renders that must fail, each with its own message: a render refused for another reason (a typo
+# in the values, the Kubernetes version) would otherwise pass for the refusal it is meant to show.
+refusals=0
+refuse() {
+  local why=$1 err
+  shift
+  if err=$(helm template fusion "$chart" --kube-version "$KUBE_VERSION" "$@" 2>&1 >/dev/null); then
+    echo "validate: rendered with $*, but the chart must refuse it: $why" >&2
+    exit 1
+  fi
+  grep -qF -- "$why" <<<"$err" || { echo "validate: $* was refused with \"$err\", not: $why" >&2; exit 1; }
+  refusals=$((refusals + 1))
+}
+refuse "library.url must be an s3://bucket/prefix URL" --set library.url=/srv/library --set admin.token=an-admin-token-for-ci
+refuse "admin.token of at least 16 characters" --set admin.token=short
+echo "validate: $refusals renders refused, each with its message"
 echo "validate: chart OK"
