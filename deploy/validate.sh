@@ -14,7 +14,9 @@ python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$chart/dashboards/f
 
 fleet=(--set library.url=s3://models/fusion --set admin.token=an-admin-token-for-ci --set s3.endpoint=http://s3.storage.svc:8333
   --set s3.accessKeyId=key --set s3.secretAccessKey=secret)
-full=("${fleet[@]}" --set metrics.serviceMonitor.enabled=true --set autoscaling.enabled=false --set podDisruptionBudget.enabled=false)
+# Every optional part of the chart that is off by default.
+options=(--set-string 'serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::111122223333:role/fusion-serve')
+full=("${fleet[@]}" "${options[@]}" --set metrics.serviceMonitor.enabled=true --set autoscaling.enabled=false --set podDisruptionBudget.enabled=false)
 
 helm lint --strict --kube-version "$KUBE_VERSION" "$chart" "${fleet[@]}"
 for values in fleet full; do
@@ -29,6 +31,34 @@ for values in fleet full; do
   # A summary that validated nothing would pass silently.
   [[ $summary =~ Valid:\ ([1-9][0-9]*) ]] || { echo "validate: kubeconform validated no resource" >&2; exit 1; }
 done
+
+render() { helm template fusion "$chart" --kube-version "$KUBE_VERSION" "$@"; }
+# The value of the first line of the rendered manifests that starts with KEY.
+field() {
+  local key=$1 out
+  shift
+  out=$(render "$@") || return
+  sed -n "s#^ *$key: ##p" <<<"$out" | sed -n 1p
+}
+# How many manifests of KIND are rendered.
+count() {
+  local kind=$1 out
+  shift
+  out=$(render "$@") || return
+  grep -c "^kind: $kind$" <<<"$out" || true
+}
+checks=0
+expect() {
+  local what=$1 want=$2 got
+  shift 2
+  got=$("$@")
+  [ "$got" = "$want" ] || { echo "validate: $what: got '$got', want '$want'" >&2; exit 1; }
+  checks=$((checks + 1))
+}
+expect "an existing ServiceAccount is used" fusion-reader field serviceAccountName "${fleet[@]}" --set serviceAccount.create=false --set serviceAccount.name=fusion-reader
+expect "an existing ServiceAccount is not created" 0 count ServiceAccount "${fleet[@]}" --set serviceAccount.create=false --set serviceAccount.name=fusion-reader
+expect "the ServiceAccount carries its annotations" arn:aws:iam::111122223333:role/fusion-serve field eks.amazonaws.com/role-arn "${full[@]}"
+echo "validate: $checks rendered fields as the values ask"
 
 # Renders that must fail, each with its own message: a render refused for another reason (a typo
 # in the values, the Kubernetes version) would otherwise pass for the refusal it is meant to show.

@@ -20,8 +20,8 @@ function missing(): string | undefined {
 t.test("the chart renders manifests that Kubernetes' schemas accept", { skip: missing() }, async (t) => {
   const run = spawnSync("bash", [join(ROOT, "deploy", "validate.sh")], { encoding: "utf8", timeout: 120_000 });
   t.equal(run.status, 0, `deploy/validate.sh: ${run.stderr}${run.stdout}`);
-  t.match(run.stdout, /validate \(fleet\): Summary: 7 resources found in 1 file - Valid: 7, Invalid: 0, Errors: 0/);
-  t.match(run.stdout, /kinds: .*Deployment HorizontalPodAutoscaler PodDisruptionBudget Secret Service/);
+  t.match(run.stdout, /validate \(fleet\): Summary: 8 resources found in 1 file - Valid: 8, Invalid: 0, Errors: 0/);
+  t.match(run.stdout, /kinds: .*Deployment HorizontalPodAutoscaler PodDisruptionBudget Secret Service ServiceAccount/);
   t.match(run.stdout, /validate: chart OK/);
   t.comment(run.stdout.split("\n").filter((l) => l.startsWith("validate")).join("\n"));
 });

@@ -33,3 +33,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "fusion-serve.s3Credentials" -}}
 {{- or .Values.s3.existingSecret .Values.s3.accessKeyId -}}
 {{- end -}}
+
+{{- define "fusion-serve.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "fusion-serve.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
