@@ -15,7 +15,8 @@ python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$chart/dashboards/f
 fleet=(--set library.url=s3://models/fusion --set admin.token=an-admin-token-for-ci --set s3.endpoint=http://s3.storage.svc:8333
   --set s3.accessKeyId=key --set s3.secretAccessKey=secret)
 # Every optional part of the chart that is off by default.
-options=(--set-string 'serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::111122223333:role/fusion-serve')
+options=(--set-string 'serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::111122223333:role/fusion-serve'
+  --set 'imagePullSecrets[0].name=registry-credentials')
 full=("${fleet[@]}" "${options[@]}" --set metrics.serviceMonitor.enabled=true --set autoscaling.enabled=false --set podDisruptionBudget.enabled=false)
 
 helm lint --strict --kube-version "$KUBE_VERSION" "$chart" "${fleet[@]}"
@@ -40,6 +41,13 @@ field() {
   out=$(render "$@") || return
   sed -n "s#^ *$key: ##p" <<<"$out" | sed -n 1p
 }
+# The name of the first entry of the first list under KEY, as in imagePullSecrets: [{name: ...}].
+first_name() {
+  local key=$1 out
+  shift
+  out=$(render "$@") || return
+  sed -n "/^ *$key:\$/{n;s/^ *- name: //p}" <<<"$out" | sed -n 1p
+}
 # How many manifests of KIND are rendered.
 count() {
   local kind=$1 out
@@ -58,6 +66,7 @@ expect() {
 expect "an existing ServiceAccount is used" fusion-reader field serviceAccountName "${fleet[@]}" --set serviceAccount.create=false --set serviceAccount.name=fusion-reader
 expect "an existing ServiceAccount is not created" 0 count ServiceAccount "${fleet[@]}" --set serviceAccount.create=false --set serviceAccount.name=fusion-reader
 expect "the ServiceAccount carries its annotations" arn:aws:iam::111122223333:role/fusion-serve field eks.amazonaws.com/role-arn "${full[@]}"
+expect "the pods pull with the registry's Secret" registry-credentials first_name imagePullSecrets "${full[@]}"
 echo "validate: $checks rendered fields as the values ask"
 
 # Renders that must fail, each with its own message: a render refused for another reason (a typo
