@@ -48,6 +48,13 @@ first_name() {
   out=$(render "$@") || return
   sed -n "/^ *$key:\$/{n;s/^ *- name: //p}" <<<"$out" | sed -n 1p
 }
+# The value of the environment variable NAME in the pods.
+env_value() {
+  local name=$1 out
+  shift
+  out=$(render "$@") || return
+  sed -n "/^ *- name: $name\$/{n;s/^ *value: //p}" <<<"$out" | sed -n 1p
+}
 # How many manifests of KIND are rendered.
 count() {
   local kind=$1 out
@@ -67,6 +74,14 @@ expect "an existing ServiceAccount is used" fusion-reader field serviceAccountNa
 expect "an existing ServiceAccount is not created" 0 count ServiceAccount "${fleet[@]}" --set serviceAccount.create=false --set serviceAccount.name=fusion-reader
 expect "the ServiceAccount carries its annotations" arn:aws:iam::111122223333:role/fusion-serve field eks.amazonaws.com/role-arn "${full[@]}"
 expect "the pods pull with the registry's Secret" registry-credentials first_name imagePullSecrets "${full[@]}"
+# Threads of the forward pass from the pod's CPU: the limit, else the request, rounded down, at least 1.
+for case in "2 -:2" "- 1500m:1" "2 3:3" "2 0.5:1" "2 100m:1" "- 2.5:2" "1 -:1"; do
+  read -r request limit <<<"${case%:*}"
+  cpu=(--set resources.requests.cpu="${request/#-/null}" --set resources.limits.cpu="${limit/#-/null}")
+  expect "threads for a CPU request of $request and a limit of $limit" "\"${case#*:}\"" env_value FUSION_THREADS "${fleet[@]}" "${cpu[@]}"
+done
+expect "server.threads over the CPU" '"6"' env_value FUSION_THREADS "${fleet[@]}" --set resources.limits.cpu=1 --set server.threads=6
+expect "no threads without a CPU request or limit" "" env_value FUSION_THREADS "${fleet[@]}" --set resources.requests.cpu=null
 echo "validate: $checks rendered fields as the values ask"
 
 # Renders that must fail, each with its own message: a render refused for another reason (a typo
@@ -84,5 +99,7 @@ refuse() {
 }
 refuse "library.url must be an s3://bucket/prefix URL" --set library.url=/srv/library --set admin.token=an-admin-token-for-ci
 refuse "admin.token of at least 16 characters" --set admin.token=short
+refuse "cannot derive the forward pass's threads from the CPU quantity \"1k\"" "${fleet[@]}" --set resources.limits.cpu=1k
+refuse "server.threads must be a whole number" "${fleet[@]}" --set server.threads=two
 echo "validate: $refusals renders refused, each with its message"
 echo "validate: chart OK"
