@@ -101,5 +101,6 @@ refuse "library.url must be an s3://bucket/prefix URL" --set library.url=/srv/li
 refuse "admin.token of at least 16 characters" --set admin.token=short
 refuse "cannot derive the forward pass's threads from the CPU quantity \"1k\"" "${fleet[@]}" --set resources.limits.cpu=1k
 refuse "server.threads must be a whole number" "${fleet[@]}" --set server.threads=two
+refuse "env.FUSION_THREADS is set by the chart (from server.threads or the CPU resources)" "${fleet[@]}" --set env.FUSION_THREADS=4
 echo "validate: $refusals renders refused, each with its message"
 echo "validate: chart OK"
