@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Lints the Helm chart and validates what it renders against Kubernetes' schemas, offline: once
-# with its defaults plus the values a fleet needs, once with every optional part on.
+# Lints the Helm chart and validates what it renders against Kubernetes' schemas, offline: with its
+# defaults plus the values a fleet on object storage needs, that fleet with every optional part on,
+# and one pod serving a library folder on a PersistentVolumeClaim with every optional part on. Then
+# checks the fields that values decide, and that the renders that must fail do, each with its message.
 # Needs helm, kubeconform and the schemas that scripts/install-tools.sh puts in .tools/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,9 +20,11 @@ fleet=(--set library.url=s3://models/fusion --set admin.token=an-admin-token-for
 options=(--set-string 'serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::111122223333:role/fusion-serve'
   --set 'imagePullSecrets[0].name=registry-credentials')
 full=("${fleet[@]}" "${options[@]}" --set metrics.serviceMonitor.enabled=true --set autoscaling.enabled=false --set podDisruptionBudget.enabled=false)
+single=(--set replicaCount=1 --set autoscaling.enabled=false --set podDisruptionBudget.enabled=false)
+volume=(--set library.persistentVolumeClaim.claimName=fusion-library --set admin.token=an-admin-token-for-ci "${single[@]}" "${options[@]}")
 
 helm lint --strict --kube-version "$KUBE_VERSION" "$chart" "${fleet[@]}"
-for values in fleet full; do
+for values in fleet full volume; do
   declare -n args=$values
   out=$(mktemp --suffix .yaml)
   helm template fusion "$chart" --kube-version "$KUBE_VERSION" "${args[@]}" >"$out"
@@ -82,6 +86,10 @@ for case in "2 -:2" "- 1500m:1" "2 3:3" "2 0.5:1" "2 100m:1" "- 2.5:2" "1 -:1"; 
 done
 expect "server.threads over the CPU" '"6"' env_value FUSION_THREADS "${fleet[@]}" --set resources.limits.cpu=1 --set server.threads=6
 expect "no threads without a CPU request or limit" "" env_value FUSION_THREADS "${fleet[@]}" --set resources.requests.cpu=null
+expect "a library volume is mounted" fusion-library field claimName "${volume[@]}"
+expect "a library volume is the server's library" /library env_value FUSION_LIBRARY "${volume[@]}"
+expect "a library volume's pod is replaced, not rolled" Recreate field type "${volume[@]}" --show-only templates/deployment.yaml
+expect "a library volume needs no S3 Secret" 1 count Secret "${volume[@]}" --set s3.accessKeyId=key --set s3.secretAccessKey=secret
 echo "validate: $checks rendered fields as the values ask"
 
 # Renders that must fail, each with its own message: a render refused for another reason (a typo
@@ -97,8 +105,16 @@ refuse() {
   grep -qF -- "$why" <<<"$err" || { echo "validate: $* was refused with \"$err\", not: $why" >&2; exit 1; }
   refusals=$((refusals + 1))
 }
-refuse "library.url must be an s3://bucket/prefix URL" --set library.url=/srv/library --set admin.token=an-admin-token-for-ci
-refuse "admin.token of at least 16 characters" --set admin.token=short
+refuse "library.url must be an s3://bucket/prefix URL; a library folder comes from library.persistentVolumeClaim.claimName" "${fleet[@]}" --set library.url=/srv/library
+refuse "no library: set library.url" "${fleet[@]}" --set library.url=
+refuse "set library.url or library.persistentVolumeClaim.claimName, not both" "${fleet[@]}" --set library.persistentVolumeClaim.claimName=fusion-library
+# A library folder has one writer: no second pod, by count, by autoscaling, or kept by a budget.
+claim=(--set library.url= --set library.persistentVolumeClaim.claimName=fusion-library)
+refuse "served by one pod: set replicaCount=1, autoscaling.enabled=false, podDisruptionBudget.enabled=false" "${fleet[@]}" "${claim[@]}"
+refuse "served by one pod: set replicaCount=1;" "${fleet[@]}" "${claim[@]}" "${single[@]}" --set replicaCount=2
+refuse "served by one pod: set autoscaling.enabled=false;" "${fleet[@]}" "${claim[@]}" "${single[@]}" --set autoscaling.enabled=true
+refuse "served by one pod: set podDisruptionBudget.enabled=false" "${fleet[@]}" "${claim[@]}" "${single[@]}" --set podDisruptionBudget.enabled=true
+refuse "admin.token of at least 16 characters" "${fleet[@]}" --set admin.token=short
 refuse "cannot derive the forward pass's threads from the CPU quantity \"1k\"" "${fleet[@]}" --set resources.limits.cpu=1k
 refuse "server.threads must be a whole number" "${fleet[@]}" --set server.threads=two
 refuse "env.FUSION_THREADS is set by the chart (from server.threads or the CPU resources)" "${fleet[@]}" --set env.FUSION_THREADS=4
