@@ -18,7 +18,11 @@ fleet=(--set library.url=s3://models/fusion --set admin.token=an-admin-token-for
   --set s3.accessKeyId=key --set s3.secretAccessKey=secret)
 # Every optional part of the chart that is off by default.
 options=(--set-string 'serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::111122223333:role/fusion-serve'
-  --set 'imagePullSecrets[0].name=registry-credentials')
+  --set 'imagePullSecrets[0].name=registry-credentials'
+  --set ingress.enabled=true --set ingress.className=nginx --set-string 'ingress.annotations.cert-manager\.io/cluster-issuer=letsencrypt'
+  --set 'ingress.hosts[0].host=fusion.example.com' --set 'ingress.hosts[0].paths[0].path=/v1/predict'
+  --set 'ingress.hosts[0].paths[1].path=/v1/fusions' --set 'ingress.hosts[0].paths[2].path=/info'
+  --set 'ingress.tls[0].secretName=fusion-serve-tls' --set 'ingress.tls[0].hosts[0]=fusion.example.com')
 full=("${fleet[@]}" "${options[@]}" --set metrics.serviceMonitor.enabled=true --set autoscaling.enabled=false --set podDisruptionBudget.enabled=false)
 single=(--set replicaCount=1 --set autoscaling.enabled=false --set podDisruptionBudget.enabled=false)
 volume=(--set library.persistentVolumeClaim.claimName=fusion-library --set admin.token=an-admin-token-for-ci "${single[@]}" "${options[@]}")
@@ -45,12 +49,12 @@ field() {
   out=$(render "$@") || return
   sed -n "s#^ *$key: ##p" <<<"$out" | sed -n 1p
 }
-# The name of the first entry of the first list under KEY, as in imagePullSecrets: [{name: ...}].
-first_name() {
-  local key=$1 out
-  shift
+# The value of FIELD on the line after the first that opens KEY, as in imagePullSecrets: [{name: ...}].
+under() {
+  local key=$1 field=$2 out
+  shift 2
   out=$(render "$@") || return
-  sed -n "/^ *$key:\$/{n;s/^ *- name: //p}" <<<"$out" | sed -n 1p
+  sed -n "/^ *$key:\$/{n;s/^ *$field: //p}" <<<"$out" | sed -n 1p
 }
 # The value of the environment variable NAME in the pods.
 env_value() {
@@ -77,7 +81,7 @@ expect() {
 expect "an existing ServiceAccount is used" fusion-reader field serviceAccountName "${fleet[@]}" --set serviceAccount.create=false --set serviceAccount.name=fusion-reader
 expect "an existing ServiceAccount is not created" 0 count ServiceAccount "${fleet[@]}" --set serviceAccount.create=false --set serviceAccount.name=fusion-reader
 expect "the ServiceAccount carries its annotations" arn:aws:iam::111122223333:role/fusion-serve field eks.amazonaws.com/role-arn "${full[@]}"
-expect "the pods pull with the registry's Secret" registry-credentials first_name imagePullSecrets "${full[@]}"
+expect "the pods pull with the registry's Secret" registry-credentials under imagePullSecrets "- name" "${full[@]}"
 # Threads of the forward pass from the pod's CPU: the limit, else the request, rounded down, at least 1.
 for case in "2 -:2" "- 1500m:1" "2 3:3" "2 0.5:1" "2 100m:1" "- 2.5:2" "1 -:1"; do
   read -r request limit <<<"${case%:*}"
@@ -90,6 +94,9 @@ expect "a library volume is mounted" fusion-library field claimName "${volume[@]
 expect "a library volume is the server's library" /library env_value FUSION_LIBRARY "${volume[@]}"
 expect "a library volume's pod is replaced, not rolled" Recreate field type "${volume[@]}" --show-only templates/deployment.yaml
 expect "a library volume needs no S3 Secret" 1 count Secret "${volume[@]}" --set s3.accessKeyId=key --set s3.secretAccessKey=secret
+expect "the Ingress routes to the Service" fusion-fusion-serve under service name "${full[@]}" --show-only templates/ingress.yaml
+expect "the Ingress serves TLS" fusion-serve-tls field secretName "${full[@]}" --show-only templates/ingress.yaml
+expect "no Ingress by default" 0 count Ingress "${fleet[@]}"
 echo "validate: $checks rendered fields as the values ask"
 
 # Renders that must fail, each with its own message: a render refused for another reason (a typo
