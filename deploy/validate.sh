@@ -22,7 +22,8 @@ options=(--set-string 'serviceAccount.annotations.eks\.amazonaws\.com/role-arn=a
   --set ingress.enabled=true --set ingress.className=nginx --set-string 'ingress.annotations.cert-manager\.io/cluster-issuer=letsencrypt'
   --set 'ingress.hosts[0].host=fusion.example.com' --set 'ingress.hosts[0].paths[0].path=/v1/predict'
   --set 'ingress.hosts[0].paths[1].path=/v1/fusions' --set 'ingress.hosts[0].paths[2].path=/info'
-  --set 'ingress.tls[0].secretName=fusion-serve-tls' --set 'ingress.tls[0].hosts[0]=fusion.example.com')
+  --set 'ingress.tls[0].secretName=fusion-serve-tls' --set 'ingress.tls[0].hosts[0]=fusion.example.com'
+  --set metrics.prometheusAdapter.enabled=true --set metrics.prometheusAdapter.namespace=monitoring)
 full=("${fleet[@]}" "${options[@]}" --set metrics.serviceMonitor.enabled=true --set autoscaling.enabled=false --set podDisruptionBudget.enabled=false)
 single=(--set replicaCount=1 --set autoscaling.enabled=false --set podDisruptionBudget.enabled=false)
 volume=(--set library.persistentVolumeClaim.claimName=fusion-library --set admin.token=an-admin-token-for-ci "${single[@]}" "${options[@]}")
@@ -97,7 +98,18 @@ expect "a library volume needs no S3 Secret" 1 count Secret "${volume[@]}" --set
 expect "the Ingress routes to the Service" fusion-fusion-serve under service name "${full[@]}" --show-only templates/ingress.yaml
 expect "the Ingress serves TLS" fusion-serve-tls field secretName "${full[@]}" --show-only templates/ingress.yaml
 expect "no Ingress by default" 0 count Ingress "${fleet[@]}"
+expect "the adapter configuration goes to the adapter's namespace" monitoring field namespace "${full[@]}" --show-only templates/prometheus-adapter.yaml
+expect "the adapter serves the series under the autoscaler's name" queue_depth under name as "${full[@]}" --set autoscaling.queueDepthMetric=queue_depth
 echo "validate: $checks rendered fields as the values ask"
+
+# The autoscaler's metric is one the server exports, under the name the adapter rule looks for.
+hpa_metric=$(under metric name "${fleet[@]}" --show-only templates/hpa.yaml)
+rule_series=$(sed -n "s/^ *- seriesQuery: '\([a-z_:]*\){.*/\1/p" "$chart/prometheus-adapter-rules.yaml")
+rule_name=$(under name as "${full[@]}")
+[ "$hpa_metric" = "$rule_name" ] && [ "$hpa_metric" = "$rule_series" ] \
+  || { echo "validate: the autoscaler asks for '$hpa_metric', the adapter rule serves '$rule_name' from the series '$rule_series'" >&2; exit 1; }
+grep -rqF "\"$rule_series\"" src/ || { echo "validate: the server exports no metric named $rule_series" >&2; exit 1; }
+echo "validate: the autoscaler's metric $hpa_metric: the adapter rule serves it, the server exports it"
 
 # Renders that must fail, each with its own message: a render refused for another reason (a typo
 # in the values, the Kubernetes version) would otherwise pass for the refusal it is meant to show.

@@ -22,7 +22,8 @@ t.test("the chart renders manifests that Kubernetes' schemas accept", { skip: mi
   t.equal(run.status, 0, `deploy/validate.sh: ${run.stderr}${run.stdout}`);
   t.match(run.stdout, /validate \(fleet\): Summary: 8 resources found in 1 file - Valid: 8, Invalid: 0, Errors: 0/);
   t.match(run.stdout, /kinds: .*Deployment HorizontalPodAutoscaler PodDisruptionBudget Secret Service ServiceAccount/);
-  t.match(run.stdout, /validate \(volume\): Summary: 6 resources found in 1 file - Valid: 6, Invalid: 0, Errors: 0/);
+  t.match(run.stdout, /validate \(volume\): Summary: 7 resources found in 1 file - Valid: 7, Invalid: 0, Errors: 0/);
+  t.match(run.stdout, /validate: the autoscaler's metric fusion_queue_depth: the adapter rule serves it, the server exports it/);
   t.match(run.stdout, /validate: chart OK/);
   t.comment(run.stdout.split("\n").filter((l) => l.startsWith("validate")).join("\n"));
 });
