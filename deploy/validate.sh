@@ -64,12 +64,12 @@ env_value() {
   out=$(render "$@") || return
   sed -n "/^ *- name: $name\$/{n;s/^ *value: //p}" <<<"$out" | sed -n 1p
 }
-# How many manifests of KIND are rendered.
-count() {
-  local kind=$1 out
+# How many rendered lines match the extended regular expression PATTERN.
+lines() {
+  local pattern=$1 out
   shift
   out=$(render "$@") || return
-  grep -c "^kind: $kind$" <<<"$out" || true
+  grep -cE -- "$pattern" <<<"$out" || true
 }
 checks=0
 expect() {
@@ -80,7 +80,7 @@ expect() {
   checks=$((checks + 1))
 }
 expect "an existing ServiceAccount is used" fusion-reader field serviceAccountName "${fleet[@]}" --set serviceAccount.create=false --set serviceAccount.name=fusion-reader
-expect "an existing ServiceAccount is not created" 0 count ServiceAccount "${fleet[@]}" --set serviceAccount.create=false --set serviceAccount.name=fusion-reader
+expect "an existing ServiceAccount is not created" 0 lines "^kind: ServiceAccount$" "${fleet[@]}" --set serviceAccount.create=false --set serviceAccount.name=fusion-reader
 expect "the ServiceAccount carries its annotations" arn:aws:iam::111122223333:role/fusion-serve field eks.amazonaws.com/role-arn "${full[@]}"
 expect "the pods pull with the registry's Secret" registry-credentials under imagePullSecrets "- name" "${full[@]}"
 # Threads of the forward pass from the pod's CPU: the limit, else the request, rounded down, at least 1.
@@ -94,12 +94,19 @@ expect "no threads without a CPU request or limit" "" env_value FUSION_THREADS "
 expect "a library volume is mounted" fusion-library field claimName "${volume[@]}"
 expect "a library volume is the server's library" /library env_value FUSION_LIBRARY "${volume[@]}"
 expect "a library volume's pod is replaced, not rolled" Recreate field type "${volume[@]}" --show-only templates/deployment.yaml
-expect "a library volume needs no S3 Secret" 1 count Secret "${volume[@]}" --set s3.accessKeyId=key --set s3.secretAccessKey=secret
+expect "a library volume needs no S3 Secret" 1 lines "^kind: Secret$" "${volume[@]}" --set s3.accessKeyId=key --set s3.secretAccessKey=secret
 expect "the Ingress routes to the Service" fusion-fusion-serve under service name "${full[@]}" --show-only templates/ingress.yaml
 expect "the Ingress serves TLS" fusion-serve-tls field secretName "${full[@]}" --show-only templates/ingress.yaml
-expect "no Ingress by default" 0 count Ingress "${fleet[@]}"
+expect "no Ingress by default" 0 lines "^kind: Ingress$" "${fleet[@]}"
 expect "the adapter configuration goes to the adapter's namespace" monitoring field namespace "${full[@]}" --show-only templates/prometheus-adapter.yaml
 expect "the adapter serves the series under the autoscaler's name" queue_depth under name as "${full[@]}" --set autoscaling.queueDepthMetric=queue_depth
+# The grace period covers the preStop wait, the drain and the shutdown timeout, and 5 s to exit.
+expect "the grace period by default" 45 field terminationGracePeriodSeconds "${fleet[@]}"
+shutdown=(--set shutdown.preStopSeconds=0 --set shutdown.drainSeconds=10 --set shutdown.timeoutSeconds=60)
+expect "the grace period without a preStop wait" 75 field terminationGracePeriodSeconds "${fleet[@]}" "${shutdown[@]}"
+expect "a preStop hook by default" 1 lines "^ +preStop:$" "${fleet[@]}"
+expect "no preStop hook without a wait" 0 lines "^ +preStop:$" "${fleet[@]}" "${shutdown[@]}"
+expect "the shutdown timeout the server is given" '"60000"' env_value FUSION_SHUTDOWN_TIMEOUT_MS "${fleet[@]}" "${shutdown[@]}"
 echo "validate: $checks rendered fields as the values ask"
 
 # The autoscaler's metric is one the server exports, under the name the adapter rule looks for.
