@@ -26,7 +26,8 @@ options=(--set-string 'serviceAccount.annotations.eks\.amazonaws\.com/role-arn=a
   --set metrics.prometheusAdapter.enabled=true --set metrics.prometheusAdapter.namespace=monitoring)
 full=("${fleet[@]}" "${options[@]}" --set metrics.serviceMonitor.enabled=true --set autoscaling.enabled=false --set podDisruptionBudget.enabled=false)
 single=(--set replicaCount=1 --set autoscaling.enabled=false --set podDisruptionBudget.enabled=false)
-volume=(--set library.persistentVolumeClaim.claimName=fusion-library --set admin.token=an-admin-token-for-ci "${single[@]}" "${options[@]}")
+volume=(--set library.persistentVolumeClaim.claimName=fusion-library --set admin.token=an-admin-token-for-ci "${single[@]}" "${options[@]}"
+  --set metrics.serviceMonitor.enabled=true)
 
 helm lint --strict --kube-version "$KUBE_VERSION" "$chart" "${fleet[@]}"
 for values in fleet full volume; do
