@@ -29,9 +29,9 @@ single=(--set replicaCount=1 --set autoscaling.enabled=false --set podDisruption
 volume=(--set library.persistentVolumeClaim.claimName=fusion-library --set admin.token=an-admin-token-for-ci "${single[@]}" "${options[@]}"
   --set metrics.serviceMonitor.enabled=true)
 
-helm lint --strict --kube-version "$KUBE_VERSION" "$chart" "${fleet[@]}"
 for values in fleet full volume; do
   declare -n args=$values
+  helm lint --strict --quiet --kube-version "$KUBE_VERSION" "$chart" "${args[@]}"
   out=$(mktemp --suffix .yaml)
   helm template fusion "$chart" --kube-version "$KUBE_VERSION" "${args[@]}" >"$out"
   # The ServiceMonitor is a Prometheus Operator resource: Kubernetes' schemas do not describe it.
