@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Lints the Helm chart and validates what it renders against Kubernetes' schemas, offline: once
-# with its defaults plus the values a fleet needs, once with every optional part on.
+# Lints the Helm chart and validates what it renders against Kubernetes' schemas, offline: with its
+# defaults plus the values a fleet on object storage needs, that fleet with every optional part on,
+# and one pod serving a library folder on a PersistentVolumeClaim with every optional part on. Then
+# checks the fields that values decide, and that the renders that must fail do, each with its message.
 # Needs helm, kubeconform and the schemas that scripts/install-tools.sh puts in .tools/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -14,11 +16,22 @@ python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$chart/dashboards/f
 
 fleet=(--set library.url=s3://models/fusion --set admin.token=an-admin-token-for-ci --set s3.endpoint=http://s3.storage.svc:8333
   --set s3.accessKeyId=key --set s3.secretAccessKey=secret)
-full=("${fleet[@]}" --set metrics.serviceMonitor.enabled=true --set autoscaling.enabled=false --set podDisruptionBudget.enabled=false)
+# Every optional part of the chart that is off by default.
+options=(--set-string 'serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::111122223333:role/fusion-serve'
+  --set 'imagePullSecrets[0].name=registry-credentials'
+  --set ingress.enabled=true --set ingress.className=nginx --set-string 'ingress.annotations.cert-manager\.io/cluster-issuer=letsencrypt'
+  --set 'ingress.hosts[0].host=fusion.example.com' --set 'ingress.hosts[0].paths[0].path=/v1/predict'
+  --set 'ingress.hosts[0].paths[1].path=/v1/fusions' --set 'ingress.hosts[0].paths[2].path=/info'
+  --set 'ingress.tls[0].secretName=fusion-serve-tls' --set 'ingress.tls[0].hosts[0]=fusion.example.com'
+  --set metrics.prometheusAdapter.enabled=true --set metrics.prometheusAdapter.namespace=monitoring)
+full=("${fleet[@]}" "${options[@]}" --set metrics.serviceMonitor.enabled=true --set autoscaling.enabled=false --set podDisruptionBudget.enabled=false)
+single=(--set replicaCount=1 --set autoscaling.enabled=false --set podDisruptionBudget.enabled=false)
+volume=(--set library.persistentVolumeClaim.claimName=fusion-library --set admin.token=an-admin-token-for-ci "${single[@]}" "${options[@]}"
+  --set metrics.serviceMonitor.enabled=true)
 
-helm lint --strict --kube-version "$KUBE_VERSION" "$chart" "${fleet[@]}"
-for values in fleet full; do
+for values in fleet full volume; do
   declare -n args=$values
+  helm lint --strict --quiet --kube-version "$KUBE_VERSION" "$chart" "${args[@]}"
   out=$(mktemp --suffix .yaml)
   helm template fusion "$chart" --kube-version "$KUBE_VERSION" "${args[@]}" >"$out"
   # The ServiceMonitor is a Prometheus Operator resource: Kubernetes' schemas do not describe it.
@@ -30,13 +43,107 @@ for values in fleet full; do
   [[ $summary =~ Valid:\ ([1-9][0-9]*) ]] || { echo "validate: kubeconform validated no resource" >&2; exit 1; }
 done
 
-# A chart without an s3:// library or an admin token must refuse to render.
-if helm template fusion "$chart" --kube-version "$KUBE_VERSION" --set library.url=/srv/library --set admin.token=an-admin-token-for-ci >/dev/null 2>&1; then
-  echo "validate: a folder library rendered, but the chart must require s3://" >&2
-  exit 1
-fi
-if helm template fusion "$chart" --kube-version "$KUBE_VERSION" --set admin.token=short >/dev/null 2>&1; then
-  echo "validate: a short admin token rendered" >&2
-  exit 1
-fi
+render() { helm template fusion "$chart" --kube-version "$KUBE_VERSION" "$@"; }
+# The value of the first line of the rendered manifests that starts with KEY.
+field() {
+  local key=$1 out
+  shift
+  out=$(render "$@") || return
+  sed -n "s#^ *$key: ##p" <<<"$out" | sed -n 1p
+}
+# The value of FIELD on the line after the first that opens KEY, as in imagePullSecrets: [{name: ...}].
+under() {
+  local key=$1 field=$2 out
+  shift 2
+  out=$(render "$@") || return
+  sed -n "/^ *$key:\$/{n;s/^ *$field: //p}" <<<"$out" | sed -n 1p
+}
+# The value of the environment variable NAME in the pods.
+env_value() {
+  local name=$1 out
+  shift
+  out=$(render "$@") || return
+  sed -n "/^ *- name: $name\$/{n;s/^ *value: //p}" <<<"$out" | sed -n 1p
+}
+# How many rendered lines match the extended regular expression PATTERN.
+lines() {
+  local pattern=$1 out
+  shift
+  out=$(render "$@") || return
+  grep -cE -- "$pattern" <<<"$out" || true
+}
+checks=0
+expect() {
+  local what=$1 want=$2 got
+  shift 2
+  got=$("$@")
+  [ "$got" = "$want" ] || { echo "validate: $what: got '$got', want '$want'" >&2; exit 1; }
+  checks=$((checks + 1))
+}
+expect "an existing ServiceAccount is used" fusion-reader field serviceAccountName "${fleet[@]}" --set serviceAccount.create=false --set serviceAccount.name=fusion-reader
+expect "an existing ServiceAccount is not created" 0 lines "^kind: ServiceAccount$" "${fleet[@]}" --set serviceAccount.create=false --set serviceAccount.name=fusion-reader
+expect "the ServiceAccount carries its annotations" arn:aws:iam::111122223333:role/fusion-serve field eks.amazonaws.com/role-arn "${full[@]}"
+expect "the pods pull with the registry's Secret" registry-credentials under imagePullSecrets "- name" "${full[@]}"
+# Threads of the forward pass from the pod's CPU: the limit, else the request, rounded down, at least 1.
+for case in "2 -:2" "- 1500m:1" "2 3:3" "2 0.5:1" "2 100m:1" "- 2.5:2" "1 -:1"; do
+  read -r request limit <<<"${case%:*}"
+  cpu=(--set resources.requests.cpu="${request/#-/null}" --set resources.limits.cpu="${limit/#-/null}")
+  expect "threads for a CPU request of $request and a limit of $limit" "\"${case#*:}\"" env_value FUSION_THREADS "${fleet[@]}" "${cpu[@]}"
+done
+expect "server.threads over the CPU" '"6"' env_value FUSION_THREADS "${fleet[@]}" --set resources.limits.cpu=1 --set server.threads=6
+expect "no threads without a CPU request or limit" "" env_value FUSION_THREADS "${fleet[@]}" --set resources.requests.cpu=null
+expect "a library volume is mounted" fusion-library field claimName "${volume[@]}"
+expect "a library volume is the server's library" /library env_value FUSION_LIBRARY "${volume[@]}"
+expect "a library volume's pod is replaced, not rolled" Recreate field type "${volume[@]}" --show-only templates/deployment.yaml
+expect "a library volume needs no S3 Secret" 1 lines "^kind: Secret$" "${volume[@]}" --set s3.accessKeyId=key --set s3.secretAccessKey=secret
+expect "the Ingress routes to the Service" fusion-fusion-serve under service name "${full[@]}" --show-only templates/ingress.yaml
+expect "the Ingress serves TLS" fusion-serve-tls field secretName "${full[@]}" --show-only templates/ingress.yaml
+expect "no Ingress by default" 0 lines "^kind: Ingress$" "${fleet[@]}"
+expect "the adapter configuration goes to the adapter's namespace" monitoring field namespace "${full[@]}" --show-only templates/prometheus-adapter.yaml
+expect "the adapter serves the series under the autoscaler's name" queue_depth under name as "${full[@]}" --set autoscaling.queueDepthMetric=queue_depth
+# The grace period covers the preStop wait, the drain and the shutdown timeout, and 5 s to exit.
+expect "the grace period by default" 45 field terminationGracePeriodSeconds "${fleet[@]}"
+shutdown=(--set shutdown.preStopSeconds=0 --set shutdown.drainSeconds=10 --set shutdown.timeoutSeconds=60)
+expect "the grace period without a preStop wait" 75 field terminationGracePeriodSeconds "${fleet[@]}" "${shutdown[@]}"
+expect "a preStop hook by default" 1 lines "^ +preStop:$" "${fleet[@]}"
+expect "no preStop hook without a wait" 0 lines "^ +preStop:$" "${fleet[@]}" "${shutdown[@]}"
+expect "the shutdown timeout the server is given" '"60000"' env_value FUSION_SHUTDOWN_TIMEOUT_MS "${fleet[@]}" "${shutdown[@]}"
+echo "validate: $checks rendered fields as the values ask"
+
+# The autoscaler's metric is one the server exports, under the name the adapter rule looks for.
+hpa_metric=$(under metric name "${fleet[@]}" --show-only templates/hpa.yaml)
+rule_series=$(sed -n "s/^ *- seriesQuery: '\([a-z_:]*\){.*/\1/p" "$chart/prometheus-adapter-rules.yaml")
+rule_name=$(under name as "${full[@]}")
+[ "$hpa_metric" = "$rule_name" ] && [ "$hpa_metric" = "$rule_series" ] \
+  || { echo "validate: the autoscaler asks for '$hpa_metric', the adapter rule serves '$rule_name' from the series '$rule_series'" >&2; exit 1; }
+grep -rqF "\"$rule_series\"" src/ || { echo "validate: the server exports no metric named $rule_series" >&2; exit 1; }
+echo "validate: the autoscaler's metric $hpa_metric: the adapter rule serves it, the server exports it"
+
+# Renders that must fail, each with its own message: a render refused for another reason (a typo
+# in the values, the Kubernetes version) would otherwise pass for the refusal it is meant to show.
+refusals=0
+refuse() {
+  local why=$1 err
+  shift
+  if err=$(helm template fusion "$chart" --kube-version "$KUBE_VERSION" "$@" 2>&1 >/dev/null); then
+    echo "validate: rendered with $*, but the chart must refuse it: $why" >&2
+    exit 1
+  fi
+  grep -qF -- "$why" <<<"$err" || { echo "validate: $* was refused with \"$err\", not: $why" >&2; exit 1; }
+  refusals=$((refusals + 1))
+}
+refuse "library.url must be an s3://bucket/prefix URL; a library folder comes from library.persistentVolumeClaim.claimName" "${fleet[@]}" --set library.url=/srv/library
+refuse "no library: set library.url" "${fleet[@]}" --set library.url=
+refuse "set library.url or library.persistentVolumeClaim.claimName, not both" "${fleet[@]}" --set library.persistentVolumeClaim.claimName=fusion-library
+# A library folder has one writer: no second pod, by count, by autoscaling, or kept by a budget.
+claim=(--set library.url= --set library.persistentVolumeClaim.claimName=fusion-library)
+refuse "served by one pod: set replicaCount=1, autoscaling.enabled=false, podDisruptionBudget.enabled=false" "${fleet[@]}" "${claim[@]}"
+refuse "served by one pod: set replicaCount=1;" "${fleet[@]}" "${claim[@]}" "${single[@]}" --set replicaCount=2
+refuse "served by one pod: set autoscaling.enabled=false;" "${fleet[@]}" "${claim[@]}" "${single[@]}" --set autoscaling.enabled=true
+refuse "served by one pod: set podDisruptionBudget.enabled=false" "${fleet[@]}" "${claim[@]}" "${single[@]}" --set podDisruptionBudget.enabled=true
+refuse "admin.token of at least 16 characters" "${fleet[@]}" --set admin.token=short
+refuse "cannot derive the forward pass's threads from the CPU quantity \"1k\"" "${fleet[@]}" --set resources.limits.cpu=1k
+refuse "server.threads must be a whole number" "${fleet[@]}" --set server.threads=two
+refuse "env.FUSION_THREADS is set by the chart (from server.threads or the CPU resources)" "${fleet[@]}" --set env.FUSION_THREADS=4
+echo "validate: $refusals renders refused, each with its message"
 echo "validate: chart OK"

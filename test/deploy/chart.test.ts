@@ -20,8 +20,13 @@ function missing(): string | undefined {
 t.test("the chart renders manifests that Kubernetes' schemas accept", { skip: missing() }, async (t) => {
   const run = spawnSync("bash", [join(ROOT, "deploy", "validate.sh")], { encoding: "utf8", timeout: 120_000 });
   t.equal(run.status, 0, `deploy/validate.sh: ${run.stderr}${run.stdout}`);
-  t.match(run.stdout, /validate \(fleet\): Summary: 7 resources found in 1 file - Valid: 7, Invalid: 0, Errors: 0/);
-  t.match(run.stdout, /kinds: .*Deployment HorizontalPodAutoscaler PodDisruptionBudget Secret Service/);
+  // Each set of values renders the kinds it asks for, and every one of them is valid.
+  t.match(run.stdout, /^validate \(fleet\): Summary: 8 resources found in 1 file - Valid: 8, Invalid: 0, Errors: 0, Skipped: 0; kinds: ConfigMap Deployment HorizontalPodAutoscaler PodDisruptionBudget Secret Service ServiceAccount $/m);
+  t.match(run.stdout, /^validate \(full\): Summary: 9 resources found in 1 file - Valid: 8, Invalid: 0, Errors: 0, Skipped: 1; kinds: ConfigMap Deployment Ingress Secret Service ServiceAccount ServiceMonitor $/m);
+  t.match(run.stdout, /^validate \(volume\): Summary: 8 resources found in 1 file - Valid: 7, Invalid: 0, Errors: 0, Skipped: 1; kinds: ConfigMap Deployment Ingress Secret Service ServiceAccount ServiceMonitor $/m);
+  t.match(run.stdout, /^validate: 27 rendered fields as the values ask$/m);
+  t.match(run.stdout, /^validate: 11 renders refused, each with its message$/m);
+  t.match(run.stdout, /validate: the autoscaler's metric fusion_queue_depth: the adapter rule serves it, the server exports it/);
   t.match(run.stdout, /validate: chart OK/);
   t.comment(run.stdout.split("\n").filter((l) => l.startsWith("validate")).join("\n"));
 });
