@@ -48,9 +48,19 @@ interface LoadedFiles {
   readonly hash: ReturnType<typeof createHash>;
 }
 
-const ADAPTER_WEIGHTS = ["adapter.safetensors", "pytorch_adapter.bin"];
-const FUSION_WEIGHTS = ["model_adapter_fusion.safetensors", "pytorch_model_adapter_fusion.bin"];
-const HEAD_WEIGHTS = ["model_head.safetensors", "pytorch_model_head.bin"];
+/** The files of an AdapterHub save directory, by role: weights as safetensors, or as the PyTorch .bin older saves hold. */
+export const SAVE_FILES = {
+  adapterConfig: "adapter_config.json",
+  adapterWeights: ["adapter.safetensors", "pytorch_adapter.bin"],
+  fusionConfig: "adapter_fusion_config.json",
+  fusionWeights: ["model_adapter_fusion.safetensors", "pytorch_model_adapter_fusion.bin"],
+  headConfig: "head_config.json",
+  headWeights: ["model_head.safetensors", "pytorch_model_head.bin"],
+} as const;
+
+/** Every file name a save directory may hold. */
+export const ADAPTERHUB_FILES: ReadonlySet<string> = new Set(Object.values(SAVE_FILES).flat());
+
 
 /** Config values the graph reproduces; any other value of these fields is refused. */
 const ADAPTER_REQUIRED: Record<string, unknown> = {
@@ -108,7 +118,7 @@ const FUSION_IGNORED = new Set(["value", "value_before_softmax", "value_initiali
 
 /** Loads an adapter save dir; `loadAs` is the name it is served under (default: the saved name). */
 export async function loadAdapter(dir: string, backbone: BackboneConfig, loadAs?: string): Promise<AdapterModule> {
-  const configPath = join(dir, "adapter_config.json");
+  const configPath = join(dir, SAVE_FILES.adapterConfig);
   const files = newFiles();
   const raw = await readTrackedJson(configPath, files);
   const config = asObject(raw.config, configPath, "config");
@@ -121,7 +131,7 @@ export async function loadAdapter(dir: string, backbone: BackboneConfig, loadAs?
   }
   const leaveOut = new Set(Array.isArray(config.leave_out) ? config.leave_out.map(Number) : []);
 
-  const weightsPath = await findWeights(dir, ADAPTER_WEIGHTS);
+  const weightsPath = await findWeights(dir, SAVE_FILES.adapterWeights);
   const module = `adapters.${savedName}`;
   const tensors = withCurrentNames(await readTrackedWeights(weightsPath, files, (name) => currentName(name).includes(`.${module}.`)));
   const d = backbone.hiddenSize;
@@ -169,7 +179,7 @@ export async function loadAdapter(dir: string, backbone: BackboneConfig, loadAs?
  * it fuses: they are the ones served under the names its config lists.
  */
 export async function loadFusion(dir: string, backbone: BackboneConfig, loadAs?: string): Promise<FusionModule> {
-  const configPath = join(dir, "adapter_fusion_config.json");
+  const configPath = join(dir, SAVE_FILES.fusionConfig);
   const files = newFiles();
   const raw = await readTrackedJson(configPath, files);
   const config = asObject(raw.config, configPath, "config");
@@ -182,7 +192,7 @@ export async function loadFusion(dir: string, backbone: BackboneConfig, loadAs?:
   }
   const hasValue = config.value === true;
 
-  const weightsPath = await findWeights(dir, FUSION_WEIGHTS);
+  const weightsPath = await findWeights(dir, SAVE_FILES.fusionWeights);
   const module = `adapter_fusion_layer.${savedName}`;
   const tensors = await readTrackedWeights(weightsPath, files, (name) => name.includes(`.${module}.`));
   const d = backbone.hiddenSize;
@@ -316,7 +326,7 @@ const HEAD_TYPES: HeadType[] = ["classification", "multilabel_classification", "
 const HEAD_ACTIVATIONS: Activation[] = ["tanh", "relu", "gelu", "sigmoid", "linear"];
 
 async function loadOptionalHead(dir: string, backbone: BackboneConfig, files: LoadedFiles): Promise<PredictionHead | null> {
-  const configPath = join(dir, "head_config.json");
+  const configPath = join(dir, SAVE_FILES.headConfig);
   if (!(await exists(configPath))) return null;
   const raw = await readTrackedJson(configPath, files);
   const config = asObject(raw.config, configPath, "config");
@@ -334,7 +344,7 @@ async function loadOptionalHead(dir: string, backbone: BackboneConfig, files: Lo
   const labels = labelsOf(config, configPath);
   const headName = savedNameOf(raw, configPath);
 
-  const weightsPath = await findWeights(dir, HEAD_WEIGHTS);
+  const weightsPath = await findWeights(dir, SAVE_FILES.headWeights);
   const prefix = `heads.${headName}.`;
   const tensors = await readTrackedWeights(weightsPath, files, (name) => name.startsWith(prefix));
   const indices = new Map<number, { weight?: Tensor; bias?: Tensor }>();
@@ -444,7 +454,7 @@ function asObject(value: unknown, source: string, field: string): Record<string,
  * The safetensors file where there is one, else the PyTorch .bin: the choice of `adapters` when
  * loading with use_safetensors=True, the one setting in which it loads both kinds of save.
  */
-async function findWeights(dir: string, candidates: string[]): Promise<string> {
+async function findWeights(dir: string, candidates: readonly string[]): Promise<string> {
   for (const file of candidates) {
     if (await exists(join(dir, file))) return join(dir, file);
   }

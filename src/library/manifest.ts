@@ -25,7 +25,9 @@ export interface Manifest {
 }
 
 export const MANIFEST_FILE = "library.json";
-const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** A module's or folder's name: also the admin API's path parameter pattern. */
+export const NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
+const NAME = new RegExp(NAME_PATTERN);
 
 const KEYS = ["backbone", "adapters", "fusions", "previous"];
 const PREVIOUS_KEYS = ["adapters", "fusions"];

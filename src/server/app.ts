@@ -45,8 +45,8 @@ export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
   app.removeContentTypeParser("application/json");
   app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => done(null, parseJsonBody(body as string)));
   await app.register(metricsPlugin, { requestTimeoutMs: config.requestTimeoutMs, commit: config.commit });
-  await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes });
   await app.register(servingPlugin, { config });
+  await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes });
   await app.register(requestIdPlugin);
   await app.register(docsPlugin);
   await app.register(apiKeyPlugin, { apiKey: config.apiKey, metrics: config.apiKeyMetrics });

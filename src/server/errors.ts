@@ -98,7 +98,7 @@ export const errorsPlugin = fp<Limits>(
       }
     });
   },
-  { name: "errors", dependencies: ["metrics"] },
+  { name: "errors", dependencies: ["metrics", "serving"] },
 );
 
 function answer(app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, error: ServingError, cause: unknown = error) {

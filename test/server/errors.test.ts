@@ -1,7 +1,7 @@
 import { connect, type Socket } from "node:net";
 import { once } from "node:events";
 import t from "tap";
-import { ADAPTERHUB_FILES } from "../../src/server/admin/upload.js";
+import { ADAPTERHUB_FILES } from "../../src/library/adapterhub.js";
 import { assertError } from "../error-shape.js";
 import { writableLibrary } from "../fixtures.js";
 import { type Answer, HTTP_TIMEOUT_MS, post, request, startServer } from "./harness.js";

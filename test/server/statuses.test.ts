@@ -1,7 +1,7 @@
 import t from "tap";
 import { DEFAULT_CONFIG } from "../../src/config.js";
 import { isValidName } from "../../src/library/manifest.js";
-import { NAME_PATTERN } from "../../src/server/admin/plugin.js";
+import { NAME_PATTERN } from "../../src/library/manifest.js";
 import { buildApp } from "../../src/server/app.js";
 import { matchesErrorSchema } from "../error-shape.js";
 import { writableLibrary } from "../fixtures.js";

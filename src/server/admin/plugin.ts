@@ -4,11 +4,13 @@ import type {} from "@fastify/swagger";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { BadRequestError, MODEL_LOAD_ERROR_CODES } from "../../errors.js";
+import { ADAPTERHUB_FILES, SAVE_FILES } from "../../library/adapterhub.js";
 import type { AdapterLibrary, ChangeResult, LibraryState } from "../../library/library.js";
+import { NAME_PATTERN } from "../../library/manifest.js";
 import type { ModuleKind } from "../../library/store.js";
 import { BODY_ERRORS, DRAINING, type ErrorCodes, errorResponses, PATH_ERRORS } from "../errors.js";
 import { statusOf, UnauthorizedError } from "../status.js";
-import { ADAPTERHUB_FILES, receiveUpload } from "./upload.js";
+import { receiveUpload } from "./upload.js";
 
 export interface AdminOptions {
   /** The live library; throws (503) while it is still loading. */
@@ -235,8 +237,6 @@ const NOT_READY: ErrorCodes = { 503: ["not_ready"] };
 const SHARED_STORE: ErrorCodes = { 409: ["library_changed"], 503: ["library_store_unavailable", "library_out_of_sync"] };
 const notFound = (kind: ModuleKind): ErrorCodes => ({ 404: [kind === "adapters" ? "adapter_not_found" : "fusion_not_found"] });
 
-/** The library manifest's name rule (manifest.ts isValidName), checked by the route schema. */
-export const NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
 
 const nameParams = {
   type: "object",
@@ -246,8 +246,8 @@ const nameParams = {
 
 /** Which files of an AdapterHub save directory each kind of module needs; the others are optional. */
 const REQUIRED_FILES: Record<ModuleKind, readonly string[]> = {
-  adapters: ["adapter_config.json", "adapter.safetensors"],
-  fusions: ["adapter_fusion_config.json", "model_adapter_fusion.safetensors", "head_config.json", "model_head.safetensors"],
+  adapters: [SAVE_FILES.adapterConfig, SAVE_FILES.adapterWeights[0]],
+  fusions: [SAVE_FILES.fusionConfig, SAVE_FILES.fusionWeights[0], SAVE_FILES.headConfig, SAVE_FILES.headWeights[0]],
 };
 
 // An upload is streamed to disk by receiveUpload, which checks its file names, never parsed into a

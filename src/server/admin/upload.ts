@@ -6,22 +6,7 @@ import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { FastifyRequest } from "fastify";
 import { BadRequestError, PayloadTooLargeError, ServingError } from "../../errors.js";
-
-/**
- * The only file names an AdapterHub save directory holds, weights as safetensors or as PyTorch
- * .bin (read without running code: library/torch-pickle.ts); anything else in an upload is refused.
- */
-export const ADAPTERHUB_FILES = new Set([
-  "adapter_config.json",
-  "adapter.safetensors",
-  "pytorch_adapter.bin",
-  "adapter_fusion_config.json",
-  "model_adapter_fusion.safetensors",
-  "pytorch_model_adapter_fusion.bin",
-  "head_config.json",
-  "model_head.safetensors",
-  "pytorch_model_head.bin",
-]);
+import { ADAPTERHUB_FILES } from "../../library/adapterhub.js";
 
 /**
  * Non-file fields are no part of a save directory and are skipped, but each is held in memory
