@@ -17,13 +17,15 @@ ${COMMANDS.map((c) => `  ${c.name.padEnd(10)}${c.summary}`).join("\n")}
 push, list and rollback talk to a running server's admin API:
 ${CONNECTION_USAGE}
 
-fusion-serve <command> --help describes each command.`;
+fusion-serve <command> --help describes each command; fusion-serve --version prints the version.`;
 
 const [name, ...args] = process.argv.slice(2);
 if (name === undefined || name === "--help" || name === "-h") {
   (name === undefined ? console.error : console.log)(USAGE);
   process.exit(name === undefined ? 2 : 0);
 }
+// The server's own answer: name, version and, where it is known, the commit.
+if (name === "--version") await serveCommand.run(["--version"]);
 const command = COMMANDS.find((c) => c.name === name);
 if (command === undefined) {
   console.error(`fusion-serve: unknown command '${name}' (commands: ${COMMANDS.map((c) => c.name).join(", ")})\n\n${USAGE}`);

@@ -124,7 +124,7 @@ t.test("a server without the admin API, a wrong token and no server at all: exit
   t.match(unreachable.stderr, new RegExp(`cannot reach the server at http://127\\.0\\.0\\.1:${port}: .*ECONNREFUSED`), unreachable.stderr);
 });
 
-t.test("a command line that cannot be acted on exits 2 naming what is wrong; --help of each command exits 0", async (t) => {
+t.test("a command line that cannot be acted on exits 2 naming what is wrong; --help of each command, and --version, exit 0", async (t) => {
   const notAFolder = join(ADAPTER_DIR, "adapter_config.json");
   const usageErrors: [string[], RegExp, CliEnv?][] = [
     [[], /^Usage: fusion-serve <command>/],
@@ -155,6 +155,7 @@ t.test("a command line that cannot be acted on exits 2 naming what is wrong; --h
     [["rollback", "--help"], /^Usage: fusion-serve rollback NAME /],
     [["serve", "--help"], /^Usage: fusion-serve serve \[options\].*\n[^]*--admin-token <value>/],
     [["export", "--help"], /^usage: fusion-serve export --route NAME --out DIR /],
+    [["--version"], /^fusion-serve \d+\.\d+\.\d+/],
   ] as const) {
     const run = await cli(args);
     t.equal(run.code, 0, `fusion-serve ${args.join(" ")}: exit status 0 (${run.stderr})`);
