@@ -1,5 +1,5 @@
-import { createHash, timingSafeEqual } from "node:crypto";
 import fp from "fastify-plugin";
+import { bearerMatcher } from "./bearer.js";
 import { UnauthorizedError } from "./status.js";
 import { errorResponses } from "./errors.js";
 
@@ -16,34 +16,33 @@ export interface ApiKeyOptions {
  */
 export function needsApiKey(url: string, options: Pick<ApiKeyOptions, "metrics">): boolean {
   if (url === "/metrics") return options.metrics;
+  if (url.startsWith("/v2")) return !url.startsWith("/v2/health/");
   return url === "/info" || (url.startsWith("/v1/") && !url.startsWith("/v1/admin/"));
 }
 
 /**
- * `--api-key`: every guarded route requires `Authorization: Bearer <key>`, compared in constant
- * time (as digests, so neither the length nor a prefix of the key shows in the timing), else 401.
+ * `--api-key`: every guarded route requires `Authorization: Bearer <key>` (bearer.ts), else 401.
  * Registered before the routes, so their OpenAPI entries say so too. Without a key, nothing is guarded.
  */
 export const apiKeyPlugin = fp<ApiKeyOptions>(
   async (app, options) => {
     const { apiKey } = options;
     if (apiKey === undefined) return;
-    const expected = digest(apiKey);
+    const authorized = bearerMatcher(apiKey);
     app.addHook("onRoute", (route) => {
       if (!needsApiKey(route.url, options)) return;
       const schema = route.schema ?? {};
-      route.schema = { ...schema, security: [{ apiKey: [] }], response: { ...(schema.response as object), ...errorResponses({ 401: ["unauthorized"] }) } };
+      const responses = (schema.response ?? {}) as Record<string, { content?: unknown }>;
+      const unauthorized = errorResponses({ 401: ["unauthorized"] })[401];
+      // In the error body this route's other errors have (the Open Inference Protocol's has its own).
+      const content = responses["500"]?.content ?? unauthorized.content;
+      route.schema = { ...schema, security: [{ apiKey: [] }], response: { ...responses, 401: { ...unauthorized, content } } };
     });
     app.addHook("onRequest", async (request) => {
       const url = request.routeOptions.url;
       if (url === undefined || !needsApiKey(url, options)) return;
-      const token = /^bearer +(.+)$/i.exec(request.headers.authorization ?? "")?.[1];
-      if (token === undefined || !timingSafeEqual(digest(token), expected)) throw new UnauthorizedError();
+      if (!authorized(request.headers.authorization)) throw new UnauthorizedError();
     });
   },
   { name: "api-key", dependencies: ["errors"] },
 );
-
-function digest(token: string): Buffer {
-  return createHash("sha256").update(token).digest();
-}

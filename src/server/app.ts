@@ -12,6 +12,7 @@ import { healthRoutes } from "./routes/health.js";
 import { infoRoutes } from "./routes/info.js";
 import { metricsRoutes } from "./routes/metrics.js";
 import { predictRoutes } from "./routes/predict.js";
+import { oipRoutes } from "./oip/plugin.js";
 import { servingPlugin } from "./serving.js";
 
 /**
@@ -55,6 +56,7 @@ export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
   await app.register(metricsRoutes);
   await app.register(fusionsRoutes);
   await app.register(predictRoutes, { config });
+  await app.register(oipRoutes, { prefix: "/v2", config });
   if (config.adminToken) {
     await app.register(adminPlugin, {
       token: config.adminToken,

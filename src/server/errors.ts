@@ -68,7 +68,7 @@ export function errorResponses(...groups: ErrorCodes[]): Record<number, { descri
   );
 }
 
-interface Limits {
+export interface Limits {
   readonly maxBodyBytes: number;
 }
 
@@ -101,17 +101,23 @@ export const errorsPlugin = fp<Limits>(
   { name: "errors", dependencies: ["metrics", "serving"] },
 );
 
-function answer(app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, error: ServingError, cause: unknown = error) {
+/** How an error answer's body looks: this API's by default; the Open Inference Protocol has its own. */
+export type ErrorBody = (error: ServingError) => object;
+
+const errorBody: ErrorBody = (error) => ({ error: error.code, message: error.message });
+
+/** Answers a failure: logged by its status, counted by its code, with its headers and the body `shape` gives. */
+export function answer(app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, error: ServingError, cause: unknown = error, shape: ErrorBody = errorBody) {
   const status = statusOf(error);
   if (status === 500) request.log.error({ err: cause }, "request failed");
   else if (status >= 500) request.log.warn({ code: error.code, message: error.message }, "request not answered");
   else request.log.info({ code: error.code, message: error.message }, "request refused");
   app.metrics.rejected.inc({ reason: error.code });
-  return reply.code(status).headers(errorHeaders(error)).send({ error: error.code, message: error.message });
+  return reply.code(status).headers(errorHeaders(error)).send(shape(error));
 }
 
 /** 405 with Allow when the path exists with other methods, else 404. */
-function notServed(app: FastifyInstance, request: FastifyRequest): ServingError {
+export function notServed(app: FastifyInstance, request: FastifyRequest): ServingError {
   const path = request.url.split("?")[0];
   const allow = allowedMethods(app, path);
   return allow.length > 0 ? new MethodNotAllowedError(request.method, path, allow) : new ServingError("not_found", "not_found", `no endpoint ${request.method} ${path}`);

@@ -1,4 +1,3 @@
-import { createHash, timingSafeEqual } from "node:crypto";
 import multipart from "@fastify/multipart";
 import type {} from "@fastify/swagger";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
@@ -9,6 +8,7 @@ import type { AdapterLibrary, ChangeResult, LibraryState } from "../../library/l
 import { NAME_PATTERN } from "../../library/manifest.js";
 import type { ModuleKind } from "../../library/store.js";
 import { BODY_ERRORS, DRAINING, type ErrorCodes, errorResponses, PATH_ERRORS } from "../errors.js";
+import { bearerMatcher, bearerToken, digest } from "../bearer.js";
 import { statusOf, UnauthorizedError } from "../status.js";
 import { receiveUpload } from "./upload.js";
 
@@ -31,14 +31,13 @@ const KINDS: Record<string, ModuleKind> = { adapters: "adapters", fusions: "fusi
  * call leaves what is serving untouched.
  */
 export async function adminPlugin(app: FastifyInstance, options: AdminOptions): Promise<void> {
-  const expected = digest(options.token);
+  const authorized = bearerMatcher(options.token);
   const metrics = adminMetrics(options.registry, options.library);
 
   await app.register(multipart);
 
   app.addHook("onRequest", async (request) => {
-    const token = bearerToken(request.headers.authorization);
-    if (token === undefined || !timingSafeEqual(digest(token), expected)) {
+    if (!authorized(request.headers.authorization)) {
       audit(request, "auth", "-", "-", "denied");
       throw new UnauthorizedError();
     }
@@ -214,15 +213,6 @@ function adminMetrics(registry: Registry, library: () => AdapterLibrary) {
       },
     }),
   };
-}
-
-function digest(token: string): Buffer {
-  return createHash("sha256").update(token).digest();
-}
-
-/** The token of an `Authorization: Bearer <token>` header; the scheme name is case-insensitive (RFC 7235). */
-function bearerToken(header: string | undefined): string | undefined {
-  return /^bearer +(.+)$/i.exec(header ?? "")?.[1];
 }
 
 /** Who made a call, without logging the secret: a short hash of the presented token. */
