@@ -13,7 +13,7 @@ const above = {
 };
 
 export default tseslint.config(
-  { ignores: ["dist/", "node_modules/", ".tools/", "bench/results/", "coverage/", ".tap/"] },
+  { ignores: ["dist/", "node_modules/", ".tools/", ".venv*/", "exported/", "bench/results/", "coverage/", ".tap/"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

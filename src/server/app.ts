@@ -3,7 +3,7 @@ import type { ServerConfig } from "../config.js";
 import { adminPlugin } from "./admin/plugin.js";
 import { apiKeyPlugin } from "./api-key.js";
 import { limitConnections } from "./connections.js";
-import { answerOutsideFastify, errorsPlugin, parseJsonBody, transportErrorOptions } from "./errors.js";
+import { answerOutsideFastify, errorsPlugin, OIP_PREFIX, parseJsonBody, transportErrorOptions } from "./errors.js";
 import { metricsPlugin } from "./metrics.js";
 import { requestId, requestIdPlugin } from "./request-id.js";
 import { docsPlugin } from "./routes/docs.js";
@@ -56,7 +56,7 @@ export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
   await app.register(metricsRoutes);
   await app.register(fusionsRoutes);
   await app.register(predictRoutes, { config });
-  await app.register(oipRoutes, { prefix: "/v2", config });
+  await app.register(oipRoutes, { prefix: OIP_PREFIX, config });
   if (config.adminToken) {
     await app.register(adminPlugin, {
       token: config.adminToken,

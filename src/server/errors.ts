@@ -106,6 +106,15 @@ export type ErrorBody = (error: ServingError) => object;
 
 const errorBody: ErrorBody = (error) => ({ error: error.code, message: error.message });
 
+/** Where the Open Inference Protocol is served (server/oip/), and its error body. */
+export const OIP_PREFIX = "/v2";
+export const oipErrorBody: ErrorBody = (error) => ({ error: error.message });
+
+/** The error body of the API a path belongs to, for answers given before any route is known. */
+function errorBodyFor(url: string): ErrorBody {
+  return url === OIP_PREFIX || url.startsWith(`${OIP_PREFIX}/`) ? oipErrorBody : errorBody;
+}
+
 /** Answers a failure: logged by its status, counted by its code, with its headers and the body `shape` gives. */
 export function answer(app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, error: ServingError, cause: unknown = error, shape: ErrorBody = errorBody) {
   const status = statusOf(error);
@@ -183,7 +192,7 @@ export function transportErrorOptions(limits: Limits) {
       const error = toServingError(err, limits);
       request.log.info({ code: error.code, message: error.message }, "request refused");
       // No hook runs for these requests, so the request id is set here.
-      void reply.code(statusOf(error)).headers({ ...errorHeaders(error), "x-request-id": request.id }).send({ error: error.code, message: error.message });
+      void reply.code(statusOf(error)).headers({ ...errorHeaders(error), "x-request-id": request.id }).send(errorBodyFor(request.url)(error));
     },
     clientErrorHandler(this: FastifyInstance, err: ConnectionError, socket: Socket) {
       // A reset connection has nobody left to answer.

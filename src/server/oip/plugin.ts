@@ -4,7 +4,7 @@ import { predict } from "../../core/predict.js";
 import type { HeadOutput } from "../../engine/heads.js";
 import { BadRequestError, ServingError } from "../../errors.js";
 import type { FusionRoute } from "../../library/route.js";
-import { answer, BODY_ERRORS, DRAINING, type ErrorBody, errorResponses, notServed, parseJsonBody, PATH_ERRORS, toServingError } from "../errors.js";
+import { answer, BODY_ERRORS, DRAINING, errorResponses, notServed, oipErrorBody, parseJsonBody, PATH_ERRORS, toServingError } from "../errors.js";
 import { type OutputTensor, readTexts, type WireTensor, writeAnswer } from "./tensors.js";
 
 /** The name of the one input every route takes: its texts. */
@@ -14,8 +14,6 @@ const DEFAULT_OUTPUTS = ["probabilities", "logits", "label"] as const;
 const OUTPUTS = [...DEFAULT_OUTPUTS, "fusion_weights"] as const;
 type OutputName = (typeof OUTPUTS)[number];
 
-const oipError: ErrorBody = (error) => ({ error: error.message });
-
 const errorSchema = {
   $id: "InferenceError",
   type: "object",
@@ -23,10 +21,16 @@ const errorSchema = {
   properties: { error: { type: "string", description: "What went wrong (the Open Inference Protocol's error shape)" } },
 } as const;
 
-/** The protocol's own error shape for every error answer of an operation. */
+/** What Node's HTTP parser refuses before any route is known keeps the server's own error body. */
+const BEFORE_ROUTING = new Set(["408", "417", "431"]);
+
+/** The protocol's own error shape for every error answer of an operation a route gives. */
 const oipErrors = (...groups: Parameters<typeof errorResponses>) =>
   Object.fromEntries(
-    Object.entries(errorResponses(...groups)).map(([status, answer]) => [status, { ...answer, content: { "application/json": { schema: { $ref: "InferenceError#" } } } }]),
+    Object.entries(errorResponses(...groups)).map(([status, answer]) => [
+      status,
+      BEFORE_ROUTING.has(status) ? answer : { ...answer, content: { "application/json": { schema: { $ref: "InferenceError#" } } } },
+    ]),
   );
 
 const tensorMetadata = {
@@ -137,13 +141,13 @@ export const oipRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async (ap
     if (headerLength < raw.length) binaryBodies.set(request, raw.subarray(headerLength));
   });
 
-  app.setErrorHandler((err: FastifyError | ServingError, request, reply) => answer(app, request, reply, toServingError(err, { maxBodyBytes: config.maxBodyBytes }), err, oipError));
-  app.setNotFoundHandler((request, reply) => answer(app, request, reply, notServed(app, request), undefined, oipError));
+  app.setErrorHandler((err: FastifyError | ServingError, request, reply) => answer(app, request, reply, toServingError(err, { maxBodyBytes: config.maxBodyBytes }), err, oipErrorBody));
+  app.setNotFoundHandler((request, reply) => answer(app, request, reply, notServed(app, request), undefined, oipErrorBody));
 
   const tags = ["open inference protocol"];
 
   app.get(
-    "/",
+    "",
     {
       schema: {
         summary: "Server metadata",
