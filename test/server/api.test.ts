@@ -103,7 +103,7 @@ t.test("refusals name what was wrong", async (t) => {
   for (const [name, send, status, code, message] of cases) {
     t.test(name, async (t) => assertError(t, await send(), status, code, message));
   }
-  assertError(t, await request(`${url}/v2/nothing`), 404, "not_found");
+  assertError(t, await request(`${url}/v3/nothing`), 404, "not_found");
 });
 
 t.test("request ids: a client's id is kept, otherwise one is made", async (t) => {

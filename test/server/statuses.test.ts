@@ -113,8 +113,11 @@ function probes(method: string, template: string, operation: Operation): Probe[]
   ];
 }
 
-t.test("the document lists every operation of the server", async (t) => {
+t.test("the document lists every operation of the server, each under an operationId of its own", async (t) => {
   t.ok(operations.length >= 13, `${operations.length} operations`);
+  const ids = operations.map((o) => (o.operation as { operationId?: string }).operationId);
+  t.same(ids.filter((id) => typeof id !== "string"), [], "every operation has an operationId");
+  t.equal(new Set(ids).size, ids.length, "no two share one");
 });
 
 for (const { method, template, operation } of operations) {

@@ -48,8 +48,11 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
   });
 
   for (const [segment, kind] of Object.entries(KINDS)) {
+    // Names generated clients give the operations: listAdapters, putAdapter, … listFusions, putFusion, …
+    const title = segment === "adapters" ? "Adapters" : "Fusions";
+    const one = title.slice(0, -1);
     const tag = { tags: ["admin"], security: [{ bearer: [] }] };
-    app.get(`/v1/admin/${segment}`, { schema: { ...tag, summary: `List ${segment}`, response: { 200: listSchema, ...errorResponses(AUTH_ERRORS, DRAINING, NOT_READY) } } }, async () => {
+    app.get(`/v1/admin/${segment}`, { schema: { ...tag, summary: `List ${segment}`, operationId: `list${title}`, response: { 200: listSchema, ...errorResponses(AUTH_ERRORS, DRAINING, NOT_READY) } } }, async () => {
       return listModules(options.library().state, kind);
     });
 
@@ -59,6 +62,7 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
         schema: {
           ...tag,
           summary: `Load or replace ${kind === "adapters" ? "an adapter" : "a fusion route"} from an AdapterHub save directory`,
+          operationId: `put${one}`,
           description:
             "Either JSON `{\"path\": \"incoming/my-adapter\"}`, a save directory inside the library root, or a " +
             "multipart/form-data upload of the directory's files, each under its own file name " +
@@ -112,6 +116,7 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
         schema: {
           ...tag,
           summary: `Delete ${kind === "adapters" ? "an adapter (409 while a fusion uses it)" : "a fusion route"}`,
+          operationId: `delete${one}`,
           params: nameParams,
           response: {
             200: changeSchema,
@@ -128,6 +133,7 @@ export async function adminPlugin(app: FastifyInstance, options: AdminOptions): 
         schema: {
           ...tag,
           summary: "Return to the version before the last change",
+          operationId: `rollback${one}`,
           description: "Rolling back twice returns to where the first rollback started.",
           params: nameParams,
           response: {

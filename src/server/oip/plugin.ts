@@ -104,6 +104,16 @@ const inferAnswer = {
       },
     },
   },
+  examples: [
+    {
+      model_name: "hate-fusion",
+      model_version: "e11d9da4ce66",
+      outputs: [
+        { name: "probabilities", shape: [1, 2], datatype: "FP32", data: [0.995942886204096, 0.0040571137959039185] },
+        { name: "label", shape: [1], datatype: "BYTES", data: ["not-hate"] },
+      ],
+    },
+  ],
 } as const;
 
 interface InferBody {
@@ -196,6 +206,20 @@ export const oipRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async (ap
       inputs: { type: "array", items: tensorMetadata },
       outputs: { type: "array", items: tensorMetadata },
     },
+    examples: [
+      {
+        name: "hate-fusion",
+        versions: ["e11d9da4ce66"],
+        platform: "fusion-serve",
+        inputs: [{ name: "text", datatype: "BYTES", shape: [-1] }],
+        outputs: [
+          { name: "probabilities", datatype: "FP32", shape: [-1, 2] },
+          { name: "logits", datatype: "FP32", shape: [-1, 2] },
+          { name: "label", datatype: "BYTES", shape: [-1] },
+          { name: "fusion_weights", datatype: "FP32", shape: [-1, 6, 5] },
+        ],
+      },
+    ],
   } as const;
   const modelErrors = oipErrors(PATH_ERRORS, DRAINING, { 404: ["route_not_found"], 503: ["not_ready"] });
 

@@ -8,6 +8,7 @@ export const fusionsRoutes: FastifyPluginAsync = async (app) => {
     {
       schema: {
         summary: "List routes",
+        operationId: "listRoutes",
         description: "Every fusion route, and every single adapter that carries a prediction head, with what it predicts.",
         tags: ["library"],
         response: {
@@ -33,6 +34,21 @@ export const fusionsRoutes: FastifyPluginAsync = async (app) => {
                 },
               },
             },
+            examples: [
+              {
+                fusions: [
+                  {
+                    name: "hate-fusion",
+                    kind: "fusion",
+                    version: "e11d9da4ce66",
+                    adapters: ["sentiment", "emotion", "offensive", "irony", "hate"],
+                    fusion_type: "dynamic",
+                    head: "classification",
+                    labels: ["not-hate", "hate"],
+                  },
+                ],
+              },
+            ],
           },
           ...errorResponses(DRAINING, { 503: ["not_ready"] }),
         },

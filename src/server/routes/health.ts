@@ -24,7 +24,7 @@ const librarySync = {
 export const healthRoutes: FastifyPluginAsync = async (app) => {
   app.get(
     "/health",
-    { config: { answersWhileStopping: true }, schema: { summary: "Liveness", tags: ["operations"], response: { 200: statusBody("The process is up", ["ok"]), ...errorResponses() } } },
+    { config: { answersWhileStopping: true }, schema: { summary: "Liveness", operationId: "getHealth", tags: ["operations"], response: { 200: statusBody("The process is up", ["ok"]), ...errorResponses() } } },
     async () => ({ status: "ok" }),
   );
 
@@ -34,6 +34,7 @@ export const healthRoutes: FastifyPluginAsync = async (app) => {
       config: { answersWhileStopping: true },
       schema: {
         summary: "Readiness",
+        operationId: "getReady",
         description:
           "200 once the model library is loaded; 503 while it loads and once shutdown has begun: `draining` while every request is still " +
           "served (--drain-seconds after SIGTERM), then `stopping` while the requests already received are answered. A replica whose library is on object storage " +

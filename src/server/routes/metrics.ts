@@ -9,6 +9,7 @@ export const metricsRoutes: FastifyPluginAsync = async (app) => {
       config: { answersWhileStopping: true },
       schema: {
         summary: "Prometheus metrics",
+        operationId: "getMetrics",
         tags: ["operations"],
         produces: ["text/plain"],
         response: { 200: { type: "string", description: "Prometheus text exposition format 0.0.4" }, ...errorResponses() },

@@ -78,6 +78,7 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
     {
       schema: {
         summary: "Predict with one route",
+        operationId: "predict",
         description:
           "Runs the texts through the route's adapters, fusion and head. Concurrent requests to one route share forward passes. " +
           `Limits: at most ${config.maxInputs} texts of at most ${config.maxInputChars} characters each (400 beyond), ` +
@@ -127,6 +128,13 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
               version: { type: "string", description: "Content hash of the route's adapters, fusion and head that answered" },
               predictions: { type: "array", items: { $ref: "Prediction#" } },
             },
+            examples: [
+              {
+                fusion: "hate-fusion",
+                version: "e11d9da4ce66",
+                predictions: [{ label: "not-hate", score: 0.995942886204096, scores: { "not-hate": 0.995942886204096, hate: 0.0040571137959039185 }, truncated: false }],
+              },
+            ],
           },
           ...errorResponses(PATH_ERRORS, BODY_ERRORS, DRAINING, {
             404: ["route_not_found"],
