@@ -50,6 +50,8 @@ export interface ServerConfig {
   /** Seconds after SIGTERM during which /ready answers 503 while every request is still served. */
   readonly drainSeconds: number;
   readonly logLevel: LogLevel;
+  /** Which requests get their log lines (received, completed). */
+  readonly accessLog: AccessLog;
   /** Bearer token of the admin API; absent: the admin routes are not served. */
   readonly adminToken: string | undefined;
   readonly maxUploadBytes: number;
@@ -69,6 +71,8 @@ export interface ServerConfig {
 }
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
+const ACCESS_LOGS = ["requests", "all", "off"] as const;
+export type AccessLog = (typeof ACCESS_LOGS)[number];
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
@@ -308,6 +312,14 @@ export const OPTIONS: readonly AnyOption[] = [
     parse: (raw) => oneOf(["true", "false"] as const)(raw) === "true",
   },
   { key: "commit", flag: "commit", env: "FUSION_COMMIT", default: undefined, shown: "unset (the image sets it at build)", help: "source commit of this build, shown by /info and fusion_build_info; empty: unknown", parse: (raw) => raw.trim() || undefined },
+  {
+    key: "accessLog",
+    flag: "access-log",
+    env: "FUSION_ACCESS_LOG",
+    default: "requests",
+    help: "request log lines: requests (every request but the probes and /metrics scrapes), all, or off",
+    parse: oneOf(ACCESS_LOGS),
+  },
   { key: "logLevel", flag: "log-level", env: "FUSION_LOG_LEVEL", default: "info", help: `pino log level: ${LOG_LEVELS.join(", ")}`, parse: oneOf(LOG_LEVELS) },
 ];
 

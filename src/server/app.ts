@@ -19,9 +19,13 @@ import { servingPlugin } from "./serving.js";
  * The fastify application, without a model library: attach one with `app.serving.attach(runtime)`
  * (until then /ready and the prediction routes answer 503). main.ts and the tests both build it here.
  */
+/** The probes and the metrics scrape, logged only with --access-log all. */
+const QUIET_ROUTES = new Set(["/health", "/ready", "/metrics", "/v2/health/live", "/v2/health/ready"]);
+
 export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
   const app = Fastify({
     logger: { level: config.logLevel },
+    disableRequestLogging: config.accessLog === "off",
     genReqId: requestId,
     bodyLimit: config.maxBodyBytes,
     ...transportErrorOptions({ maxBodyBytes: config.maxBodyBytes }),
@@ -39,6 +43,12 @@ export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
       customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allowUnionTypes: true },
     },
   });
+  if (config.accessLog === "requests") {
+    // Probes and scrapes arrive every few seconds from every kubelet and Prometheus: their lines would bury the requests'.
+    app.addHook("onRoute", (route) => {
+      if (QUIET_ROUTES.has(route.url)) route.logLevel = "warn";
+    });
+  }
   limitConnections(app.server, config);
   answerOutsideFastify(app);
   // The API speaks JSON only: any other body is a 415, not a string that fails validation later.
