@@ -41,6 +41,8 @@ export interface ModelRuntime {
   readonly engine: EngineThread;
   readonly tokenizer: TextTokenizer;
   readonly maxSeqLen: number;
+  /** The precision served, and why: as asked, or what --precision auto measured. */
+  readonly precision: { readonly precision: "float32" | "int8"; readonly reason: string };
   /** Stops following a shared store's changes and releases the store. */
   readonly close: () => void;
 }
@@ -101,6 +103,7 @@ export async function loadRuntime(options: RuntimeOptions, log: Log, observer?: 
       engine,
       tokenizer,
       maxSeqLen,
+      precision,
       close: () => {
         stop();
         store.close();

@@ -12,6 +12,13 @@ const ROOT = join(import.meta.dirname, "..", "..");
 const { version } = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string };
 const KEY = "info-test-api-key-0123";
 
+t.test("with --precision auto, /info says what the probe chose and why", async (t) => {
+  const { url } = await startServer(t, { precision: "auto" });
+  const info = (await request(`${url}/info`)).body;
+  t.ok(["float32", "int8"].includes(info.precision), `chose ${info.precision}`);
+  t.match(info.precision_reason, /^auto: /, info.precision_reason);
+});
+
 t.test("/info names the build, the backbone, the limits and the routes", async (t) => {
   const { url } = await startServer(t, { commit: "0123abc" });
   const info = await request(`${url}/info`);
@@ -23,6 +30,7 @@ t.test("/info names the build, the backbone, the limits and the routes", async (
     status: "ready",
     device: "cpu",
     precision: "float32",
+    precision_reason: "--precision float32",
     library: TINY_LIBRARY,
     backbone: { path: "../engine/backbone", model_type: "bert", hidden_size: 64, layers: 3, max_positions: 64 },
     max_length: 64,

@@ -12,7 +12,8 @@ const infoSchema = {
     commit: { type: "string", description: "Source commit of the build; absent when unknown (--commit)" },
     status: { type: "string", enum: ["loading", "ready", "draining"], description: "As /ready says" },
     device: { type: "string", enum: ["cpu", "cuda"] },
-    precision: { type: "string", enum: ["float32", "int8"] },
+    precision: { type: "string", enum: ["float32", "int8", "auto"], description: "The precision served once loaded; while loading, as asked (auto: not measured yet)" },
+    precision_reason: { type: "string", description: "Once loaded: why this precision (as asked, or what --precision auto measured on this CPU)" },
     int8_weight_bits: { type: "integer", enum: [7, 8], description: "int8 precision only, once loaded: the bits of the quantized weights" },
     library: { type: "string", description: "Where the model library is: a folder or an s3:// URL" },
     backbone: {
@@ -38,6 +39,7 @@ const infoSchema = {
       status: "ready",
       device: "cpu",
       precision: "float32",
+      precision_reason: "--precision float32",
       library: "/library",
       backbone: { path: "backbones/all-MiniLM-L6-v2", model_type: "bert", hidden_size: 384, layers: 6, max_positions: 512 },
       max_length: 128,
@@ -62,7 +64,8 @@ export const infoRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async (a
         ...(config.commit === undefined ? {} : { commit: config.commit }),
         status: app.serving.phase,
         device: config.device,
-        precision: config.precision,
+        precision: runtime?.precision.precision ?? config.precision,
+        ...(runtime ? { precision_reason: runtime.precision.reason } : {}),
         ...(int8 ? { int8_weight_bits: int8.weightBits } : {}),
         library: config.library,
         ...(library && backbone
