@@ -7,6 +7,7 @@ import type { RuntimeOptions } from "./core/runtime.js";
 import type { Int8WeightChoice } from "./engine/int8-mode.js";
 import { PRECISION_CHOICES, type PrecisionChoice } from "./engine/products.js";
 import { KEEP_VERSIONS } from "./library/library.js";
+import { READ_BUDGET_MS } from "./library/module-reader.js";
 import { SCHEDULING_POLICIES, type SchedulingPolicy } from "./scheduler/plan.js";
 import type { SchedulerOptions } from "./scheduler/scheduler.js";
 
@@ -56,6 +57,7 @@ export interface ServerConfig {
   readonly adminToken: string | undefined;
   readonly maxUploadBytes: number;
   readonly keepVersions: number;
+  readonly moduleReadTimeoutMs: number;
   readonly headersTimeoutMs: number;
   readonly receiveTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
@@ -261,6 +263,14 @@ export const OPTIONS: readonly AnyOption[] = [
   },
   { key: "maxUploadBytes", flag: "max-upload-bytes", env: "FUSION_MAX_UPLOAD_BYTES", default: 64 * 2 ** 20, help: "largest file of an admin upload; beyond it 413", parse: integer(1) },
   {
+    key: "moduleReadTimeoutMs",
+    flag: "module-read-timeout-ms",
+    env: "FUSION_MODULE_READ_TIMEOUT_MS",
+    default: READ_BUDGET_MS,
+    help: "longest a module's files may take to read and validate (in a thread of their own); beyond it the change is refused with 422 too_costly",
+    parse: integer(100),
+  },
+  {
     key: "keepVersions",
     flag: "keep-versions",
     env: "FUSION_KEEP_VERSIONS",
@@ -433,6 +443,7 @@ export function runtimeOptions(config: ServerConfig): RuntimeOptions {
     maxBatchSize: config.maxBatchSize,
     residency: { maxRoutes: config.maxResidentRoutes, maxBytes: config.maxResidentMib * 2 ** 20, pinned: new Set(config.pinRoutes) },
     maxSeqLen: (maxPositions) => effectiveMaxSeqLen(config, maxPositions),
+    moduleReadTimeoutMs: config.moduleReadTimeoutMs,
   };
 }
 

@@ -44,7 +44,7 @@ export class ServingError extends Error {
   }
 }
 
-export const MODEL_LOAD_ERROR_CODES = ["missing_file", "malformed_file", "shape_mismatch", "non_finite_weights", "unsupported_config", "unknown_adapter"] as const;
+export const MODEL_LOAD_ERROR_CODES = ["missing_file", "malformed_file", "shape_mismatch", "non_finite_weights", "unsupported_config", "unknown_adapter", "too_costly"] as const;
 
 export type ModelLoadErrorCode = (typeof MODEL_LOAD_ERROR_CODES)[number];
 

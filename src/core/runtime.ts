@@ -33,6 +33,8 @@ export interface RuntimeOptions {
   readonly residency: { readonly maxRoutes: number; readonly maxBytes: number; readonly pinned: ReadonlySet<string> };
   /** The sequence length served, given the backbone's position limit; throws when none fits. */
   readonly maxSeqLen: (maxPositions: number) => number;
+  /** Longest one module may take to read and validate. */
+  readonly moduleReadTimeoutMs: number;
 }
 
 /** Everything loaded from the model library: what a prediction needs. */
@@ -78,7 +80,7 @@ export async function loadRuntime(options: RuntimeOptions, log: Log, observer?: 
   );
   try {
     const maxSeqLen = options.maxSeqLen(engine.backbone.maxPositions);
-    const library = await AdapterLibrary.open(store, engine.backbone, engine, read);
+    const library = await AdapterLibrary.open(store, engine.backbone, engine, read, options.moduleReadTimeoutMs);
     const tokenizer = await TextTokenizer.load(backboneDir, maxSeqLen);
     const { routes, adapters, fusions } = library.state;
     log.info(

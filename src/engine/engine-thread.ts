@@ -1,7 +1,5 @@
-import { extname } from "node:path";
-import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import { UnavailableError } from "../errors.js";
 import type { BackboneConfig } from "./backbone.js";
 import type { TokenBatch } from "./packing.js";
@@ -10,6 +8,7 @@ import { feedBuffers, feedBytes } from "./layout.js";
 import { inSharedMemory } from "./shared-memory.js";
 import type { InputReadout } from "./readout.js";
 import type { ServedRoute } from "./weights.js";
+import { startWorker } from "./thread/start.js";
 import { fromWire, type EngineWorkerSetup, type FromEngine, type FromLayout, type LayoutWorkerSetup, type ToEngine, type ToLayout } from "./thread/protocol.js";
 
 /** Which route layouts stay resident in the engine (docs/design.md §2, "Resident routes"). */
@@ -124,7 +123,7 @@ export class EngineThread {
 
   static async start(options: EngineThreadOptions, observer?: AssemblyObserver): Promise<EngineThread> {
     const { layoutHold, residency, ...setup } = options;
-    const engine = startWorker("engine-worker", setup);
+    const engine = startWorker(new URL("./thread/engine-worker.js", import.meta.url), setup);
     const first = await new Promise<FromEngine>((resolve, reject) => {
       engine.once("message", resolve);
       engine.once("error", reject);
@@ -135,7 +134,7 @@ export class EngineThread {
       throw first.type === "failed" ? fromWire(first.error) : new Error(`unexpected first message from the engine: ${first.type}`);
     }
     const layoutSetup: LayoutWorkerSetup = { backbone: first.backbone, int8: first.int8, threads: setup.threads, hold: layoutHold };
-    const layout = startWorker("layout-worker", layoutSetup);
+    const layout = startWorker(new URL("./thread/layout-worker.js", import.meta.url), layoutSetup);
     const unbounded: ResidencyOptions = { maxRoutes: Infinity, maxBytes: Infinity, pinned: new Set() };
     return new EngineThread(engine, layout, first.backbone, first.int8, options.slots, first.backboneBytes, residency ?? unbounded, observer);
   }
@@ -319,17 +318,4 @@ export class EngineThread {
   private unavailable(): UnavailableError {
     return new UnavailableError("engine_unavailable", `the engine thread stopped: ${this.broken?.message ?? "unknown reason"}`);
   }
-}
-
-/**
- * Starts a worker on its module: the built .js, or, when this file runs from TypeScript source
- * (tests, benchmarks), the .ts through tsx, whose loader Node 20 does not pass on to workers.
- */
-function startWorker(name: string, workerData: unknown): Worker {
-  const source = extname(fileURLToPath(import.meta.url)) === ".ts";
-  const url = new URL(`./thread/${name}${source ? ".ts" : ".js"}`, import.meta.url);
-  if (!source) return new Worker(url, { workerData });
-  const tsx = import.meta.resolve("tsx/esm/api");
-  const bootstrap = `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(url.href)}); });`;
-  return new Worker(bootstrap, { eval: true, workerData });
 }

@@ -2,9 +2,10 @@ import { performance } from "node:perf_hooks";
 import { ConflictError, ModelLoadError, NotFoundError, UnavailableError } from "../errors.js";
 import type { BackboneConfig } from "../engine/backbone.js";
 import type { PredictionHead } from "../engine/heads.js";
-import { inSharedMemory, tensorBytes } from "../engine/shared-memory.js";
-import { loadAdapter, loadFusion, type AdapterModule, type FusionModule } from "./adapterhub.js";
+import { tensorBytes } from "../engine/shared-memory.js";
+import type { AdapterModule, FusionModule } from "./adapterhub.js";
 import type { Manifest } from "./manifest.js";
+import { ModuleReader } from "./module-reader.js";
 import { assembleRoute, type FusionRoute } from "./route.js";
 import { LibraryStore, type ManifestVersion, type ModuleKind, type VersionStore } from "./store.js";
 
@@ -77,6 +78,7 @@ export class AdapterLibrary {
   private constructor(
     private readonly store: VersionStore,
     readonly backbone: BackboneConfig,
+    private readonly reader: ModuleReader,
     state: LibraryState,
     etag: string | undefined,
     private readonly host: RouteHost | undefined,
@@ -90,13 +92,14 @@ export class AdapterLibrary {
    * Opens a library folder, or any store. Without a host the library only loads and validates
    * (tests, tools); the server passes its engine. `read` is the manifest already read, if any.
    */
-  static async open(source: string | VersionStore, backbone: BackboneConfig, host?: RouteHost, read?: ManifestVersion): Promise<AdapterLibrary> {
+  static async open(source: string | VersionStore, backbone: BackboneConfig, host?: RouteHost, read?: ManifestVersion, readBudgetMs?: number): Promise<AdapterLibrary> {
     const store = typeof source === "string" ? new LibraryStore(source) : source;
     const { manifest, etag } = read ?? (await store.readManifest());
     await store.open(manifest);
-    const state = await loadState(store, backbone, manifest, undefined);
+    const reader = new ModuleReader(backbone, readBudgetMs);
+    const state = await loadState(store, reader, manifest, undefined);
     await host?.register([...state.routes.values()]);
-    return new AdapterLibrary(store, backbone, state, etag, host);
+    return new AdapterLibrary(store, backbone, reader, state, etag, host);
   }
 
   get state(): LibraryState {
@@ -177,7 +180,7 @@ export class AdapterLibrary {
         if (found.manifest.backbone !== before.manifest.backbone) {
           throw new ModelLoadError("unsupported_config", `the manifest now names backbone '${found.manifest.backbone}' (serving '${before.manifest.backbone}'): a new backbone needs a restart`);
         }
-        const next = await loadState(this.store, this.backbone, found.manifest, before);
+        const next = await loadState(this.store, this.reader, found.manifest, before);
         await this.switchTo(next, async () => found.etag);
       }
     } catch (err) {
@@ -213,7 +216,7 @@ export class AdapterLibrary {
   putAdapter(name: string, sourceDir: string, keepVersions = KEEP_VERSIONS): Promise<ChangeResult> {
     return this.serialize(async () => {
       await this.catchUp();
-      const module = await adapterFrom(sourceDir, this.backbone, name);
+      const module = await this.reader.adapter(sourceDir, name);
       return this.commit("adapters", name, module, sourceDir, keepVersions);
     });
   }
@@ -222,7 +225,7 @@ export class AdapterLibrary {
   putFusion(name: string, sourceDir: string, keepVersions = KEEP_VERSIONS): Promise<ChangeResult> {
     return this.serialize(async () => {
       await this.catchUp();
-      const module = await fusionFrom(sourceDir, this.backbone, name);
+      const module = await this.reader.fusion(sourceDir, name);
       return this.commit("fusions", name, module, sourceDir, keepVersions);
     });
   }
@@ -237,7 +240,7 @@ export class AdapterLibrary {
       const target = state.manifest.previous?.[kind][name];
       if (target === undefined) throw new ConflictError("no_previous_version", `${kind} '${name}' has no previous version to roll back to`);
       const dir = await this.store.fetch(kind, name, target);
-      const module = kind === "adapters" ? await adapterFrom(dir, this.backbone, name) : await fusionFrom(dir, this.backbone, name);
+      const module = kind === "adapters" ? await this.reader.adapter(dir, name) : await this.reader.fusion(dir, name);
       return this.publish(kind, name, module, this.nextState(kind, name, module), target, live);
     });
   }
@@ -342,27 +345,18 @@ export class AdapterLibrary {
  * Loads what `manifest` names; modules at the same version folder as in `reuse` are taken from it
  * as they are, so a change loads only what it changed.
  */
-async function loadState(store: VersionStore, backbone: BackboneConfig, manifest: Manifest, reuse: LibraryState | undefined): Promise<LibraryState> {
+async function loadState(store: VersionStore, reader: ModuleReader, manifest: Manifest, reuse: LibraryState | undefined): Promise<LibraryState> {
   const adapters = new Map<string, AdapterModule>();
   for (const [name, version] of Object.entries(manifest.adapters)) {
     const same = reuse?.manifest.adapters[name] === version ? reuse.adapters.get(name) : undefined;
-    adapters.set(name, same ?? (await adapterFrom(await store.fetch("adapters", name, version), backbone, name)));
+    adapters.set(name, same ?? (await reader.adapter(await store.fetch("adapters", name, version), name)));
   }
   const fusions = new Map<string, FusionModule>();
   for (const [name, version] of Object.entries(manifest.fusions)) {
     const same = reuse?.manifest.fusions[name] === version ? reuse.fusions.get(name) : undefined;
-    fusions.set(name, same ?? (await fusionFrom(await store.fetch("fusions", name, version), backbone, name)));
+    fusions.set(name, same ?? (await reader.fusion(await store.fetch("fusions", name, version), name)));
   }
   return buildState(manifest, adapters, fusions, reuse?.routes);
-}
-
-/** Modules are kept in shared memory only, the form the engine's threads read (engine/shared-memory.ts). */
-async function adapterFrom(dir: string, backbone: BackboneConfig, name: string): Promise<AdapterModule> {
-  return inSharedMemory(await loadAdapter(dir, backbone, name));
-}
-
-async function fusionFrom(dir: string, backbone: BackboneConfig, name: string): Promise<FusionModule> {
-  return inSharedMemory(await loadFusion(dir, backbone, name));
 }
 
 function withEntry(manifest: Manifest, kind: ModuleKind, name: string, folder: string | null, previous: string | null): Manifest {

@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { ServerConfig } from "../config.js";
 import { adminPlugin } from "./admin/plugin.js";
 import { apiKeyPlugin } from "./api-key.js";
@@ -25,7 +25,10 @@ const QUIET_ROUTES = new Set(["/health", "/ready", "/metrics", "/v2/health/live"
 export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
   const app = Fastify({
     logger: { level: config.logLevel },
-    disableRequestLogging: config.accessLog === "off",
+    // Probes and scrapes arrive every few seconds from every kubelet and Prometheus: their lines would bury the requests'.
+    logController: new LogController({
+      disableRequestLogging: (request) => config.accessLog === "off" || (config.accessLog === "requests" && QUIET_ROUTES.has(request.routeOptions.url ?? "")),
+    }),
     genReqId: requestId,
     bodyLimit: config.maxBodyBytes,
     ...transportErrorOptions({ maxBodyBytes: config.maxBodyBytes }),
@@ -43,12 +46,6 @@ export async function buildApp(config: ServerConfig): Promise<FastifyInstance> {
       customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allowUnionTypes: true },
     },
   });
-  if (config.accessLog === "requests") {
-    // Probes and scrapes arrive every few seconds from every kubelet and Prometheus: their lines would bury the requests'.
-    app.addHook("onRoute", (route) => {
-      if (QUIET_ROUTES.has(route.url)) route.logLevel = "warn";
-    });
-  }
   limitConnections(app.server, config);
   answerOutsideFastify(app);
   // The API speaks JSON only: any other body is a 415, not a string that fails validation later.
