@@ -3,7 +3,10 @@
 # defaults plus the values a fleet on object storage needs, that fleet with every optional part on,
 # and one pod serving a library folder on a PersistentVolumeClaim with every optional part on. Then
 # checks the fields that values decide, and that the renders that must fail do, each with its message.
-# Needs helm, kubeconform and the schemas that scripts/install-tools.sh puts in .tools/.
+# Then the KServe example under deploy/kserve, against KServe's schemas: valid, a misspelt field
+# refused, and its fields consistent with the image and the server.
+# Needs helm, kubeconform, the schemas and KServe's CustomResourceDefinitions that
+# scripts/install-tools.sh puts in .tools/, and npm's packages (scripts/crd-schemas.mjs reads YAML).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$PWD/.tools/bin:$PATH"
@@ -11,6 +14,9 @@ KUBE_VERSION=1.33.0
 chart=deploy/helm/fusion-serve
 schemas="$PWD/.tools/kubernetes-json-schema/v$KUBE_VERSION-local-strict"
 [ -f "$schemas/deployment-apps-v1.json" ] || { echo "validate: no schemas in $schemas: run scripts/install-tools.sh" >&2; exit 1; }
+KSERVE=v0.15.2
+crds="$PWD/.tools/kserve-crds/$KSERVE"
+[ -f "$crds/serving.kserve.io_inferenceservices.yaml" ] || { echo "validate: no KServe CustomResourceDefinitions in $crds: run scripts/install-tools.sh" >&2; exit 1; }
 
 python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$chart/dashboards/fusion-serve.json"
 
@@ -147,3 +153,94 @@ refuse "server.threads must be a whole number" "${fleet[@]}" --set server.thread
 refuse "env.FUSION_THREADS is set by the chart (from server.threads or the CPU resources)" "${fleet[@]}" --set env.FUSION_THREADS=4
 echo "validate: $refusals renders refused, each with its message"
 echo "validate: chart OK"
+
+# The KServe example (deploy/kserve), against the schemas of KServe's CustomResourceDefinitions
+# that scripts/install-tools.sh fetched, made strict here by scripts/crd-schemas.mjs, and
+# Kubernetes' own for anything else.
+crd_schemas=$(mktemp -d)
+trap 'rm -rf "$crd_schemas"' EXIT
+node scripts/crd-schemas.mjs "$crd_schemas" "$crds"/*.yaml >/dev/null
+kserve_validate() {
+  kubeconform -strict -summary -kubernetes-version "$KUBE_VERSION" \
+    -schema-location "$schemas/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
+    -schema-location "$crd_schemas/{{ .ResourceKind }}-{{ .Group }}-{{ .ResourceAPIVersion }}.json" "$@"
+}
+summary=$(kserve_validate deploy/kserve/*.yaml) || { echo "validate: the KServe example is invalid: $summary" >&2; exit 1; }
+echo "validate (kserve): $summary; kinds: $(cat deploy/kserve/*.yaml | grep -E '^kind: ' | sed 's/kind: //' | sort | uniq | tr '\n' ' ')"
+[[ $summary =~ Valid:\ ([1-9][0-9]*) ]] || { echo "validate: kubeconform validated no resource of the KServe example" >&2; exit 1; }
+
+# A misspelt field is refused, and named: schemas that let it through would pass anything.
+misspelt=0
+misspell() {
+  local file=$1 field=$2 typo=$3 copy="$crd_schemas/misspelt.yaml" out
+  sed "s/^\( *\)$field:\$/\1$typo:/" "$file" >"$copy"
+  if cmp -s "$file" "$copy"; then echo "validate: $file has no line '$field:' to misspell" >&2; exit 1; fi
+  if out=$(kserve_validate "$copy"); then echo "validate: $file with '$typo' for '$field' was accepted" >&2; exit 1; fi
+  grep -qF "additional properties '$typo' not allowed" <<<"$out" || { echo "validate: $file with '$typo' for '$field' was refused for another reason: $out" >&2; exit 1; }
+  misspelt=$((misspelt + 1))
+}
+misspell deploy/kserve/inferenceservice.yaml model modle
+misspell deploy/kserve/servingruntime.yaml volumeMounts volumeMount
+misspell deploy/kserve/inferenceservice-s3.yaml spec sepc
+echo "validate: $misspelt misspelt fields of the KServe example refused, each named"
+
+# What the schemas cannot see: the example agrees with itself, the image and the server.
+node --input-type=module - deploy/kserve/*.yaml <<'JS'
+import { readFileSync } from "node:fs";
+import { parse, parseAllDocuments } from "yaml";
+
+const docs = process.argv.slice(2).flatMap((file) => parseAllDocuments(readFileSync(file, "utf8")).map((doc) => doc.toJS()));
+const [runtime, ...others] = docs.filter((doc) => doc.kind === "ServingRuntime");
+const services = docs.filter((doc) => doc.kind === "InferenceService");
+let checks = 0;
+function expect(what, got, want) {
+  if (JSON.stringify(got) !== JSON.stringify(want)) {
+    console.error(`validate: ${what}: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+    process.exit(1);
+  }
+  checks += 1;
+}
+const env = (container) => Object.fromEntries((container.env ?? []).map((e) => [e.name, e.value ?? e.valueFrom]));
+
+expect("one ServingRuntime", others.length, 0);
+const container = runtime.spec.containers.find((c) => c.name === "kserve-container");
+expect("the container KServe mounts /mnt/models in", container?.name, "kserve-container");
+const vars = env(container);
+const mounts = (container.volumeMounts ?? []).map((m) => m.mountPath);
+expect("the library is seeded from KServe's download", vars.FUSION_SEED_LIBRARY, "/mnt/models");
+expect("the library is a volume of the pod", mounts.includes(vars.FUSION_LIBRARY), true);
+expect("threads of the forward pass as the CPU limit", vars.FUSION_THREADS, String(container.resources.limits.cpu));
+const grace = Number(vars.FUSION_DRAIN_SECONDS) + Number(vars.FUSION_SHUTDOWN_TIMEOUT_MS) / 1000 + 5;
+expect("the drain and the shutdown timeout, and 5 s to exit, within the default grace period of 30 s", grace <= 30, true);
+const imagePort = Number(/\bPORT=(\d+)/.exec(readFileSync("Dockerfile", "utf8"))[1]);
+expect("the port is the image's", container.ports.map((p) => p.containerPort), [imagePort]);
+const served = Object.keys(parse(readFileSync("openapi.yaml", "utf8")).paths);
+for (const probe of ["livenessProbe", "readinessProbe"]) {
+  const { path, port } = container[probe].httpGet;
+  expect(`the ${probe} asks a path the server serves`, served.includes(path) ? path : `${path} (not in openapi.yaml)`, path);
+  expect(`the ${probe} asks the server's port`, port, imagePort);
+}
+// Variables the server reads (src/config.ts), the entry point reads, or the S3 client takes.
+const known = new Set([
+  ...readFileSync("src/config.ts", "utf8").matchAll(/\benv: "([A-Z0-9_]+)"/g).map((m) => m[1]),
+  ...readFileSync("scripts/docker-entrypoint.sh", "utf8").matchAll(/\$\{([A-Z0-9_]+):/g).map((m) => m[1]),
+  "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
+]);
+const everyEnv = [container, ...services.map((s) => s.spec.predictor.model)].flatMap((c) => c.env ?? []);
+expect("every variable set is one that is read", everyEnv.map((e) => e.name).filter((name) => !known.has(name)), []);
+for (const service of services) {
+  const { model } = service.spec.predictor;
+  const name = service.metadata.name;
+  expect(`${name}: the runtime`, model.runtime, runtime.metadata.name);
+  expect(`${name}: a model format of the runtime`, runtime.spec.supportedModelFormats.some((f) => f.name === model.modelFormat.name), true);
+  expect(`${name}: a protocol of the runtime`, runtime.spec.protocolVersions.includes(model.protocolVersion), true);
+  const own = env(model);
+  // A library from storageUri, or one on object storage: never both, never neither.
+  expect(`${name}: storageUri or an s3:// FUSION_LIBRARY`, [model.storageUri !== undefined, /^s3:\/\//.test(own.FUSION_LIBRARY ?? "")].filter(Boolean).length, 1);
+  if (own.FUSION_LIBRARY_CACHE !== undefined) expect(`${name}: the download cache is a volume of the pod`, mounts.includes(own.FUSION_LIBRARY_CACHE), true);
+  // Without an object store, admin changes would stay in one pod's copy of the library.
+  expect(`${name}: the admin API only with a library on object storage`, own.ADMIN_TOKEN === undefined || own.FUSION_LIBRARY?.startsWith("s3://"), true);
+}
+console.log(`validate: ${checks} fields of the KServe example agree with each other, the image and the server`);
+JS
+echo "validate: kserve OK"

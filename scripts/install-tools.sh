@@ -6,6 +6,9 @@
 #   helm        renders and lints the chart under deploy/
 #   kubeconform validates the rendered manifests, offline, against Kubernetes' JSON schemas,
 #               which come from the kubernetes-validate Python package (its wheel, unpacked)
+#   KServe CRDs the CustomResourceDefinitions of ServingRuntime and InferenceService, from KServe's
+#               Go module, for deploy/kserve; deploy/validate.sh turns them into JSON schemas with
+#               scripts/crd-schemas.mjs, which needs npm's packages, installed after this script
 # Each is built or fetched only when absent; Go builds take a few minutes each on 2 cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -14,6 +17,7 @@ NODE=22.23.5
 VERSITYGW=v1.8.0
 HELM=v3.22.0
 KUBECONFORM=v0.8.0
+KSERVE=v0.15.2
 SCHEMAS_PACKAGE=kubernetes-validate==1.37.0
 # Kubernetes version the manifests are validated against (the chart needs 1.25 or later).
 KUBE_VERSION=1.33.0
@@ -66,4 +70,17 @@ with zipfile.ZipFile(glob.glob(os.path.join(wheel_dir, "*.whl"))[0]) as wheel:
             with open(target, "w", encoding="utf-8") as f:
                 f.write(text)
 PY
+fi
+
+crds="$tools/kserve-crds/$KSERVE"
+if [ ! -f "$crds/serving.kserve.io_inferenceservices.yaml" ]; then
+  command -v go >/dev/null || { echo "install-tools: go is needed to fetch KServe's CustomResourceDefinitions" >&2; exit 1; }
+  echo "install-tools: fetching KServe $KSERVE's CustomResourceDefinitions" >&2
+  # The module's files, checked against the Go checksum database, are in the module cache.
+  module=$(go mod download -json "github.com/kserve/kserve@$KSERVE" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+  rm -rf "$crds"
+  mkdir -p "$crds.partial"
+  cp "$module/config/crd/full/serving.kserve.io_servingruntimes.yaml" "$module/config/crd/full/serving.kserve.io_inferenceservices.yaml" "$crds.partial/"
+  chmod u+w "$crds.partial"/*
+  mv "$crds.partial" "$crds"
 fi
