@@ -48,12 +48,16 @@ const modelParams = {
   },
 } as const;
 
+/** The protocol lets clients send parameters of their own, ignored here; a key that reaches an object's prototype never. */
+const parameters = (properties: object) => ({ type: "object", properties, propertyNames: { not: { enum: ["__proto__", "constructor"] } } }) as const;
+
 const inferBody = {
   type: "object",
   required: ["inputs"],
+  additionalProperties: false,
   properties: {
     id: { type: "string" },
-    parameters: { type: "object", properties: { binary_data_output: { type: "boolean" } } },
+    parameters: parameters({ binary_data_output: { type: "boolean" } }),
     inputs: {
       type: "array",
       minItems: 1,
@@ -61,11 +65,14 @@ const inferBody = {
       items: {
         type: "object",
         required: ["name", "shape", "datatype"],
+        additionalProperties: false,
+        // The texts come as JSON data, or in the binary part of the body with their size here.
+        anyOf: [{ required: ["data"] }, { required: ["parameters"], properties: { parameters: { required: ["binary_data_size"] } } }],
         properties: {
           name: { type: "string", enum: [TEXT_INPUT] },
           shape: { type: "array", minItems: 1, maxItems: 2, items: { type: "integer", minimum: 0 } },
           datatype: { type: "string", enum: ["BYTES"] },
-          parameters: { type: "object", properties: { binary_data_size: { type: "integer", minimum: 0 } } },
+          parameters: parameters({ binary_data_size: { type: "integer", minimum: 0 } }),
           data: { type: "array", description: "The texts, flat or nested as the shape says" },
         },
       },
@@ -75,7 +82,8 @@ const inferBody = {
       items: {
         type: "object",
         required: ["name"],
-        properties: { name: { type: "string", enum: [...OUTPUTS] }, parameters: { type: "object", properties: { binary_data: { type: "boolean" } } } },
+        additionalProperties: false,
+        properties: { name: { type: "string", enum: [...OUTPUTS] }, parameters: parameters({ binary_data: { type: "boolean" } }) },
       },
     },
   },
@@ -151,7 +159,10 @@ export const oipRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async (ap
     if (headerLength < raw.length) binaryBodies.set(request, raw.subarray(headerLength));
   });
 
-  app.setErrorHandler((err: FastifyError | ServingError, request, reply) => answer(app, request, reply, toServingError(err, { maxBodyBytes: config.maxBodyBytes }), err, oipErrorBody));
+  // As the server's own handler: a request no route serves may fail while its body is read (QUERY without Content-Type).
+  app.setErrorHandler((err: FastifyError | ServingError, request, reply) =>
+    answer(app, request, reply, request.is404 ? notServed(app, request) : toServingError(err, { maxBodyBytes: config.maxBodyBytes }), err, oipErrorBody),
+  );
   app.setNotFoundHandler((request, reply) => answer(app, request, reply, notServed(app, request), undefined, oipErrorBody));
 
   const tags = ["open inference protocol"];
