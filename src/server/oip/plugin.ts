@@ -67,7 +67,7 @@ const inferBody = {
         required: ["name", "shape", "datatype"],
         additionalProperties: false,
         // The texts come as JSON data, or in the binary part of the body with their size here.
-        anyOf: [{ required: ["data"] }, { required: ["parameters"], properties: { parameters: { required: ["binary_data_size"] } } }],
+        anyOf: [{ required: ["data"] }, { required: ["parameters"], properties: { parameters: { type: "object", required: ["binary_data_size"] } } }],
         properties: {
           name: { type: "string", enum: [TEXT_INPUT] },
           shape: { type: "array", minItems: 1, maxItems: 2, items: { type: "integer", minimum: 0 } },
