@@ -14,6 +14,10 @@ import { ADAPTERHUB_FILES } from "../../library/adapterhub.js";
  */
 const MAX_FIELDS = 16;
 const FIELD_BYTES = 64 * 1024;
+const FIELDS_MESSAGE = `the upload has more than ${MAX_FIELDS} non-file fields; a save directory is sent as files`;
+
+/** Non-file fields the parser has read so far. */
+const fieldCount = (fields: Record<string, unknown> | undefined) => Object.values(fields ?? {}).filter((f) => (f as { type?: string } | undefined)?.type === "field").length;
 
 /**
  * Streams a multipart upload of an AdapterHub save directory into `dir`, an empty folder.
@@ -41,6 +45,8 @@ export async function receiveUpload(request: FastifyRequest, maxBytes: number, d
       if (next.done) break;
       const part = next.value;
       fields = part.fields;
+      // Past the field limit the parser stops reading the body, and may never end the iteration: refuse at once.
+      if (fieldCount(fields) >= MAX_FIELDS) throw new PayloadTooLargeError(FIELDS_MESSAGE);
       if (!ADAPTERHUB_FILES.has(part.filename)) {
         part.file.resume();
         throw new BadRequestError(
@@ -60,13 +66,12 @@ export async function receiveUpload(request: FastifyRequest, maxBytes: number, d
     await dispose();
     const err = caught;
     // The field limit, hit while a file is written, ends that file early; the fields read show it.
-    const fieldsRead = Object.values(fields ?? {}).filter((f) => (f as { type?: string } | undefined)?.type === "field").length;
-    const code = fieldsRead >= MAX_FIELDS ? "FST_FIELDS_LIMIT" : (err as { code?: string }).code;
+    const code = fieldCount(fields) >= MAX_FIELDS ? "FST_FIELDS_LIMIT" : (err as { code?: string }).code;
     if (code === "FST_REQ_FILE_TOO_LARGE") {
       throw new PayloadTooLargeError(`an uploaded file exceeds the upload limit of ${maxBytes} bytes`);
     }
     if (code === "FST_FIELDS_LIMIT") {
-      throw new PayloadTooLargeError(`the upload has more than ${MAX_FIELDS} non-file fields; a save directory is sent as files`);
+      throw new PayloadTooLargeError(FIELDS_MESSAGE);
     }
     // The multipart parser's own errors (no boundary, a truncated form, a malformed part header)
     // carry neither a status nor a system call: the client sent a broken form.
