@@ -292,7 +292,7 @@ export const oipRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async (ap
     const { body, params } = request;
     resolve(params);
     const input = body.inputs[0];
-    const { texts } = readTexts(input, binary, 0);
+    const texts = readTexts(input, binary);
     if (texts.length === 0 || texts.length > config.maxInputs) throw new BadRequestError("invalid_request", `input '${TEXT_INPUT}' must hold 1 to ${config.maxInputs} texts, got ${texts.length}`);
     const tooLong = texts.findIndex((text) => [...text].length > config.maxInputChars);
     if (tooLong >= 0) throw new BadRequestError("invalid_request", `text ${tooLong} is longer than ${config.maxInputChars} characters`);

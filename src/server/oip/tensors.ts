@@ -29,19 +29,19 @@ export interface OutputTensor {
 
 export const elementCount = (shape: readonly number[]): number => shape.reduce((n, d) => n * d, 1);
 
-/** The strings of a BYTES input, from its JSON data or from its share of the binary body. */
-export function readTexts(tensor: WireTensor, binary: Buffer | undefined, offset: number): { texts: string[]; bytesRead: number } {
+/** The strings of the one BYTES input, from its JSON data or from the binary part of the body. */
+export function readTexts(tensor: WireTensor, binary: Buffer | undefined): string[] {
   const count = elementCount(tensor.shape);
   const size = tensor.parameters?.binary_data_size;
   if (size !== undefined) {
-    if (!binary || offset + size > binary.length) throw new BadRequestError("invalid_request", `input '${tensor.name}': binary_data_size ${size} exceeds the binary data sent`);
-    return { texts: decodeBytes(binary.subarray(offset, offset + size), count, tensor.name), bytesRead: size };
+    if (!binary || size > binary.length) throw new BadRequestError("invalid_request", `input '${tensor.name}': binary_data_size ${size} exceeds the binary data sent`);
+    return decodeBytes(binary.subarray(0, size), count, tensor.name);
   }
   if (tensor.data === undefined) throw new BadRequestError("invalid_request", `input '${tensor.name}' has neither data nor parameters.binary_data_size`);
   const flat = [tensor.data].flat(Infinity as 1);
   if (flat.length !== count) throw new BadRequestError("invalid_request", `input '${tensor.name}': shape [${tensor.shape.join(", ")}] holds ${count} elements, data has ${flat.length}`);
   if (!flat.every((v): v is string => typeof v === "string")) throw new BadRequestError("invalid_request", `input '${tensor.name}': BYTES data must be strings`);
-  return { texts: flat, bytesRead: 0 };
+  return flat;
 }
 
 function decodeBytes(bytes: Buffer, count: number, name: string): string[] {
