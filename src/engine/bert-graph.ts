@@ -31,6 +31,20 @@ export const routeInputs = (l: number) => ({
   keyBias: `l${l}.key_b`, // literal: [d]
 });
 
+/**
+ * Names of the inputs of a direct route slot's layer `l`: the route's modules as they are, nothing
+ * folded (see `directTail`). N adapters, R bottleneck, K = N·R.
+ */
+export const directInputs = (l: number) => ({
+  downWeight: `l${l}.direct.down_w`, // [N, d, R]: adapter i's W_down is block i
+  downBias: `l${l}.direct.down_b`, // [K]
+  up: `l${l}.direct.up`, // [K + N, d] = [W_up ; b_up], the adapters' up-projections then their biases
+  queryWeight: `l${l}.direct.query_w`, // [d, d], torch layout [out, in]
+  queryBias: `l${l}.direct.query_b`, // [d]
+  keyWeight: `l${l}.direct.key_w`, // [d, d], torch layout
+  valueWeight: `l${l}.direct.value_w`, // [d, d], torch layout (identity where the fusion has no value)
+});
+
 /** A route input's name in route slot `slot` (slot 0 keeps the bare name). */
 export const slotInput = (name: string, slot: number): string => (slot === 0 ? name : `s${slot}.${name}`);
 
@@ -61,19 +75,23 @@ export const slotProbs = (slot: number): string => slotInput(GRAPH_OUTPUTS.fusio
  * inputs, and puts the results back in place (slot_unorder). The backbone's products still run
  * once over the whole batch; a slot with no tokens costs a few empty kernels.
  *
+ * `directSlots` more slots (fused variant) take a route's modules unfolded (directInputs): slots
+ * `slots` … `slots + directSlots − 1`, for routes whose layout is not resident (docs/design.md §2).
+ *
  * Outputs: last_hidden_state [B, T, d]; for adapter variants also fusion_probs [L, N, B·T]
  * (per slot with several slots: slotProbs(s), [L, N_s, tokens_s], in slot_order's order).
  */
-export function buildBertGraph(backbone: Backbone, variant: GraphVariant, arithmetic: Arithmetic = "float32", slots = 1, packed = false): Uint8Array {
+export function buildBertGraph(backbone: Backbone, variant: GraphVariant, arithmetic: Arithmetic = "float32", slots = 1, packed = false, directSlots = 0): Uint8Array {
   const g = new OnnxGraph();
-  const { hidden, probs } = buildEncoder(g, backbone, variant, arithmetic, slots, packed);
+  const { hidden, probs } = buildEncoder(g, backbone, variant, arithmetic, slots, packed, directSlots);
   g.node("Identity", [hidden], {}, { outputs: [GRAPH_OUTPUTS.hidden] });
   g.output(GRAPH_OUTPUTS.hidden, FLOAT, ["B", "T", backbone.config.hiddenSize]);
   probs.forEach((layers, slot) => {
     g.node("Identity", [layers], {}, { outputs: [slotProbs(slot)] });
     g.output(slotProbs(slot), FLOAT, [backbone.config.numLayers, slotInput("N", slot), slotInput("BT", slot)]);
   });
-  return g.toBytes(`bert-${variant}-${arithmetic === "float32" ? arithmetic : `int8w${arithmetic.weightBits}`}${slots > 1 ? `-${slots}slots` : ""}${packed ? "-packed" : ""}`);
+  const slotting = `${slots > 1 ? `-${slots}slots` : ""}${directSlots > 0 ? `-${directSlots}direct` : ""}`;
+  return g.toBytes(`bert-${variant}-${arithmetic === "float32" ? arithmetic : `int8w${arithmetic.weightBits}`}${slotting}${packed ? "-packed" : ""}`);
 }
 
 export interface EncoderGraph {
@@ -93,11 +111,20 @@ export interface EncoderGraph {
  * [B, T] numbers each input's tokens from its own start. Everything but attention works token by
  * token, so each input's result is the one it would have alone in a row.
  */
-export function buildEncoder(g: OnnxGraph, backbone: Backbone, variant: GraphVariant, arithmetic: Arithmetic = "float32", slots = 1, packed = false): EncoderGraph {
+export function buildEncoder(
+  g: OnnxGraph,
+  backbone: Backbone,
+  variant: GraphVariant,
+  arithmetic: Arithmetic = "float32",
+  slots = 1,
+  packed = false,
+  directSlots = 0,
+): EncoderGraph {
   if (arithmetic !== "float32" && variant === "literal") {
     throw new Error("the literal fusion graph exists to check the float32 rewrite; it has no int8 form");
   }
-  if (slots > 1 && variant !== "fused") throw new Error("only the fused graph serves several routes in one pass");
+  const graphSlots = slots + directSlots;
+  if (graphSlots > 1 && variant !== "fused") throw new Error("only the fused graph serves several routes in one pass");
   const { config } = backbone;
   const d = config.hiddenSize;
   const products = new MatrixProducts(g, arithmetic);
@@ -124,10 +151,12 @@ export function buildEncoder(g: OnnxGraph, backbone: Backbone, variant: GraphVar
   const eps = { float: config.layerNormEps };
 
   const shapes = variant === "literal" ? literalShapes(g) : null;
-  const slotShapes = variant === "fused" ? Array.from({ length: slots }, (_, s) => fusedShapes(g, s)) : [];
+  const slotShapes = variant === "fused" ? Array.from({ length: graphSlots }, (_, s) => (s < slots ? fusedShapes(g, s) : directShapes(g, s))) : [];
   const slotting =
-    slots > 1 ? { order: g.input(SLOT_ORDER, INT64, ["BT"]), tokens: g.input(SLOT_TOKENS, INT64, [slots]), unorder: g.input(SLOT_UNORDER, INT64, ["BT"]) } : null;
-  const probsPerLayer: string[][] = Array.from({ length: slots }, () => []);
+    graphSlots > 1
+      ? { order: g.input(SLOT_ORDER, INT64, ["BT"]), tokens: g.input(SLOT_TOKENS, INT64, [graphSlots]), unorder: g.input(SLOT_UNORDER, INT64, ["BT"]) }
+      : null;
+  const probsPerLayer: string[][] = Array.from({ length: graphSlots }, () => []);
 
   backbone.layers.forEach((w, l) => {
     const p = `layer${l}`;
@@ -168,9 +197,11 @@ export function buildEncoder(g: OnnxGraph, backbone: Backbone, variant: GraphVar
       probsPerLayer[0].push(g.op("Unsqueeze", [fusion.probs, axis0]));
       context = fusion.context;
     } else {
-      const parts = slotting ? g.node("Split", [g.op("Gather", [flat, slotting.order], { axis: 0 }), slotting.tokens], { axis: 0 }, { outputs: slots }) : [flat];
+      const parts = slotting ? g.node("Split", [g.op("Gather", [flat, slotting.order], { axis: 0 }), slotting.tokens], { axis: 0 }, { outputs: graphSlots }) : [flat];
       const contexts = parts.map((tokens, slot) => {
-        const fusion = fusedTail(g, products, slotNames(l, slot), tokens, slotShapes[slot], d);
+        const shapes = slotShapes[slot];
+        const fusion =
+          "split" in shapes ? fusedTail(g, products, slotNames(l, slot), tokens, shapes, d) : directTail(g, directSlotNames(l, slot), tokens, shapes, d);
         probsPerLayer[slot].push(g.op("Unsqueeze", [fusion.probs, axis0]));
         return fusion.context;
       });
@@ -218,6 +249,12 @@ function slotNames(l: number, slot: number): Names {
   return Object.fromEntries(Object.entries(routeInputs(l)).map(([key, name]) => [key, slotInput(name, slot)])) as Names;
 }
 
+type DirectNames = ReturnType<typeof directInputs>;
+
+function directSlotNames(l: number, slot: number): DirectNames {
+  return Object.fromEntries(Object.entries(directInputs(l)).map(([key, name]) => [key, slotInput(name, slot)])) as DirectNames;
+}
+
 interface FusionOutput {
   readonly context: string; // [B·T, d]
   readonly probs: string; // [N, B·T]
@@ -255,6 +292,44 @@ function fusedTail(g: OnnxGraph, products: MatrixProducts, names: Names, x: stri
   const probs = g.op("Softmax", [g.op("Add", [g.op("ReduceSum", [scored, g.ints(`${names.inWeight}.axes`, [2])], { keepdims: 0 }), scoreBias])], { axis: -1 });
   const weighted = g.op("Reshape", [g.op("Mul", [h, g.op("Unsqueeze", [probs, g.ints(`${names.outWeight}.axes`, [2])])]), shapes.flatBottleneck]);
   const context = products.input(g.op("Concat", [weighted, probs], { axis: 1 }), names.outWeight, ["OUT", d]);
+  return { context, probs: g.op("Transpose", [probs], { perm: [1, 0] }) };
+}
+
+/** Shapes shared by every layer of a direct slot, from its layer 0 inputs: N and R of down_w, K of down_b. */
+function directShapes(g: OnnxGraph, slot: number) {
+  const l0 = directSlotNames(0, slot);
+  const n = g.op("Shape", [l0.downWeight], { start: 0, end: 1 });
+  const r = g.op("Shape", [l0.downWeight], { start: 2, end: 3 });
+  const k = g.op("Shape", [l0.downBias]);
+  const minus1 = g.shared("const.minus1", () => g.ints("const.minus1", [-1]));
+  return {
+    scoreSplit: g.op("Concat", [k, n], { axis: 0 }),
+    perAdapter: g.op("Concat", [minus1, n, r], { axis: 0 }), // [B·T, N, R]
+    flatBottleneck: g.op("Concat", [minus1, k], { axis: 0 }), // [B·T, K]
+  };
+}
+
+/**
+ * The fusion straight from the route's modules, for a route whose folded layout (fusedTail) is not
+ * resident: the same products as fusedTail's, associated per token instead of per route,
+ *   r = (x·W_qᵀ + b_q)·W_k,  [t | e] = r·[W_up ; b_up]ᵀ,  c = ([p⊙h | p]·[W_up ; b_up])·W_vᵀ,
+ * so nothing has to be computed before the route's first pass. That costs 3·d² multiply-adds per
+ * token and layer more than the folded form, and the fold's 2·d²·(K + N) per layer less.
+ */
+function directTail(g: OnnxGraph, names: DirectNames, x: string, shapes: ReturnType<typeof directShapes>, d: number): FusionOutput {
+  // [N, B·T, R]: one product per adapter, against its own block of down_w.
+  const perAdapterDown = g.op("MatMul", [x, g.input(names.downWeight, FLOAT, ["N", d, "R"])]);
+  const down = g.op("Add", [g.op("Reshape", [g.op("Transpose", [perAdapterDown], { perm: [1, 0, 2] }), shapes.flatBottleneck]), g.input(names.downBias, FLOAT, ["K"])]);
+  const h = g.op("Reshape", [g.op("Relu", [down]), shapes.perAdapter]);
+  const up = g.input(names.up, FLOAT, ["KN", d]);
+  const query = g.op("Gemm", [x, g.input(names.queryWeight, FLOAT, [d, d]), g.input(names.queryBias, FLOAT, [d])], { transB: 1 });
+  const r = g.op("MatMul", [query, g.input(names.keyWeight, FLOAT, [d, d])]);
+  const [scoreTerms, scoreBias] = g.node("Split", [g.op("Gemm", [r, up], { transB: 1 }), shapes.scoreSplit], { axis: 1 }, { outputs: 2 });
+  const scored = g.op("Mul", [h, g.op("Reshape", [scoreTerms, shapes.perAdapter])]);
+  const probs = g.op("Softmax", [g.op("Add", [g.op("ReduceSum", [scored, g.ints(`${names.downBias}.axes`, [2])], { keepdims: 0 }), scoreBias])], { axis: -1 });
+  const weighted = g.op("Reshape", [g.op("Mul", [h, g.op("Unsqueeze", [probs, g.ints(`${names.up}.axes`, [2])])]), shapes.flatBottleneck]);
+  const mix = g.op("MatMul", [g.op("Concat", [weighted, probs], { axis: 1 }), up]);
+  const context = g.op("Gemm", [mix, g.input(names.valueWeight, FLOAT, [d, d])], { transB: 1 });
   return { context, probs: g.op("Transpose", [probs], { perm: [1, 0] }) };
 }
 

@@ -3,9 +3,10 @@ import { ModelLoadError, UnavailableError } from "../errors.js";
 import type { Backbone, BackboneConfig } from "./backbone.js";
 import { buildBertGraph, GRAPH_OUTPUTS, POSITION_IDS, SLOT_ORDER, SLOT_TOKENS, SLOT_UNORDER, slotInput, slotProbs, type GraphVariant } from "./bert-graph.js";
 import { resolveInt8Mode, type Int8Mode, type Int8WeightChoice } from "./int8-mode.js";
-import { backboneFeeds, quantizeRouteFeeds, type RouteFeeds } from "./layout.js";
+import { backboneFeeds, directFeeds, neutralFusion, quantizeRouteFeeds, type NeutralFusion, type RouteFeeds } from "./layout.js";
 import { attentionMask, positionIds, segmentsOf, type TokenBatch } from "./packing.js";
 import type { Precision } from "./products.js";
+import type { RouteModules } from "./weights.js";
 
 export type Device = "cpu" | "cuda";
 
@@ -20,6 +21,8 @@ export interface EngineOptions {
   readonly int8Weights?: Int8WeightChoice;
   /** Routes one forward pass can serve (fused variant); 1 unless asked. */
   readonly slots?: number;
+  /** Routes one pass can serve from their modules unfolded (fused variant; bert-graph.ts, directTail); 0 unless asked. */
+  readonly directSlots?: number;
   /** Rows may hold several inputs (packing.ts); false unless asked. */
   readonly packed?: boolean;
 }
@@ -44,6 +47,8 @@ export interface ForwardResult {
 export interface SlotFeeds {
   readonly feeds: RouteFeeds;
   readonly inputs: number;
+  /** The feeds are directFeeds (a direct slot), not the route's folded layout. */
+  readonly direct?: boolean;
 }
 
 export interface PassResult {
@@ -67,6 +72,8 @@ export class FusionEngine {
   private readonly quantizedFeeds = new WeakMap<RouteFeeds, RouteFeeds>();
   /** What an unused slot is fed: the all-zero adapter, on no tokens. */
   private readonly idleSlot: RouteFeeds;
+  private readonly neutral: NeutralFusion;
+  private readonly idleDirectSlot: RouteFeeds;
 
   private constructor(
     private readonly session: ort.InferenceSession,
@@ -79,15 +86,28 @@ export class FusionEngine {
     readonly graphBytes: number,
   ) {
     this.idleSlot = this.forPrecision(idleSlot);
+    this.neutral = neutralFusion(config.hiddenSize);
+    this.idleDirectSlot = this.directFeeds({ adapters: [], fusion: null });
   }
 
+  /** Folded route slots of a pass. */
   get slots(): number {
     return this.options.slots ?? 1;
   }
 
+  /** Direct route slots of a pass. */
+  get directSlots(): number {
+    return this.options.directSlots ?? 0;
+  }
+
+  /** A route's feeds for a direct slot: its modules side by side, nothing folded (layout.ts). */
+  directFeeds(modules: RouteModules): RouteFeeds {
+    return directFeeds(this.config, modules, this.neutral);
+  }
+
   static async create(backbone: Backbone, options: EngineOptions): Promise<FusionEngine> {
     const int8 = options.precision === "int8" ? await resolveInt8Mode(options.int8Weights) : undefined;
-    const model = buildBertGraph(backbone, options.variant, int8 ?? "float32", options.slots ?? 1, options.packed ?? false);
+    const model = buildBertGraph(backbone, options.variant, int8 ?? "float32", options.slots ?? 1, options.packed ?? false, options.directSlots ?? 0);
     try {
       const session = await ort.InferenceSession.create(model, sessionOptions(options));
       return new FusionEngine(session, backbone.config, options, int8, await backboneFeeds(backbone.config), model.byteLength);
@@ -109,7 +129,7 @@ export class FusionEngine {
     return { hidden, fusionProbs: fusionProbs[0] };
   }
 
-  /** Inputs of several routes in one pass, ordered by slot; at most `slots` routes. */
+  /** Inputs of several routes in one pass, ordered by slot; at most `slots` folded and `directSlots` direct routes. */
   runPass(batch: TokenBatch, slots: readonly SlotFeeds[]): Promise<PassResult> {
     const result = this.tail.then(() => this.forward(batch, slots));
     this.tail = result.catch(() => undefined);
@@ -122,9 +142,15 @@ export class FusionEngine {
   }
 
   private async forward(batch: TokenBatch, slots: readonly SlotFeeds[]): Promise<PassResult> {
-    if (slots.length > this.slots || slots.reduce((sum, s) => sum + s.inputs, 0) !== batch.lengths.length) {
-      throw new Error(`a pass takes 1 to ${this.slots} route slots covering its ${batch.lengths.length} inputs`);
+    const direct = slots.filter((s) => s.direct).length;
+    if (slots.length - direct > this.slots || direct > this.directSlots || slots.reduce((sum, s) => sum + s.inputs, 0) !== batch.lengths.length) {
+      throw new Error(`a pass takes up to ${this.slots} folded and ${this.directSlots} direct route slots covering its ${batch.lengths.length} inputs`);
     }
+    // Graph slot of each of the pass's slots: folded ones from 0, direct ones from `slots`.
+    let nextFolded = 0;
+    let nextDirect = this.slots;
+    const graphSlot = slots.map((s) => (s.direct ? nextDirect++ : nextFolded++));
+    const graphSlots = this.slots + this.directSlots;
     if (batch.segments && !this.options.packed) throw new Error("a packed batch needs an engine created with `packed`");
     const shape = [batch.rows, batch.seqLen];
     const inputs: Record<string, ort.Tensor> = { input_ids: new ort.Tensor("int64", batch.ids, shape) };
@@ -137,16 +163,16 @@ export class FusionEngine {
     let out: ort.InferenceSession.ReturnType;
     try {
       if (this.options.variant !== "plain") {
-        for (let s = 0; s < this.slots; s++) {
-          for (const [name, f] of Object.entries(s < slots.length ? this.forPrecision(slots[s].feeds) : this.idleSlot)) {
-            inputs[slotInput(name, s)] = new ort.Tensor(f.type, f.data, f.dims);
-          }
-        }
+        const fed: RouteFeeds[] = Array.from({ length: graphSlots }, (_, s) => (s < this.slots ? this.idleSlot : this.idleDirectSlot));
+        slots.forEach((slot, i) => (fed[graphSlot[i]] = slot.direct ? slot.feeds : this.forPrecision(slot.feeds)));
+        fed.forEach((feeds, s) => {
+          for (const [name, f] of Object.entries(feeds)) inputs[slotInput(name, s)] = new ort.Tensor(f.type, f.data, f.dims);
+        });
       }
-      if (this.slots > 1) {
-        const { order, tokens, unorder } = slotTokens(batch, slots, this.slots);
+      if (graphSlots > 1) {
+        const { order, tokens, unorder } = slotTokens(batch, slots, graphSlot, graphSlots);
         inputs[SLOT_ORDER] = new ort.Tensor("int64", order, [order.length]);
-        inputs[SLOT_TOKENS] = new ort.Tensor("int64", tokens, [this.slots]);
+        inputs[SLOT_TOKENS] = new ort.Tensor("int64", tokens, [graphSlots]);
         inputs[SLOT_UNORDER] = new ort.Tensor("int64", unorder, [unorder.length]);
       }
       out = await this.session.run(inputs);
@@ -157,12 +183,12 @@ export class FusionEngine {
     let first = 0;
     const fusionProbs = slots.flatMap((slot, s) => {
       const own = segments.slice(first, (first += slot.inputs));
-      const probs = out[slotProbs(s)];
+      const probs = out[slotProbs(graphSlot[s])];
       if (!probs) return [];
       // Several slots: a slot's columns are its inputs' tokens one input after another (slotTokens);
       // one slot: every token of the batch, row by row.
       let column = 0;
-      const starts = own.map(({ row, offset, length }) => (this.slots > 1 ? (column += length) - length : row * batch.seqLen + offset));
+      const starts = own.map(({ row, offset, length }) => (graphSlots > 1 ? (column += length) - length : row * batch.seqLen + offset));
       return [{ data: probs.data as Float32Array, adapters: probs.dims[1], columns: probs.dims[2], starts }];
     });
     return { hidden: out[GRAPH_OUTPUTS.hidden].data as Float32Array, fusionProbs };
@@ -195,31 +221,35 @@ export function sessionOptions(options: EngineOptions): ort.InferenceSession.Ses
 }
 
 /**
- * The batch's flat token indices slot by slot: each slot's inputs (consecutive in input order) one
- * after another, token by token; the tokens of no input (padding) go to the last slot that has any,
- * where they are computed and never read.
+ * The batch's flat token indices graph slot by graph slot: each slot's inputs (consecutive in input
+ * order) one after another, token by token; the tokens of no input (padding) go to the last graph
+ * slot that has any, where they are computed and never read. `graphSlot[i]`: the graph slot of the
+ * pass's slot i.
  */
-function slotTokens(batch: TokenBatch, slots: readonly SlotFeeds[], slotCount: number) {
+function slotTokens(batch: TokenBatch, slots: readonly SlotFeeds[], graphSlot: readonly number[], slotCount: number) {
   const T = batch.seqLen;
   const segments = segmentsOf(batch);
   const order = new BigInt64Array(batch.rows * T);
   const taken = new Uint8Array(batch.rows * T);
   const tokens = new BigInt64Array(slotCount);
+  const firstInput: number[] = [];
+  slots.reduce((first, slot, i) => ((firstInput[i] = first), first + slot.inputs), 0);
+  const bySlot = new Map(graphSlot.map((g, i) => [g, i]));
   let next = 0;
-  let first = 0;
   let lastUsed = 0;
-  slots.forEach((slot, s) => {
+  for (let g = 0; g < slotCount; g++) {
+    const i = bySlot.get(g);
+    if (i === undefined || slots[i].inputs === 0) continue;
     const start = next;
-    for (const { row, offset, length } of segments.slice(first, first + slot.inputs)) {
+    for (const { row, offset, length } of segments.slice(firstInput[i], firstInput[i] + slots[i].inputs)) {
       for (let t = row * T + offset; t < row * T + offset + length; t++) {
         order[next++] = BigInt(t);
         taken[t] = 1;
       }
     }
-    first += slot.inputs;
-    tokens[s] = BigInt(next - start);
-    if (slot.inputs > 0) lastUsed = s;
-  });
+    tokens[g] = BigInt(next - start);
+    lastUsed = g;
+  }
   for (let t = 0; t < taken.length; t++) {
     if (!taken[t]) {
       order[next++] = BigInt(t);

@@ -1,5 +1,5 @@
 import type { BackboneConfig } from "./backbone.js";
-import { routeInputs } from "./bert-graph.js";
+import { directInputs, routeInputs } from "./bert-graph.js";
 import { FusionFolder, type FoldOutputs } from "./fold.js";
 import { identity, transpose } from "./linalg.js";
 import { scaleInput } from "./products.js";
@@ -92,6 +92,58 @@ export async function routeFeeds(
     feeds[names.outWeight] = layerOf(folded.outWeight, l, [k + n, d]);
   }
   return feeds;
+}
+
+/**
+ * A route's inputs for a direct slot (bert-graph.ts, directTail): its modules unfolded, so building
+ * them is copying the adapters side by side, no product. The fusion's matrices are the module's
+ * own arrays, not copies. `neutral` holds what a route without a fusion or value takes: d×d zeros
+ * (query and key: every score 0, the softmax over one adapter exactly 1) and the identity (value).
+ */
+export function directFeeds(backbone: BackboneConfig, modules: RouteModules, neutral: NeutralFusion): RouteFeeds {
+  const { adapters, fusion } = modules;
+  const { numLayers: L, hiddenSize: d } = backbone;
+  const { n, r, k } = bottleneckOf(modules);
+  const perLayer = n * d * r + k + (k + n) * d;
+  const all = new Float32Array(L * perLayer);
+  const feeds: Record<string, FeedTensor> = {};
+  const tensor = (data: Float32Array, dims: number[]): FeedTensor => ({ type: "float32", dims, data });
+  for (let l = 0; l < L; l++) {
+    const base = l * perLayer;
+    const down = all.subarray(base, base + n * d * r);
+    const downBias = all.subarray(base + n * d * r, base + n * d * r + k);
+    const up = all.subarray(base + n * d * r + k, base + perLayer);
+    adapters.forEach((adapter, i) => {
+      const layer = adapter.layers[l];
+      if (!layer) return;
+      const block = down.subarray(i * d * r, (i + 1) * d * r);
+      if (layer.downBias.shape[0] === r) block.set(layer.downWeight.data);
+      else placeColumns({ shape: [d, r], data: block }, layer.downWeight, 0);
+      downBias.set(layer.downBias.data, i * r);
+      up.set(layer.upWeight.data, i * r * d);
+      up.set(layer.upBias.data, (k + i) * d);
+    });
+    const names = directInputs(l);
+    const own = fusion?.layers[l];
+    feeds[names.downWeight] = tensor(down, [n, d, r]);
+    feeds[names.downBias] = tensor(downBias, [k]);
+    feeds[names.up] = tensor(up, [k + n, d]);
+    feeds[names.queryWeight] = tensor(own?.queryWeight.data ?? neutral.zeros, [d, d]);
+    feeds[names.queryBias] = tensor(own?.queryBias.data ?? neutral.zeros.subarray(0, d), [d]);
+    feeds[names.keyWeight] = tensor(own?.keyWeight.data ?? neutral.zeros, [d, d]);
+    feeds[names.valueWeight] = tensor(own?.valueWeight?.data ?? neutral.identity, [d, d]);
+  }
+  return feeds;
+}
+
+/** d×d zeros and the d×d identity, shared by every direct route that needs them. */
+export interface NeutralFusion {
+  readonly zeros: Float32Array;
+  readonly identity: Float32Array;
+}
+
+export function neutralFusion(d: number): NeutralFusion {
+  return { zeros: new Float32Array(d * d), identity: identity(d).data };
 }
 
 /** N, the largest bottleneck R, and K = N·R; at least one adapter of at least one column. */

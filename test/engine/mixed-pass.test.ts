@@ -79,6 +79,36 @@ t.test("one pass of five routes gives each input its own route's answer, as if s
   }
 });
 
+t.test("routes served from their modules unfolded (direct slots) answer as their folded layouts do, in one pass with folded ones", async (t) => {
+  const engine = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused", slots: 2, directSlots: 4, packed: true });
+  const single = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused" });
+  t.teardown(() => Promise.all([engine.close(), single.close()]));
+  // Slots in pass order: direct, folded, direct, direct, folded; the graph orders them by kind.
+  const direct = [true, false, true, true, false];
+  const slots = await Promise.all(
+    routes.map(async (route, s) => ({
+      feeds: direct[s] ? engine.directFeeds(route) : await routeFeeds(backbone.config, route),
+      direct: direct[s],
+      head: route.head,
+      inputs: inputsPerRoute[s],
+      explain: true,
+    })),
+  );
+  for (const pack of [padBatch, packBatch]) {
+    const batch = pack(perRoute.flat());
+    const outputs = readoutPass(await engine.runPass(batch, slots), batch, slots, d);
+    const diffs = await diffsFromAlone(single, routes, perRoute, outputs);
+    routes.forEach((route, s) =>
+      t.ok(diffs[s] <= TOLERANCE, `${pack.name}, ${route.name} (${direct[s] ? "direct" : "folded"}): max |diff| ${diffs[s].toExponential(2)} ≤ ${TOLERANCE}`),
+    );
+  }
+  await t.rejects(
+    engine.runPass(padBatch(perRoute.flat()), slots.map((slot) => ({ ...slot, direct: false }))),
+    /up to 2 folded and 4 direct/,
+    "more routes of one kind than the graph has slots of it are refused",
+  );
+});
+
 /** Holds each route as a request would and waits for its layout. */
 async function holdResident(engine: EngineThread, held: readonly FusionRoute[]): Promise<void> {
   for (const route of held) {
