@@ -33,6 +33,8 @@ export interface ServerConfig {
   readonly maxBatchSize: number;
   readonly maxWaitMs: number;
   readonly routeSlots: number;
+  /** Routes one pass serves from their modules unfolded, their layouts not resident (docs/design.md §2). */
+  readonly directRouteSlots: number;
   /** Most route layouts resident in the engine at once (docs/design.md §2, "Resident routes"). */
   readonly maxResidentRoutes: number;
   /** Most MiB of route layouts resident at once. */
@@ -205,13 +207,28 @@ export const OPTIONS: readonly AnyOption[] = [
     help: "longest an input waits for company when the engine is idle; 0 = a pass starts as soon as the engine is free, with whatever queued meanwhile",
     parse: integer(0, 60_000),
   },
-  { key: "routeSlots", flag: "route-slots", env: "FUSION_ROUTE_SLOTS", default: 8, help: "most routes one forward pass serves (fixed when the engine starts)", parse: integer(1, 64) },
+  {
+    key: "routeSlots",
+    flag: "route-slots",
+    env: "FUSION_ROUTE_SLOTS",
+    default: 8,
+    help: "most routes with a resident layout one forward pass serves (fixed when the engine starts)",
+    parse: integer(1, 64),
+  },
+  {
+    key: "directRouteSlots",
+    flag: "direct-route-slots",
+    env: "FUSION_DIRECT_ROUTE_SLOTS",
+    default: 8,
+    help: "most routes without a resident layout one forward pass serves, from their modules unfolded (fixed when the engine starts)",
+    parse: integer(1, 64),
+  },
   {
     key: "maxResidentRoutes",
     flag: "max-resident-routes",
     env: "FUSION_MAX_RESIDENT_ROUTES",
     default: 32,
-    help: "most route layouts held in the engine at once; a route's layout is built when a request first needs it and the least recently used are evicted beyond this (pinned routes count, and stay)",
+    help: "most route layouts held in the engine at once; layouts are built in the background for routes traffic uses (until then passes serve a route unfolded) and the least recently used are evicted beyond this (pinned routes count, and stay)",
     parse: integer(1),
   },
   {
@@ -440,6 +457,7 @@ export function runtimeOptions(config: ServerConfig): RuntimeOptions {
     int8Weights: config.int8Weights,
     threads: config.threads,
     routeSlots: config.routeSlots,
+    directRouteSlots: config.directRouteSlots,
     maxBatchSize: config.maxBatchSize,
     residency: { maxRoutes: config.maxResidentRoutes, maxBytes: config.maxResidentMib * 2 ** 20, pinned: new Set(config.pinRoutes) },
     maxSeqLen: (maxPositions) => effectiveMaxSeqLen(config, maxPositions),

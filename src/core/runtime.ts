@@ -28,6 +28,7 @@ export interface RuntimeOptions {
   readonly int8Weights: Int8WeightChoice;
   readonly threads: number;
   readonly routeSlots: number;
+  readonly directRouteSlots: number;
   /** Inputs of a full pass, for the precision probe. */
   readonly maxBatchSize: number;
   readonly residency: { readonly maxRoutes: number; readonly maxBytes: number; readonly pinned: ReadonlySet<string> };
@@ -74,6 +75,7 @@ export async function loadRuntime(options: RuntimeOptions, log: Log, observer?: 
       int8Weights: options.int8Weights,
       threads: options.threads,
       slots: options.routeSlots,
+      directSlots: options.directRouteSlots,
       residency: options.residency,
     },
     observer,
@@ -95,6 +97,7 @@ export async function loadRuntime(options: RuntimeOptions, log: Log, observer?: 
         precisionReason: precision.reason,
         int8: engine.int8,
         routeSlots: options.routeSlots,
+        directRouteSlots: options.directRouteSlots,
         ms: Date.now() - started,
       },
       "model library loaded",

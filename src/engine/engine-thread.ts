@@ -1,4 +1,3 @@
-import { performance } from "node:perf_hooks";
 import type { Worker } from "node:worker_threads";
 import { UnavailableError } from "../errors.js";
 import type { BackboneConfig } from "./backbone.js";
@@ -51,16 +50,24 @@ export interface AssemblyObserver {
   routeAssembled(route: string, seconds: number, cause: LayoutCause): void;
   /** A resident layout was dropped to stay within the budget (not a replaced route's release). */
   routeEvicted(route: string): void;
-  /** A request waited this long for its route's layout. */
-  coldStart(route: string, seconds: number): void;
+  /** A pass served `folded` routes from their layouts and `direct` routes from their modules unfolded. */
+  passSlots(folded: number, direct: number): void;
 }
 
-/** Why a layout is built: a request for a cold route, a pinned route, a resident route replaced by a change. */
+/**
+ * Why a layout is built: traffic on a route that is not resident (and earns its place: see
+ * `considerLayout`), a pinned route, a resident route replaced by a change.
+ */
 export type LayoutCause = "request" | "pinned" | "replacement";
 
+/** How a pass serves a route: from its folded layout, or from its modules unfolded (a direct slot). */
+export type RouteForm = "folded" | "direct";
+
 interface RouteEntry {
-  /** The engine's id of the installed layout; undefined while cold. */
+  /** The engine's id of the installed layout; undefined while not resident. */
   id: number | undefined;
+  /** The engine's id of the route's direct feeds, installed while requests hold a route that is not resident. */
+  directId: number | undefined;
   bytes: number;
   /** Requests admitted on this route that are not settled yet. */
   users: number;
@@ -68,7 +75,20 @@ interface RouteEntry {
   retired: boolean;
   readonly pinned: boolean;
   loading: Promise<void> | undefined;
+  /** Requests admitted on it, decayed by half every `heatHalfLife` admissions of all routes, as of admission `heatAt`. */
+  heat: number;
+  heatAt: number;
 }
+
+/**
+ * A layout replaces the least recently used one only for a route admitted this many times as often
+ * lately: under traffic spread evenly over more routes than the budget holds, routes would
+ * otherwise keep replacing each other, each fold costing about a pass, for nothing.
+ */
+const ADMISSION_FACTOR = 2;
+
+/** Admissions over which a route's heat halves, per route of the budget. */
+const HEAT_HALF_LIFE_PER_ROUTE = 4;
 
 /** Route layouts resident in the engine, and their bytes. */
 export interface Residency {
@@ -82,13 +102,16 @@ export interface Residency {
  * event loop only posts messages: intake, health checks, metrics and the admin API answer while
  * a pass or an assembly runs.
  *
- * Route layouts are resident lazily and within a budget: every route the library serves is known
- * to the engine (`register`), but its layout is built when a request first needs it
- * (`whenResident`), unless the route is pinned or replaces a route that was resident (a swap keeps
- * a hot route hot: it is laid out before the library publishes it). Past the budget the least
- * recently used layouts no request holds are evicted; a request holds its route from `acquire`
- * to `release`, and a route the library replaced (`retire`) is released once no request holds
- * it, so a request always finishes on the version it started on.
+ * Route layouts are resident lazily and within a budget (docs/design.md §2, "Resident routes"):
+ * every route the library serves is known to the engine (`register`), and a pass serves a route
+ * whose layout is not resident from its modules unfolded, in a direct slot, so no request ever
+ * waits for a layout. Layouts are built in the background, at the layout thread's low priority:
+ * for pinned routes (before the library publishes them), for resident routes a change replaces,
+ * and for routes traffic asks for while there is room in the budget or that are admitted much
+ * more often than the least recently used layout. Past the budget the least recently used layouts
+ * no request holds are evicted; a request holds its route from `acquire` to `release`, and a
+ * route the library replaced (`retire`) is released once no request holds it, so a request always
+ * finishes on the version it started on.
  */
 export class EngineThread {
   private readonly routes = new WeakMap<ServedRoute, RouteEntry>();
@@ -98,6 +121,10 @@ export class EngineThread {
   private readonly passes = new Map<number, { resolve: (o: PassOutcome) => void; reject: (e: Error) => void }>();
   private readonly jobs = new Map<number, { resolve: (m: FromLayout) => void; reject: (e: Error) => void }>();
   private nextId = 1;
+  /** Admissions of all routes so far: the clock of every route's heat. */
+  private admissions = 0;
+  /** A layout that traffic asked for is being built: one at a time. */
+  private folding = false;
   private broken: Error | undefined;
   private readonly failureListeners: ((err: Error) => void)[] = [];
 
@@ -108,6 +135,7 @@ export class EngineThread {
     /** The int8 weight range the engine chose at start; absent for float32. */
     readonly int8: Int8Mode | undefined,
     readonly slots: number,
+    readonly directSlots: number,
     /** Bytes of the backbone's graph, which the engine's session holds. */
     readonly backboneBytes: number,
     private readonly residency: ResidencyOptions,
@@ -136,13 +164,14 @@ export class EngineThread {
     const layoutSetup: LayoutWorkerSetup = { backbone: first.backbone, int8: first.int8, threads: setup.threads, hold: layoutHold };
     const layout = startWorker(new URL("./thread/layout-worker.js", import.meta.url), layoutSetup);
     const unbounded: ResidencyOptions = { maxRoutes: Infinity, maxBytes: Infinity, pinned: new Set() };
-    return new EngineThread(engine, layout, first.backbone, first.int8, options.slots, first.backboneBytes, residency ?? unbounded, observer);
+    return new EngineThread(engine, layout, first.backbone, first.int8, options.slots, options.directSlots, first.backboneBytes, residency ?? unbounded, observer);
   }
 
   /**
-   * Makes the routes known to the engine before the library publishes them, laying out now those
-   * that are pinned or replace a resident route of the same name; resolves once those are
-   * installed, and keeps none of the routes if one of them fails.
+   * Makes the routes known to the engine before the library publishes them. Pinned routes are laid
+   * out now: resolves once they are installed, and keeps none of the routes if one of them fails.
+   * Routes that replace a resident route of the same name are laid out in the background; until
+   * then passes serve them unfolded.
    */
   async register(routes: readonly ServedRoute[]): Promise<void> {
     const warm = new Set([...this.resident.keys()].map((route) => route.name));
@@ -150,7 +179,7 @@ export class EngineThread {
     for (const route of routes) {
       const entry = this.entry(route, false);
       if (entry.pinned) now.push(this.load(route, entry, "pinned"));
-      else if (warm.has(route.name)) now.push(this.load(route, entry, "replacement"));
+      else if (warm.has(route.name)) this.loadInBackground(route, entry, "replacement");
     }
     const failed = (await Promise.allSettled(now)).find((o): o is PromiseRejectedResult => o.status === "rejected");
     if (!failed) return;
@@ -168,33 +197,28 @@ export class EngineThread {
     }
   }
 
-  /** A request admitted on `route` holds it (resident, once it is) until `release`. */
+  /** A request admitted on `route` holds it until `release`: neither its layout nor its direct feeds leave meanwhile. */
   acquire(route: ServedRoute): void {
     // A snapshot the library never announced is served for its requests and then let go.
     const entry = this.entry(route, true);
     entry.users++;
+    entry.heat = this.heatOf(entry) + 1;
+    entry.heatAt = ++this.admissions;
     if (entry.id !== undefined) {
       this.resident.delete(route);
       this.resident.set(route, entry);
-    }
+    } else this.considerLayout(route, entry);
   }
 
-  /**
-   * Null when the route's layout is resident; otherwise a promise that resolves once it is (a
-   * request must `acquire` the route first, so that the layout cannot be evicted before it runs).
-   */
-  whenResident(route: ServedRoute): Promise<void> | null {
-    const entry = this.routes.get(route);
-    if (!entry) return Promise.reject(new Error(`route '${route.name}' was not acquired`));
-    if (entry.id !== undefined) return null;
-    const started = performance.now();
-    return this.load(route, entry, "request").then(() => this.observer?.coldStart(route.name, (performance.now() - started) / 1000));
+  /** How the next pass would serve an acquired route: the form the scheduler plans its slot by. */
+  formOf(route: ServedRoute): RouteForm {
+    return this.routes.get(route)?.id !== undefined ? "folded" : "direct";
   }
 
   release(route: ServedRoute): void {
     const entry = this.routes.get(route);
     if (!entry) return;
-    entry.users--;
+    if (--entry.users === 0) this.dropDirect(entry);
     this.releaseIfUnused(route, entry);
     this.keepWithinBudget();
   }
@@ -204,15 +228,24 @@ export class EngineThread {
     return { routes: this.resident.size, bytes: this.residentBytes };
   }
 
-  /** One forward pass over inputs of up to `slots` routes, inputs ordered by slot. */
+  /**
+   * One forward pass over inputs of acquired routes, inputs ordered by slot: at most `slots` of
+   * them resident (formOf) and `directSlots` not.
+   */
   run(batch: TokenBatch, slots: readonly PassSlot[]): Promise<PassOutcome> {
     if (this.broken) return Promise.reject(this.unavailable());
     const pass = this.nextId++;
+    const wireSlots = slots.map(({ route, inputs, explain }) => {
+      const entry = this.routes.get(route)!;
+      return { route: entry.id ?? this.directFeedsOf(route, entry), inputs, explain };
+    });
+    const direct = slots.filter(({ route }) => this.routes.get(route)!.id === undefined).length;
+    this.observer?.passSlots(slots.length - direct, direct);
     const message: ToEngine = {
       type: "run",
       pass,
       batch: { seqLen: batch.seqLen, ids: batch.ids, mask: batch.mask, lengths: batch.lengths, segments: batch.segments },
-      slots: slots.map(({ route, inputs, explain }) => ({ route: this.routes.get(route)!.id!, inputs, explain })),
+      slots: wireSlots,
     };
     return new Promise<PassOutcome>((resolve, reject) => {
       this.passes.set(pass, { resolve, reject });
@@ -235,10 +268,51 @@ export class EngineThread {
   private entry(route: ServedRoute, retired: boolean): RouteEntry {
     let entry = this.routes.get(route);
     if (!entry) {
-      entry = { id: undefined, bytes: 0, users: 0, retired, pinned: this.residency.pinned.has(route.name), loading: undefined };
+      entry = { id: undefined, directId: undefined, bytes: 0, users: 0, retired, pinned: this.residency.pinned.has(route.name), loading: undefined, heat: 0, heatAt: 0 };
       this.routes.set(route, entry);
     }
     return entry;
+  }
+
+  private heatOf(entry: RouteEntry): number {
+    const halfLife = HEAT_HALF_LIFE_PER_ROUTE * this.residency.maxRoutes;
+    return entry.heat * 2 ** (-(this.admissions - entry.heatAt) / halfLife);
+  }
+
+  /**
+   * Lays out a route traffic asks for when the budget has room, or when it is admitted
+   * ADMISSION_FACTOR times as often lately as the layout it would replace; one at a time.
+   */
+  private considerLayout(route: ServedRoute, entry: RouteEntry): void {
+    if (entry.loading || entry.retired || this.folding) return;
+    const { maxRoutes, maxBytes } = this.residency;
+    if (this.resident.size >= maxRoutes || this.residentBytes >= maxBytes) {
+      const victim = [...this.resident.values()].find((e) => e.users === 0 && !e.pinned);
+      if (!victim || this.heatOf(entry) <= ADMISSION_FACTOR * this.heatOf(victim)) return;
+    }
+    this.folding = true;
+    this.loadInBackground(route, entry, "request").finally(() => (this.folding = false));
+  }
+
+  /** Passes serve the route unfolded until the layout is installed; if it fails, they go on doing so. */
+  private loadInBackground(route: ServedRoute, entry: RouteEntry, cause: LayoutCause): Promise<void> {
+    return this.load(route, entry, cause).catch(() => undefined);
+  }
+
+  /** The id of the route's direct feeds, installed in the engine thread before the first pass that names it. */
+  private directFeedsOf(route: ServedRoute, entry: RouteEntry): number {
+    if (entry.directId === undefined) {
+      entry.directId = this.nextId++;
+      const modules = { adapters: route.adapters.map(inSharedMemory), fusion: route.fusion && inSharedMemory(route.fusion) };
+      this.engine.postMessage({ type: "install_direct", route: entry.directId, modules, head: inSharedMemory(route.head) } satisfies ToEngine);
+    }
+    return entry.directId;
+  }
+
+  private dropDirect(entry: RouteEntry): void {
+    if (entry.directId === undefined) return;
+    if (!this.broken) this.engine.postMessage({ type: "release", route: entry.directId } satisfies ToEngine);
+    entry.directId = undefined;
   }
 
   /** Lays the route out and installs it, once however many ask at the same time. */
@@ -272,6 +346,7 @@ export class EngineThread {
 
   private releaseIfUnused(route: ServedRoute, entry: RouteEntry): void {
     if (!entry.retired || entry.users > 0) return;
+    this.dropDirect(entry);
     this.evict(route, entry);
     this.routes.delete(route);
   }

@@ -4,7 +4,8 @@ import { placeInRows } from "../engine/packing.js";
  * Which waiting inputs make the next forward pass. Pure: the scheduler calls it with its queue in
  * arrival order, and the tests call it directly.
  *
- * - `mixed` (default): inputs in arrival order, of any route, up to `slots` routes, packed several
+ * - `mixed` (default): inputs in arrival order, of any route, up to `slots` routes served from their
+ *   layouts and `directSlots` served unfolded (`folded` says which a route is), packed several
  *   to a row (packing.ts), routes mixed in a row, within the token budget. The oldest input always runs, so no input and no
  *   route waits behind younger ones; an input that does not fit (its route would need one more slot,
  *   or the packed pass would exceed the budget) waits for the next pass while younger ones that fit
@@ -28,8 +29,10 @@ export interface PlanLimits {
   readonly maxBatchSize: number;
   /** Rows × longest input: the tokens the pass computes, padding included. */
   readonly maxBatchTokens: number;
-  /** Distinct route snapshots in one pass. */
+  /** Distinct route snapshots in one pass served from their resident layouts. */
   readonly slots: number;
+  /** Distinct route snapshots in one pass served from their modules unfolded. */
+  readonly directSlots: number;
 }
 
 export interface Plan {
@@ -41,8 +44,9 @@ export interface Plan {
   readonly packed: boolean;
 }
 
-export function planPass<R>(queue: readonly Waiting<R>[], limits: PlanLimits, policy: SchedulingPolicy): Plan {
-  return policy === "mixed" ? planMixed(queue, limits) : planRouteFifo(queue, limits);
+/** `folded(route)`: whether a pass would serve the route from its resident layout (else unfolded, in a direct slot). */
+export function planPass<R>(queue: readonly Waiting<R>[], limits: PlanLimits, policy: SchedulingPolicy, folded: (route: R) => boolean = () => true): Plan {
+  return policy === "mixed" ? planMixed(queue, limits, folded) : planRouteFifo(queue, limits);
 }
 
 function planRouteFifo<R>(queue: readonly Waiting<R>[], limits: PlanLimits): Plan {
@@ -65,23 +69,29 @@ function planRouteFifo<R>(queue: readonly Waiting<R>[], limits: PlanLimits): Pla
 /** How far past the oldest input mixed planning looks, in passes' worth of inputs: bounded work per plan under a deep queue. */
 const LOOKAHEAD_PASSES = 4;
 
-function planMixed<R>(queue: readonly Waiting<R>[], limits: PlanLimits): Plan {
+function planMixed<R>(queue: readonly Waiting<R>[], limits: PlanLimits, folded: (route: R) => boolean): Plan {
   const picked: number[] = [];
   const lengths: number[] = [];
   const routes = new Set<R>();
+  let direct = 0;
   let longest = 0;
   let skipped = false;
   const scan = Math.min(queue.length, LOOKAHEAD_PASSES * limits.maxBatchSize);
   for (let i = 0; i < scan && picked.length < limits.maxBatchSize; i++) {
     const { route, length } = queue[i];
     const width = Math.max(longest, length);
-    const fits =
-      (routes.has(route) || routes.size < limits.slots) && (picked.length === 0 || placeInRows([...lengths, length], width).rows * width <= limits.maxBatchTokens);
+    const known = routes.has(route);
+    const isFolded = known || folded(route);
+    const slotFree = known || (isFolded ? routes.size - direct < limits.slots : direct < limits.directSlots);
+    const fits = slotFree && (picked.length === 0 || placeInRows([...lengths, length], width).rows * width <= limits.maxBatchTokens);
     if (!fits) {
       skipped = true;
       continue;
     }
-    routes.add(route);
+    if (!known) {
+      if (!isFolded) direct++;
+      routes.add(route);
+    }
     lengths.push(length);
     longest = width;
     picked.push(i);

@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import type { PassOutcome, PassSlot } from "../engine/engine-thread.js";
+import type { PassOutcome, PassSlot, RouteForm } from "../engine/engine-thread.js";
 import { packBatch, padBatch, type TokenBatch } from "../engine/packing.js";
 import type { InputReadout } from "../engine/readout.js";
 import { OverloadedError, TimeoutError } from "../errors.js";
@@ -19,13 +19,15 @@ export interface SchedulerOptions {
 
 /** What the scheduler needs of the engine; EngineThread is one. */
 export interface PassEngine {
-  /** Routes one pass can serve. */
+  /** Routes one pass can serve from their resident layouts. */
   readonly slots: number;
+  /** Routes one pass can serve unfolded, their layouts not resident. */
+  readonly directSlots: number;
   run(batch: TokenBatch, slots: readonly PassSlot<FusionRoute>[]): Promise<PassOutcome>;
   /** Keeps a route installed while a request admitted on it is pending. */
   acquire(route: FusionRoute): void;
-  /** Null when an acquired route's layout is resident; else resolves once it is. */
-  whenResident(route: FusionRoute): Promise<void> | null;
+  /** How the next pass would serve an acquired route. */
+  formOf(route: FusionRoute): RouteForm;
   release(route: FusionRoute): void;
 }
 
@@ -57,8 +59,6 @@ interface PendingRequest {
   readonly results: InputReadout[];
   remaining: number;
   settled: boolean;
-  /** Its inputs while its route's layout is being built (counted in Scheduler.awaitingLayout). */
-  awaitingLayout: number;
   readonly resolve: (results: InputReadout[]) => void;
   readonly reject: (err: Error) => void;
   readonly timer: NodeJS.Timeout;
@@ -92,8 +92,6 @@ interface QueuedInput {
  */
 export class Scheduler {
   private queue: QueuedInput[] = [];
-  /** Inputs admitted whose route's layout is not resident yet: they count against maxQueue too. */
-  private awaitingLayout = 0;
   /** Passes handed to the engine and not yet answered: at most MAX_IN_FLIGHT. */
   private inFlight = 0;
   private waitTimer: NodeJS.Timeout | undefined;
@@ -106,7 +104,7 @@ export class Scheduler {
 
   /** Inputs waiting for a forward pass, all routes together. */
   get depth(): number {
-    return this.queue.length + this.awaitingLayout;
+    return this.queue.length;
   }
 
   /** Resolves with one readout per sequence, in order; rejects with a ServingError. */
@@ -124,29 +122,13 @@ export class Scheduler {
         results: new Array(sequences.length),
         remaining: sequences.length,
         settled: false,
-        awaitingLayout: 0,
         resolve,
         reject,
         timer: setTimeout(() => this.expire(request), this.options.requestTimeoutMs),
       };
-      const enqueue = () => {
-        if (request.settled) return;
-        const now = performance.now();
-        sequences.forEach((ids, index) => this.queue.push({ request, route, index, ids, length: ids.length, enqueuedAt: now }));
-        this.schedule();
-      };
-      // A cold route's inputs join the queue once its layout is resident; other routes' passes go on meanwhile.
-      const loading = this.engine.whenResident(route);
-      if (!loading) return enqueue();
-      this.awaitingLayout += sequences.length;
-      request.awaitingLayout = sequences.length;
-      loading.then(
-        () => {
-          this.stopAwaiting(request);
-          enqueue();
-        },
-        (err: Error) => this.fail(request, err),
-      );
+      const now = performance.now();
+      sequences.forEach((ids, index) => this.queue.push({ request, route, index, ids, length: ids.length, enqueuedAt: now }));
+      this.schedule();
     });
   }
 
@@ -158,7 +140,8 @@ export class Scheduler {
     if (this.inFlight >= MAX_IN_FLIGHT || this.queue.length === 0) return;
     clearTimeout(this.waitTimer);
     this.waitTimer = undefined;
-    const plan = planPass(this.queue, { ...this.options, slots: this.engine.slots }, this.options.scheduling);
+    const limits = { ...this.options, slots: this.engine.slots, directSlots: this.engine.directSlots };
+    const plan = planPass(this.queue, limits, this.options.scheduling, (route) => this.engine.formOf(route) === "folded");
     const waited = performance.now() - this.queue[0].enqueuedAt;
     const ready = plan.full || (this.inFlight === 0 && waited >= this.options.maxWaitMs);
     if (ready) {
@@ -221,13 +204,7 @@ export class Scheduler {
     request.reject(err);
   }
 
-  private stopAwaiting(request: PendingRequest): void {
-    this.awaitingLayout -= request.awaitingLayout;
-    request.awaitingLayout = 0;
-  }
-
   private settle(request: PendingRequest): void {
-    this.stopAwaiting(request);
     request.settled = true;
     clearTimeout(request.timer);
     this.engine.release(request.route);

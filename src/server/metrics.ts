@@ -118,7 +118,7 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
 
   private readonly routeLayouts = new Counter({
     name: "fusion_route_layouts_total",
-    help: "Route layouts built, by cause: request (a cold route was asked for), pinned, replacement (a change replaced a resident route)",
+    help: "Route layouts built, by cause: request (traffic on a route that was not resident), pinned, replacement (a change replaced a resident route)",
     labelNames: ["cause"] as const,
     registers: [this.registry],
   });
@@ -129,10 +129,10 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
     registers: [this.registry],
   });
 
-  private readonly coldStartSeconds = new Histogram({
-    name: "fusion_route_cold_start_seconds",
-    help: "Time a request waited for its route's layout to be built (requests for resident routes wait none and are not counted)",
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  private readonly slotsByForm = new Counter({
+    name: "fusion_pass_slots_total",
+    help: "Routes served by forward passes, by form: folded (from a resident layout) or direct (from the modules unfolded: a route whose layout is not resident, a little slower per token)",
+    labelNames: ["form"] as const,
     registers: [this.registry],
   });
 
@@ -245,8 +245,9 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
     this.routeEvictions.inc();
   }
 
-  coldStart(_route: string, seconds: number): void {
-    this.coldStartSeconds.observe(seconds);
+  passSlots(folded: number, direct: number): void {
+    this.slotsByForm.inc({ form: "folded" }, folded);
+    this.slotsByForm.inc({ form: "direct" }, direct);
   }
 }
 

@@ -8,7 +8,7 @@ import { TINY_LIBRARY } from "../server/harness.js";
 import { TINY_BACKBONE } from "../fixtures.js";
 
 t.test("an engine thread that stops unexpectedly refuses passes with 503 and tells its listeners once", async (t) => {
-  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2 });
+  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2, directSlots: 2 });
   t.teardown(() => engine.close());
   const library = await AdapterLibrary.open(TINY_LIBRARY, (await loadBackbone(TINY_BACKBONE)).config, engine);
   const route = library.route("a1");
@@ -22,7 +22,7 @@ t.test("an engine thread that stops unexpectedly refuses passes with 503 and tel
 });
 
 t.test("closing the engine is not a failure", async (t) => {
-  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2 });
+  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2, directSlots: 2 });
   let failed = false;
   engine.onFailure(() => (failed = true));
   await engine.close();

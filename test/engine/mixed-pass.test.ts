@@ -109,16 +109,16 @@ t.test("routes served from their modules unfolded (direct slots) answer as their
   );
 });
 
-/** Holds each route as a request would and waits for its layout. */
+/** Holds each route as a request would, and waits for the layout its admission starts in the background. */
 async function holdResident(engine: EngineThread, held: readonly FusionRoute[]): Promise<void> {
   for (const route of held) {
     engine.acquire(route);
-    await engine.whenResident(route);
+    while (engine.formOf(route) !== "folded") await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }
 
 t.test("through the engine thread: routes installed by the layout thread, heads applied in the engine thread", async (t) => {
-  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 4 });
+  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 4, directSlots: 2 });
   const single = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused" });
   t.teardown(() => Promise.all([engine.close(), single.close()]));
   await engine.register(routes);
@@ -131,7 +131,7 @@ t.test("through the engine thread: routes installed by the layout thread, heads 
 });
 
 t.test("a pass handed over while another runs keeps its routes, even if they are released before it starts", async (t) => {
-  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2 });
+  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2, directSlots: 2 });
   t.teardown(() => engine.close());
   const [route] = routes;
   await engine.register([route]);
@@ -149,7 +149,7 @@ t.test("a pass handed over while another runs keeps its routes, even if they are
 });
 
 t.test("a retired route stays installed while a request holds it, and not after", async (t) => {
-  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2 });
+  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2, directSlots: 2 });
   t.teardown(() => engine.close());
   const [route] = routes;
   await engine.register([route]);
@@ -193,7 +193,7 @@ for (const precision of ["float32", "int8"] as const) {
 }
 
 t.test("through the engine thread: a packed batch", async (t) => {
-  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 4 });
+  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 4, directSlots: 2 });
   const single = await FusionEngine.create(backbone, { device: "cpu", threads: 1, variant: "fused" });
   t.teardown(() => Promise.all([engine.close(), single.close()]));
   await engine.register(routes);

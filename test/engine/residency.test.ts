@@ -3,6 +3,7 @@ import { loadBackbone } from "../../src/engine/backbone.js";
 import { EngineThread, type AssemblyObserver, type LayoutCause, type ResidencyOptions } from "../../src/engine/engine-thread.js";
 import { AdapterLibrary } from "../../src/library/library.js";
 import type { FusionRoute } from "../../src/library/route.js";
+import type { HeadOutput } from "../../src/engine/heads.js";
 import { Scheduler } from "../../src/scheduler/scheduler.js";
 import { TINY_LIBRARY } from "../server/harness.js";
 import { TINY_BACKBONE } from "../fixtures.js";
@@ -13,76 +14,116 @@ const INPUT = [2, 7, 5, 3];
 /** What the engine reported, in order. */
 class Events implements AssemblyObserver {
   readonly log: string[] = [];
+  /** Per pass: its folded and direct slots. */
+  readonly passes: [number, number][] = [];
   routeAssembled(route: string, _seconds: number, cause: LayoutCause): void {
     this.log.push(`layout ${route} (${cause})`);
   }
   routeEvicted(route: string): void {
     this.log.push(`evict ${route}`);
   }
-  coldStart(route: string): void {
-    this.log.push(`cold start ${route}`);
+  passSlots(folded: number, direct: number): void {
+    this.passes.push([folded, direct]);
   }
 }
 
 async function serve(t: Test, residency: ResidencyOptions) {
   const events = new Events();
-  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2, residency }, events);
+  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2, directSlots: 2, residency }, events);
   t.teardown(() => engine.close());
   const library = await AdapterLibrary.open(TINY_LIBRARY, backbone, engine);
   const scheduler = new Scheduler(engine, { maxBatchTokens: 256, maxBatchSize: 8, maxWaitMs: 0, maxQueue: 64, requestTimeoutMs: 10_000, scheduling: "mixed" }, { queueWait() {}, pass() {} });
-  const predict = async (name: string) => (await scheduler.submit(library.route(name), [INPUT], false))[0].output;
-  return { engine, library, events, predict };
+  const predict = async (name: string) => (await scheduler.submit(library.route(name), [INPUT], false))[0].output as HeadOutput;
+  /** Resolves once the route's layout is resident (the layout thread builds it in the background). */
+  const resident = async (name: string) => {
+    while (engine.formOf(library.route(name)) !== "folded") await new Promise((resolve) => setTimeout(resolve, 5));
+  };
+  return { engine, library, events, predict, resident };
 }
 
 const budget = (maxRoutes: number, pinned: string[] = []): ResidencyOptions => ({ maxRoutes, maxBytes: Infinity, pinned: new Set(pinned) });
 
-t.test("no route is laid out until a request needs it; a cold route's first request is answered once its layout is built", async (t) => {
-  const { engine, events, predict } = await serve(t, budget(4));
+const TOLERANCE = 1e-5;
+function maxDiff(a: HeadOutput, b: HeadOutput): number {
+  return Math.max(...a.logits.map((v, i) => Math.abs(v - b.logits[i])));
+}
+
+t.test("no route is laid out until traffic needs it; a route without a layout is answered at once, unfolded, and laid out in the background", async (t) => {
+  const { engine, events, predict, resident } = await serve(t, budget(4));
   t.equal(engine.residencyNow.routes, 0, "nothing resident after the library opened");
   const first = await predict("dyn5");
-  t.same(events.log, ["layout dyn5 (request)", "cold start dyn5"]);
+  t.same(events.passes, [[0, 1]], "the first pass served dyn5 in a direct slot");
+  await resident("dyn5");
+  t.same(events.log, ["layout dyn5 (request)"], "its layout was built after it was asked for");
   t.equal(engine.residencyNow.routes, 1);
   t.ok(engine.residencyNow.bytes > 0, `${engine.residencyNow.bytes} bytes resident`);
-  t.same(await predict("dyn5"), first, "a second request finds it resident, same answer");
-  t.equal(events.log.length, 2, "and builds nothing");
+  const second = await predict("dyn5");
+  t.same(events.passes.at(-1), [1, 0], "the next pass serves it folded");
+  t.ok(maxDiff(second, first) <= TOLERANCE, `same answer folded as unfolded: max |diff| ${maxDiff(second, first).toExponential(2)} ≤ ${TOLERANCE}`);
+  t.equal(events.log.length, 1, "and nothing more is built");
 });
 
-t.test("past the budget the least recently used layout goes; one a request holds never does", async (t) => {
-  const { engine, library, events, predict } = await serve(t, budget(1));
+t.test("past the budget a layout replaces the least recently used one only for a route used far more lately; one a request holds never leaves", async (t) => {
+  const { engine, library, events, predict, resident } = await serve(t, budget(1));
   const dyn5 = library.route("dyn5");
   const before = await predict("dyn5");
-  // A request holds dyn5 (the least recently used) while another route is laid out and answered.
+  await resident("dyn5");
+  // A request holds dyn5 while another route is asked for: nothing may take dyn5's place.
   engine.acquire(dyn5);
-  await predict("static2");
-  t.same(events.log.filter((e) => e.startsWith("evict")), ["evict static2"], "over the budget, the layout nobody holds leaves, though used last");
-  t.same(engine.residencyNow.routes, 1, "dyn5 stays while held");
+  for (let i = 0; i < 8; i++) await predict("static2");
+  t.same(events.log, ["layout dyn5 (request)"], "static2 is served unfolded; the held layout stays");
+  t.equal(engine.formOf(library.route("static2")), "direct");
   engine.release(dyn5);
-  t.equal(engine.residencyNow.routes, 1, "released, within the budget: kept warm");
-  await predict("a1");
-  t.ok(events.log.includes("evict dyn5"), "the next route takes dyn5's place");
-  t.same(await predict("dyn5"), before, "laid out again, dyn5 answers as before");
+  // a1, asked for again and again, earns the place of dyn5, which nobody asks for any more.
+  let asked = 0;
+  while (engine.formOf(library.route("a1")) !== "folded" && asked < 50) {
+    await predict("a1");
+    asked++;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  t.ok(events.log.includes("layout a1 (request)") && events.log.includes("evict dyn5"), `a1 replaced dyn5 after ${asked} requests`);
+  t.equal(engine.residencyNow.routes, 1, "within the budget");
+  const after = await predict("dyn5");
+  t.ok(maxDiff(after, before) <= TOLERANCE, "dyn5, unfolded again, answers as before");
+});
+
+t.test("under traffic spread evenly over more routes than the budget, layouts do not keep replacing each other", async (t) => {
+  const { events, predict } = await serve(t, budget(2));
+  const names = ["a1", "a2", "dyn2", "dyn5", "static2", "static5"];
+  const rounds = async (count: number) => {
+    for (let round = 0; round < count; round++) {
+      for (const name of names) await predict(name);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  };
+  await rounds(5);
+  const warmedUp = events.log.length;
+  t.ok(warmedUp >= 2, `the budget filled while the routes' use was being learnt: ${events.log.join(", ")}`);
+  await rounds(10);
+  t.same(events.log.slice(warmedUp), [], "then 60 more requests, round-robin over 6 routes with room for 2: no layout, no eviction");
 });
 
 t.test("a pinned route is laid out when the library serves it and never evicted", async (t) => {
   const { engine, events, predict } = await serve(t, budget(1, ["static5"]));
   t.same(events.log, ["layout static5 (pinned)"], "laid out before any request");
-  for (const name of ["a1", "dyn2", "a2", "dyn5"]) await predict(name);
-  t.notOk(events.log.includes("evict static5"), "never evicted");
-  t.equal(engine.residencyNow.routes, 1, "a budget of one is full with the pinned route: others leave once answered");
+  for (let i = 0; i < 5; i++) for (const name of ["a1", "dyn2", "a2", "dyn5"]) await predict(name);
+  t.same(events.log, ["layout static5 (pinned)"], "never evicted; with a budget of one, the other routes are served unfolded");
+  t.equal(engine.residencyNow.routes, 1);
   await predict("static5");
-  t.equal(events.log.filter((e) => e === "layout static5 (pinned)" || e.startsWith("layout static5")).length, 1, "never laid out again");
+  t.same(events.passes.at(-1), [1, 0], "static5 served folded");
 });
 
-t.test("a route the library replaces is laid out before it is published when the old one was resident", async (t) => {
-  const { engine, library, events, predict } = await serve(t, budget(4));
+t.test("a change lays out in the background the routes it replaces that were resident; until then they are served unfolded", async (t) => {
+  const { engine, library, events, predict, resident } = await serve(t, budget(4));
   await predict("a1");
+  await resident("a1");
   const old: FusionRoute = library.route("a1");
   // The same modules under a new snapshot, as a change of any member would build.
   const replacement: FusionRoute = { ...old, version: `${old.version}-next` };
   await engine.register([replacement]);
-  t.same(events.log.slice(-1), ["layout a1 (replacement)"], "laid out in register");
+  t.equal(engine.formOf(replacement), "direct", "register does not wait for the layout");
   engine.retire([old]);
+  while (engine.formOf(replacement) !== "folded") await new Promise((resolve) => setTimeout(resolve, 5));
+  t.same(events.log.slice(-1), ["layout a1 (replacement)"], "laid out because the route it replaces was resident");
   t.equal(engine.residencyNow.routes, 1, "the old layout is released once retired and unused");
-  t.equal(engine.whenResident((engine.acquire(replacement), replacement)), null, "the replacement is resident");
-  engine.release(replacement);
 });

@@ -2,7 +2,7 @@ import t from "tap";
 import { packBatch, placeInRows } from "../../src/engine/packing.js";
 import { planPass, type PlanLimits, type Waiting } from "../../src/scheduler/plan.js";
 
-const limits: PlanLimits = { maxBatchSize: 4, maxBatchTokens: 1000, slots: 2 };
+const limits: PlanLimits = { maxBatchSize: 4, maxBatchTokens: 1000, slots: 2, directSlots: 1 };
 const queue = (entries: [string, number][]): Waiting<string>[] => entries.map(([route, length]) => ({ route, length }));
 
 t.test("mixed: inputs in arrival order, whatever their lengths, packed several to a row", async (t) => {
@@ -15,6 +15,14 @@ t.test("mixed: inputs in arrival order, whatever their lengths, packed several t
 t.test("mixed: routes share a pass up to the slot limit; an input of one more route waits, younger ones of the pass's routes go ahead", async (t) => {
   const q = queue([["a", 10], ["b", 10], ["c", 10], ["b", 10], ["a", 10]]);
   t.same(planPass(q, limits, "mixed"), { picked: [0, 1, 3, 4], full: true, packed: true }, "a and b fill the two slots; c waits");
+});
+
+t.test("mixed: routes served unfolded take the direct slots, resident ones the others; each kind waits only for its own slots", async (t) => {
+  const resident = (route: string) => route === "a" || route === "b" || route === "c";
+  const wide = { ...limits, maxBatchSize: 8 };
+  const q = queue([["x", 10], ["a", 10], ["y", 10], ["b", 10], ["c", 10], ["x", 10], ["a", 10]]);
+  t.same(planPass(q, wide, "mixed", resident), { picked: [0, 1, 3, 5, 6], full: true, packed: true }, "x in the direct slot, a and b in the two others; y and c wait");
+  t.same(planPass(queue([["x", 10], ["y", 10], ["z", 10]]), wide, "mixed").picked, [0, 1], "by default every route counts as resident: two slots, the third route waits");
 });
 
 t.test("mixed: the token budget counts packed rows × the longest input; the oldest input always runs", async (t) => {

@@ -1,5 +1,5 @@
 import t from "tap";
-import type { PassOutcome, PassSlot } from "../../src/engine/engine-thread.js";
+import type { PassOutcome, PassSlot, RouteForm } from "../../src/engine/engine-thread.js";
 import type { TokenBatch } from "../../src/engine/packing.js";
 import type { PredictionHead } from "../../src/engine/heads.js";
 import { DEFAULT_CONFIG } from "../../src/config.js";
@@ -14,9 +14,12 @@ const route = (name: string, version: string) => ({ name, version, head }) as un
 class FakeEngine {
   readonly passes: { batch: TokenBatch; slots: readonly PassSlot<FusionRoute>[] }[] = [];
   readonly held = new Map<FusionRoute, number>();
+  /** Routes whose layouts are not resident: passes serve them in direct slots. */
+  readonly unfolded = new Set<FusionRoute>();
   constructor(
     private readonly ms = 1,
     readonly slots = 4,
+    readonly directSlots = 2,
   ) {}
   async run(batch: TokenBatch, slots: readonly PassSlot<FusionRoute>[]): Promise<PassOutcome> {
     this.passes.push({ batch, slots });
@@ -29,10 +32,8 @@ class FakeEngine {
   release(r: FusionRoute): void {
     this.held.set(r, this.held.get(r)! - 1);
   }
-  /** Routes whose layouts are not resident yet, each resident once its promise resolves. */
-  readonly cold = new Map<FusionRoute, Promise<void>>();
-  whenResident(r: FusionRoute): Promise<void> | null {
-    return this.cold.get(r) ?? null;
+  formOf(r: FusionRoute): RouteForm {
+    return this.unfolded.has(r) ? "direct" : "folded";
   }
 }
 
@@ -40,6 +41,7 @@ class FakeEngine {
 class GatedEngine {
   readonly passes: { batch: TokenBatch; slots: readonly PassSlot<FusionRoute>[]; end: () => void }[] = [];
   readonly slots = 4;
+  readonly directSlots = 2;
   run(batch: TokenBatch, slots: readonly PassSlot<FusionRoute>[]): Promise<PassOutcome> {
     return new Promise((resolve) => {
       const outcome = { outputs: batch.lengths.map((length) => ({ output: { logits: [length], probabilities: [1] } })), seconds: 0 };
@@ -48,8 +50,8 @@ class GatedEngine {
   }
   acquire(): void {}
   release(): void {}
-  whenResident(): null {
-    return null;
+  formOf(): RouteForm {
+    return "folded";
   }
 }
 
@@ -144,29 +146,15 @@ t.test("while a pass runs, a second is handed to the engine only when a full pas
   t.equal(engine.held.get(r), 0);
 });
 
-t.test("a cold route's inputs wait for its layout while other routes' passes go on, then run", async (t) => {
-  const engine = new FakeEngine();
-  let resident!: () => void;
-  const [cold, warm] = [route("cold", "v1"), route("warm", "v1")];
-  engine.cold.set(cold, new Promise<void>((resolve) => (resident = resolve)));
-  const scheduler = new Scheduler(engine, { ...options, maxWaitMs: 0 }, noMetrics);
-  const coldAnswer = scheduler.submit(cold, [ids(3)], false);
-  t.same(lengthsOf(await scheduler.submit(warm, [ids(2)], false)), [2], "the resident route is answered meanwhile");
-  t.ok(engine.passes.every((p) => p.slots.every((slot) => slot.route !== cold)), "no pass held the cold route before its layout");
-  t.equal(engine.held.get(cold), 1, "the cold route is held by its request while it waits");
-  resident();
-  t.same(lengthsOf(await coldAnswer), [3], "answered once resident");
-  t.equal(engine.held.get(cold), 0, "and let go");
-});
-
-t.test("a route whose layout fails answers its requests with that error", async (t) => {
-  const engine = new FakeEngine();
-  const broken = route("broken", "v1");
-  engine.cold.set(broken, Promise.reject(new Error("layout failed")));
-  const scheduler = new Scheduler(engine, options, noMetrics);
-  await t.rejects(scheduler.submit(broken, [ids(2)], false), /layout failed/);
-  t.equal(engine.held.get(broken), 0, "the route is let go");
-  t.equal(engine.passes.length, 0, "no pass ran");
+t.test("a route whose layout is not resident is served at once, in a direct slot, beside resident routes", async (t) => {
+  const engine = new FakeEngine(1, 1, 2);
+  const [cold, colder, warm] = [route("cold", "v1"), route("colder", "v1"), route("warm", "v1")];
+  engine.unfolded.add(cold).add(colder);
+  const scheduler = new Scheduler(engine, { ...options, maxWaitMs: 1 }, noMetrics);
+  const answers = await Promise.all([scheduler.submit(cold, [ids(3)], false), scheduler.submit(warm, [ids(2)], false), scheduler.submit(colder, [ids(4)], false)]);
+  t.same(answers.map(lengthsOf), [[3], [2], [4]]);
+  t.equal(engine.passes.length, 1, "one pass: one folded slot for warm, two direct slots for cold and colder");
+  t.same(engine.passes[0].slots.map((s) => s.route.name), ["cold", "warm", "colder"]);
 });
 
 t.test("by default, a lone input on an idle engine starts its pass within submit: no timer, no waiting for company", async (t) => {

@@ -17,7 +17,7 @@ import { toWire, type EngineWorkerSetup, type FromEngine, type ToEngine, type Wi
 const setup = workerData as EngineWorkerSetup;
 const port = parentPort!;
 const post = (message: FromEngine) => port.postMessage(message);
-const routes = new Map<number, { readonly feeds: RouteFeeds; readonly head: PredictionHead }>();
+const routes = new Map<number, { readonly feeds: RouteFeeds; readonly head: PredictionHead; readonly direct: boolean }>();
 
 /**
  * The engine runs 10 nice levels below the process: on a machine where a pass keeps every core
@@ -35,6 +35,7 @@ try {
     threads: setup.threads,
     variant: "fused",
     slots: setup.slots,
+    directSlots: setup.directSlots,
     // Takes padded batches as they are, and packed ones (packing.ts) from the scheduler.
     packed: true,
   });
@@ -47,7 +48,9 @@ try {
   // meanwhile (its last request timed out) stays with the passes already handed over.
   let passes = Promise.resolve();
   port.on("message", (message: ToEngine) => {
-    if (message.type === "install") routes.set(message.route, { feeds: message.feeds, head: message.head });
+    if (message.type === "install") routes.set(message.route, { feeds: message.feeds, head: message.head, direct: false });
+    // Copies the adapters side by side (layout.ts, directFeeds): no product, a fraction of a pass.
+    else if (message.type === "install_direct") routes.set(message.route, { feeds: engine.directFeeds(message.modules), head: message.head, direct: true });
     else if (message.type === "release") {
       routes.delete(message.route);
       collectGarbage();

@@ -7,7 +7,7 @@ import type { Int8Mode, Int8WeightChoice } from "../int8-mode.js";
 import type { RouteFeeds } from "../layout.js";
 import type { Precision } from "../products.js";
 import type { InputReadout } from "../readout.js";
-import type { AdapterWeights, FusionWeights } from "../weights.js";
+import type { AdapterWeights, FusionWeights, RouteModules } from "../weights.js";
 
 /**
  * Messages between the main thread and the engine's two workers (docs/design.md, "Threads"):
@@ -23,8 +23,10 @@ export interface EngineWorkerSetup {
   readonly int8Weights?: Int8WeightChoice;
   /** Intra-op threads of the forward pass; 0 lets ONNX Runtime choose. */
   readonly threads: number;
-  /** Routes one pass can serve. */
+  /** Routes one pass can serve from their folded layouts. */
   readonly slots: number;
+  /** Routes one pass can serve from their modules unfolded (bert-graph.ts, directTail). */
+  readonly directSlots: number;
 }
 
 export interface LayoutWorkerSetup {
@@ -38,6 +40,8 @@ export interface LayoutWorkerSetup {
 
 export type ToEngine =
   | { readonly type: "install"; readonly route: number; readonly feeds: RouteFeeds; readonly head: PredictionHead }
+  /** A route for direct slots: the engine thread sets its modules (in shared memory) side by side itself. */
+  | { readonly type: "install_direct"; readonly route: number; readonly modules: RouteModules; readonly head: PredictionHead }
   | { readonly type: "release"; readonly route: number }
   | { readonly type: "run"; readonly pass: number; readonly batch: WireBatch; readonly slots: readonly WireSlot[] };
 
