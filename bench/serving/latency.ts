@@ -106,11 +106,18 @@ const autoChoice = /"precision":"(\w+)"/.exec(autoLog)?.[1] ?? "?";
 const autoReason = /"precisionReason":"([^"]*)"/.exec(autoLog)?.[1];
 log(`--precision auto chose ${autoChoice}${autoReason ? `: ${autoReason}` : ""}`);
 
-// ---- the engine alone: the server's graph (route slots, packed rows), one tweet per pass, readout included ----
+// ---- the engine alone: the server's graph (route slots, direct slots, packed rows), one tweet per pass, readout included ----
 const backbone = await loadBackbone(backboneDir);
 const tokenizer = await TextTokenizer.load(backboneDir, effectiveMaxSeqLen(DEFAULT_CONFIG, backbone.config.maxPositions));
 const route = (await AdapterLibrary.open(library, backbone.config)).route(FUSION);
-const engine = await FusionEngine.create(backbone, { device: "cpu", threads, variant: "fused", slots: DEFAULT_CONFIG.routeSlots, packed: true });
+const engine = await FusionEngine.create(backbone, {
+  device: "cpu",
+  threads,
+  variant: "fused",
+  slots: DEFAULT_CONFIG.routeSlots,
+  directSlots: DEFAULT_CONFIG.directRouteSlots,
+  packed: true,
+});
 const feeds = await routeFeeds(backbone.config, route);
 const singles = tweets.map((t) => packBatch([tokenizer.encode(t).ids]));
 for (let i = 0; i < 5; i++) await engine.run(singles[i], feeds);
@@ -201,7 +208,7 @@ const engineKey = measured.get("engine")!;
 const errors = [...measured.values()].reduce((n, m) => n + m.errors, 0);
 const others = Math.max(...[...measured.values()].map((m) => m.othersPercent));
 const othersMean = [...measured.values()].reduce((sum, m) => sum + m.othersSum, 0) / [...measured.values()].reduce((n, m) => n + m.blocks, 0);
-log(`engine alone, one tweet per pass (${DEFAULT_CONFIG.routeSlots} route slots, packed graph, readout included): p50 ${f(median(engineKey.ms))} ms over ${engineKey.count} passes`);
+log(`engine alone, one tweet per pass (${DEFAULT_CONFIG.routeSlots} route slots and ${DEFAULT_CONFIG.directRouteSlots} direct, packed graph, readout included): p50 ${f(median(engineKey.ms))} ms over ${engineKey.count} passes`);
 log(`non-200 answers: ${errors}; other processes used ${f(othersMean, 0)} % of a core on average during the blocks (at most ${f(others, 0)} %); whole run ${f((performance.now() - started) / 1000, 0)} s`);
 
 const results: string[] = [];
