@@ -44,6 +44,14 @@ export interface PassStats {
   readonly seconds: number;
 }
 
+/** The pass that delivered a request's last answer. */
+export interface AnsweringPass {
+  /** performance.now() when it was handed to the engine thread. */
+  readonly started: number;
+  /** Forward pass and heads, as the engine thread measured them. */
+  readonly seconds: number;
+}
+
 /** Where the scheduler reports what it did; the metrics plugin is one. */
 export interface SchedulerObserver {
   queueWait(route: string, seconds: number): void;
@@ -59,6 +67,7 @@ interface PendingRequest {
   readonly results: InputReadout[];
   remaining: number;
   settled: boolean;
+  readonly onAnswer: ((pass: AnsweringPass) => void) | undefined;
   readonly resolve: (results: InputReadout[]) => void;
   readonly reject: (err: Error) => void;
   readonly timer: NodeJS.Timeout;
@@ -107,8 +116,11 @@ export class Scheduler {
     return this.queue.length;
   }
 
-  /** Resolves with one readout per sequence, in order; rejects with a ServingError. */
-  submit(route: FusionRoute, sequences: readonly (readonly number[])[], explain: boolean): Promise<InputReadout[]> {
+  /**
+   * Resolves with one readout per sequence, in order; rejects with a ServingError. `onAnswer`
+   * hears, just before it resolves, of the pass that delivered its last readout.
+   */
+  submit(route: FusionRoute, sequences: readonly (readonly number[])[], explain: boolean, onAnswer?: (pass: AnsweringPass) => void): Promise<InputReadout[]> {
     if (this.depth + sequences.length > this.options.maxQueue) {
       return Promise.reject(
         new OverloadedError(`the queue is full (${this.depth} of ${this.options.maxQueue} inputs waiting); retry later`, 1),
@@ -122,6 +134,7 @@ export class Scheduler {
         results: new Array(sequences.length),
         remaining: sequences.length,
         settled: false,
+        onAnswer,
         resolve,
         reject,
         timer: setTimeout(() => this.expire(request), this.options.requestTimeoutMs),
@@ -179,7 +192,8 @@ export class Scheduler {
         routes.set(input.route.name, { inputs: entry.inputs + 1, tokens: entry.tokens + input.length });
       }
       this.observer.pass({ inputs: inputs.length, lengths: batch.lengths, routes, realTokens, computedTokens, seconds });
-      inputs.forEach((input, i) => this.deliver(input, outputs[i]));
+      const answering = { started, seconds };
+      inputs.forEach((input, i) => this.deliver(input, outputs[i], answering));
     } catch (err) {
       for (const { request } of inputs) this.fail(request, err as Error);
     } finally {
@@ -188,12 +202,13 @@ export class Scheduler {
     }
   }
 
-  private deliver(input: QueuedInput, output: InputReadout): void {
+  private deliver(input: QueuedInput, output: InputReadout, pass: AnsweringPass): void {
     const { request } = input;
     if (request.settled) return;
     request.results[input.index] = output;
     if (--request.remaining > 0) return;
     this.settle(request);
+    request.onAnswer?.(pass);
     request.resolve(request.results);
   }
 

@@ -1,3 +1,4 @@
+import { performance } from "node:perf_hooks";
 import t from "tap";
 import type { PassOutcome, PassSlot, RouteForm } from "../../src/engine/engine-thread.js";
 import type { TokenBatch } from "../../src/engine/packing.js";
@@ -5,7 +6,7 @@ import type { PredictionHead } from "../../src/engine/heads.js";
 import { DEFAULT_CONFIG } from "../../src/config.js";
 import { TimeoutError } from "../../src/errors.js";
 import type { FusionRoute } from "../../src/library/route.js";
-import { Scheduler, type SchedulerOptions } from "../../src/scheduler/scheduler.js";
+import { type AnsweringPass, Scheduler, type SchedulerOptions } from "../../src/scheduler/scheduler.js";
 
 const head: PredictionHead = { type: "classification", labels: ["only"], linears: [], activation: "linear" };
 const route = (name: string, version: string) => ({ name, version, head }) as unknown as FusionRoute;
@@ -194,4 +195,19 @@ t.test("--max-wait-ms, opted into, holds a lone input on an idle engine so that 
   t.same(engine.passes[0].batch.lengths, [3, 4], "one pass for both");
   engine.passes[0].end();
   t.same((await Promise.all(answers)).map(lengthsOf), [[3], [4]]);
+});
+
+t.test("onAnswer hears once, before the answer, of the pass that delivered a request's last input", async (t) => {
+  const engine = new FakeEngine(2);
+  const scheduler = new Scheduler(engine, { ...options, maxBatchSize: 2, maxWaitMs: 0 }, noMetrics);
+  const heard: AnsweringPass[] = [];
+  const answer = scheduler.submit(route("a", "1"), [ids(3), ids(4), ids(5)], false, (pass) => heard.push(pass));
+  // The first pass was handed over within submit(); the last input can only run in a later one.
+  const firstHandedOver = performance.now();
+  const lengths = lengthsOf(await answer);
+  t.same(lengths, [3, 4, 5]);
+  t.equal(engine.passes.length, 2, "two inputs to a pass");
+  t.equal(heard.length, 1, "heard once");
+  t.ok(heard[0].started > firstHandedOver, "of the second pass");
+  t.equal(heard[0].seconds, 0.002, "with the engine's own time for it");
 });
