@@ -1,6 +1,8 @@
+import { performance } from "node:perf_hooks";
 import fp from "fastify-plugin";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import { PACKAGE } from "../config.js";
+import type { PredictTiming } from "../core/predict.js";
 import type { AssemblyObserver, LayoutCause } from "../engine/engine-thread.js";
 import type { PassStats, SchedulerObserver } from "../scheduler/scheduler.js";
 
@@ -53,6 +55,14 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
     name: "library_answers_recomputed_total",
     help: "Predictions computed again because the store's manifest replaced their route while they ran (--library-consistency strict)",
     labelNames: ["fusion"] as const,
+    registers: [this.registry],
+  });
+
+  private readonly requestPhaseSeconds = new Histogram({
+    name: "fusion_request_phase_seconds",
+    help: "Where an answered prediction's time went, by phase: parse, tokenize, queue, pass, hop, confirm (strict replicas only), serialize; they add up to the request's duration",
+    labelNames: ["phase"] as const,
+    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
 
@@ -219,6 +229,18 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
     this.recomputedAnswers.inc({ fusion: route });
   }
 
+  /** One answered prediction: `received` and `sent` (performance.now()) bound its request, `timing` what happened between. */
+  requestPhases(timing: PredictTiming, received: number, sent: number): void {
+    const observe = (phase: string, seconds: number) => this.requestPhaseSeconds.observe({ phase }, seconds);
+    observe("parse", (timing.started - received) / 1000);
+    observe("tokenize", timing.tokenize);
+    observe("queue", timing.queue);
+    observe("pass", timing.pass);
+    observe("hop", timing.hop);
+    if (timing.confirm !== undefined) observe("confirm", timing.confirm);
+    observe("serialize", (sent - timing.answered) / 1000);
+  }
+
   queueWait(route: string, seconds: number): void {
     this.queueWaitSeconds.observe({ fusion: route }, seconds);
   }
@@ -258,21 +280,27 @@ declare module "fastify" {
   interface FastifyRequest {
     /** The fusion route a request resolved to, for the latency label; empty when it resolved to none. */
     fusionRoute: string;
+    /** A prediction's phases, set by the handler it answered (fusion_request_phase_seconds); undefined for every other request. */
+    predictTiming: PredictTiming | undefined;
   }
 }
 
-/** Decorates `metrics` and times every request. */
+/** Decorates `metrics`, times every request, and splits each answered prediction's time into its phases. */
 export const metricsPlugin = fp<{ requestTimeoutMs: number; commit: string | undefined }>(
   async (app, { requestTimeoutMs, commit }) => {
     const metrics = new ServerMetrics(requestTimeoutMs / 1000, commit);
     app.decorate("metrics", metrics);
     app.decorateRequest("fusionRoute", "");
+    app.decorateRequest("predictTiming", undefined);
     app.addHook("onRequest", async (_request, reply) => {
       metrics.inFlight.inc();
       // 'close' fires for answered and abandoned requests alike, so the gauge never leaks.
       reply.raw.once("close", () => metrics.inFlight.dec());
     });
     app.addHook("onResponse", async (request, reply) => {
+      // The response's end and its start as fastify timed them, so the phases add up to the request's duration.
+      const sent = performance.now();
+      if (request.predictTiming) metrics.requestPhases(request.predictTiming, sent - reply.elapsedTime, sent);
       metrics.requestDuration.observe(
         {
           method: request.method,

@@ -297,11 +297,12 @@ export const oipRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async (ap
     const tooLong = texts.findIndex((text) => [...text].length > config.maxInputChars);
     if (tooLong >= 0) throw new BadRequestError("invalid_request", `text ${tooLong} is longer than ${config.maxInputChars} characters`);
     const wanted: readonly OutputName[] = body.outputs?.map((o) => o.name) ?? DEFAULT_OUTPUTS;
-    const { route, inputs } = await predict(
+    const { route, inputs, timing } = await predict(
       app.serving,
       { route: params.model, texts, explain: wanted.includes("fusion_weights") },
       { consistency: config.libraryConsistency, onRoute: (name) => (request.fusionRoute = name), onRecompute: (name) => app.metrics.recomputed(name) },
     );
+    request.predictTiming = timing;
     const outputs = wanted.map((name) => outputTensor(name, route, inputs.map((i) => i.readout)));
     const binaryOutput = (name: string) => body.outputs?.find((o) => o.name === name)?.parameters?.binary_data ?? body.parameters?.binary_data_output ?? false;
     const written = writeAnswer({ model_name: route.name, model_version: route.version, ...(body.id === undefined ? {} : { id: body.id }) }, outputs, binaryOutput);

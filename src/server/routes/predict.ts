@@ -146,11 +146,12 @@ export const predictRoutes: FastifyPluginAsync<{ config: ServerConfig }> = async
     },
     async (request) => {
       const { inputs, explain, raw_scores: rawScores } = request.body;
-      const { route, inputs: answered } = await predict(
+      const { route, inputs: answered, timing } = await predict(
         app.serving,
         { route: request.params.fusion, texts: typeof inputs === "string" ? [inputs] : inputs, explain },
         { consistency: config.libraryConsistency, onRoute: (name) => (request.fusionRoute = name), onRecompute: (name) => app.metrics.recomputed(name) },
       );
+      request.predictTiming = timing;
       return {
         fusion: route.name,
         version: route.version,
