@@ -16,6 +16,7 @@ import { machineLine, othersProbe } from "../machine.js";
 import { resolvePython } from "../python.js";
 import { median, quantile } from "../stats.js";
 import { latencies, runLoad } from "./load.js";
+import { phaseDelta, phaseMeans, scrapePhases, type PhaseTotals } from "./phases.js";
 import { startChild, stopChild, type ChildServer } from "../server.js";
 
 /**
@@ -24,7 +25,9 @@ import { startChild, stopChild, type ChildServer } from "../server.js";
  * requests/s at 1, 8 and 64 closed-loop clients for this server with its defaults, with the
  * earlier 5 ms wait for company, in int8 and with `--precision auto`, and for FastAPI + `adapters`
  * (python/baseline/fastapi_server.py, one forward per request). Every case runs in blocks that
- * alternate with the others', twice, so drift of the machine's speed weighs on all of them.
+ * alternate with the others', twice, so drift of the machine's speed weighs on all of them. For
+ * this server's 1-client blocks, the report gives the mean of each phase of a request (from the
+ * server's fusion_request_phase_seconds), so what is not the forward pass shows.
  *
  *   npx tsx bench/serving/latency.ts [--threads 2] [--quick] [--publish] [--name NAME]
  */
@@ -76,14 +79,16 @@ const node = (name: string, flags: string[]) => {
     readyTimeoutMs: 120_000,
   });
 };
-const cases: { name: string; what: string; start: () => Promise<ChildServer> }[] = [
-  { name: "default", what: "this server, defaults (float32, --max-wait-ms 0)", start: () => node("default", []) },
-  { name: "wait5", what: "this server, --max-wait-ms 5 (the earlier default)", start: () => node("wait5", ["--max-wait-ms", "5"]) },
-  { name: "int8", what: "this server, --precision int8", start: () => node("int8", ["--precision", "int8"]) },
-  { name: "auto", what: "this server, --precision auto", start: () => node("auto", ["--precision", "auto"]) },
+/** `ours`: this server, whose /metrics gives the phases of its requests. */
+const cases: { name: string; what: string; ours: boolean; start: () => Promise<ChildServer> }[] = [
+  { name: "default", what: "this server, defaults (float32, --max-wait-ms 0)", ours: true, start: () => node("default", []) },
+  { name: "wait5", what: "this server, --max-wait-ms 5 (the earlier default)", ours: true, start: () => node("wait5", ["--max-wait-ms", "5"]) },
+  { name: "int8", what: "this server, --precision int8", ours: true, start: () => node("int8", ["--precision", "int8"]) },
+  { name: "auto", what: "this server, --precision auto", ours: true, start: () => node("auto", ["--precision", "auto"]) },
   {
     name: "python",
     what: "FastAPI + adapters (python/baseline/fastapi_server.py)",
+    ours: false,
     start: () => {
       const port = nextPort++;
       return startChild({
@@ -175,14 +180,19 @@ async function engineBlock(): Promise<void> {
   add("engine", value, blockSeconds, 0, others);
 }
 
-async function serverBlock(name: string, clients: number): Promise<void> {
+/** By case: the phases of the requests of its 1-client blocks. */
+const phases = new Map<string, PhaseTotals>();
+
+async function serverBlock({ name, ours }: { name: string; ours: boolean }, clients: number): Promise<void> {
   const base = servers.get(name)!.base;
   const next = () => ({ route: FUSION, inputs: [nextTweet()] });
   await runLoad({ base, clients, seconds: 1, next });
+  const phasesBefore = ours && clients === 1 ? await scrapePhases(base) : undefined;
   const { value: answers, others } = await withOthers(async () => {
     if (clients === 1) cursor = 0;
     return runLoad({ base, clients, seconds: blockSeconds, next });
   });
+  if (phasesBefore) phases.set(name, phaseDelta(phasesBefore, await scrapePhases(base), phases.get(name)));
   add(`${name} ${clients}`, latencies(answers), blockSeconds, answers.filter((a) => a.status !== 200).length, others);
 }
 
@@ -190,7 +200,7 @@ const started = performance.now();
 for (let round = 0; round < ROUNDS; round++) {
   for (const clients of CLIENTS) {
     if (clients === 1) await engineBlock();
-    for (const c of cases) await serverBlock(c.name, clients);
+    for (const c of cases) await serverBlock(c, clients);
   }
 }
 await engine.close();
@@ -209,6 +219,11 @@ const errors = [...measured.values()].reduce((n, m) => n + m.errors, 0);
 const others = Math.max(...[...measured.values()].map((m) => m.othersPercent));
 const othersMean = [...measured.values()].reduce((sum, m) => sum + m.othersSum, 0) / [...measured.values()].reduce((n, m) => n + m.blocks, 0);
 log(`engine alone, one tweet per pass (${DEFAULT_CONFIG.routeSlots} route slots and ${DEFAULT_CONFIG.directRouteSlots} direct, packed graph, readout included): p50 ${f(median(engineKey.ms))} ms over ${engineKey.count} passes`);
+for (const [name, totals] of phases) {
+  const { line, sumMs, requests } = phaseMeans(totals);
+  const ms = measured.get(`${name} 1`)!.ms;
+  log(`${name}, 1 client, where a request's time went (means over ${requests} requests, from /metrics): ${line}; together ${f(sumMs, 2)} ms of ${f(ms.reduce((a, b) => a + b, 0) / ms.length, 2)} ms at the client`);
+}
 log(`non-200 answers: ${errors}; other processes used ${f(othersMean, 0)} % of a core on average during the blocks (at most ${f(others, 0)} %); whole run ${f((performance.now() - started) / 1000, 0)} s`);
 
 const results: string[] = [];
