@@ -48,10 +48,12 @@ t.test("infer with JSON tensors answers what /v1/predict answers", async (t) => 
   const out = Object.fromEntries(answer.body.outputs.map((o: { name: string }) => [o.name, o]));
   const labels = Object.keys(expected.predictions[0].scores);
   t.same(out.probabilities.shape, [2, labels.length]);
-  t.same(out.probabilities.data, expected.predictions.flatMap((p: { scores: Record<string, number> }) => labels.map((l) => p.scores[l])), "probabilities as /v1's scores");
+  // Within float rounding: the first request may be served unfolded, a later one from the route's layout (docs/design.md §2).
+  const close = (a: number[], b: number[]) => a.length === b.length && a.every((v, i) => Math.abs(v - b[i]) <= 1e-6);
+  t.ok(close(out.probabilities.data, expected.predictions.flatMap((p: { scores: Record<string, number> }) => labels.map((l) => p.scores[l]))), "probabilities as /v1's scores");
   t.same(out.label.data, expected.predictions.map((p: { label: string }) => p.label));
   t.same(out.fusion_weights.shape, [2, expected.predictions[0].fusion_weights.length, 2]);
-  t.same(out.fusion_weights.data, expected.predictions.flatMap((p: { fusion_weights: Record<string, number>[] }) => p.fusion_weights.flatMap((layer) => Object.values(layer))));
+  t.ok(close(out.fusion_weights.data, expected.predictions.flatMap((p: { fusion_weights: Record<string, number>[] }) => p.fusion_weights.flatMap((layer) => Object.values(layer)))), "fusion weights as /v1's");
   const defaults = await post(`${url}/v2/models/dyn2/infer`, { inputs: [{ name: "text", shape: [2, 1], datatype: "BYTES", data: [[TEXTS[0]], [TEXTS[1]]] }] });
   t.same(
     defaults.body.outputs.map((o: { name: string }) => o.name),
