@@ -157,6 +157,20 @@ export function buildEncoder(
       ? { order: g.input(SLOT_ORDER, INT64, ["BT"]), tokens: g.input(SLOT_TOKENS, INT64, [graphSlots]), unorder: g.input(SLOT_UNORDER, INT64, ["BT"]) }
       : null;
   const probsPerLayer: string[][] = Array.from({ length: graphSlots }, () => []);
+  // Slot 0 always runs; the other slots run in groups, each only when one of its slots has tokens:
+  // the other route slots, the first direct slot, the other direct slots.
+  const slotGroups: { slots: number[]; active: string | null }[] = [{ slots: [0], active: null }];
+  if (slotting) {
+    const zero = g.ints("const.no_tokens", [0], []);
+    const anyTokens = (slotsOf: number[]) =>
+      g.op("Greater", [g.op("ReduceSum", [g.op("Slice", [slotting.tokens, g.ints(`const.slots${slotsOf[0]}.from`, [slotsOf[0]]), g.ints(`const.slots${slotsOf[0]}.to`, [slotsOf.at(-1)! + 1])])], { keepdims: 0 }), zero]);
+    const range = (from: number, to: number) => Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
+    for (const group of [range(1, slots), range(slots, Math.min(slots + 1, graphSlots)), range(slots + 1, graphSlots)]) {
+      if (group.length > 0 && group[0] > 0) slotGroups.push({ slots: group, active: anyTokens(group) });
+    }
+  }
+  // What a skipped slot gives for its fusion weights: [1, 0], no adapter's weight for no token.
+  const noProbs = slotting ? g.floats("const.no_probs", [1, 0], new Float32Array(0)) : null;
 
   backbone.layers.forEach((w, l) => {
     const p = `layer${l}`;
@@ -198,12 +212,27 @@ export function buildEncoder(
       context = fusion.context;
     } else {
       const parts = slotting ? g.node("Split", [g.op("Gather", [flat, slotting.order], { axis: 0 }), slotting.tokens], { axis: 0 }, { outputs: graphSlots }) : [flat];
-      const contexts = parts.map((tokens, slot) => {
+      const tail = (slot: number): FusionOutput => {
         const shapes = slotShapes[slot];
-        const fusion =
-          "split" in shapes ? fusedTail(g, products, slotNames(l, slot), tokens, shapes, d) : directTail(g, directSlotNames(l, slot), tokens, shapes, d);
-        probsPerLayer[slot].push(g.op("Unsqueeze", [fusion.probs, axis0]));
-        return fusion.context;
+        return "split" in shapes ? fusedTail(g, products, slotNames(l, slot), parts[slot], shapes, d) : directTail(g, directSlotNames(l, slot), parts[slot], shapes, d);
+      };
+      const contexts = slotGroups.map((group) => {
+        const [first, last] = [group.slots[0], group.slots.at(-1)!];
+        const concat = (names: string[]) => (names.length > 1 ? g.op("Concat", names, { axis: 0 }) : g.op("Identity", names));
+        if (!group.active) {
+          const fusion = tail(first);
+          probsPerLayer[first].push(g.op("Unsqueeze", [fusion.probs, axis0]));
+          return fusion.context;
+        }
+        // Slots with no tokens skip their kernels altogether: a pass of one route runs none of the others'.
+        const run = g.subgraph(`${p}.slots${first}-${last}.run`, () => {
+          const fusions = group.slots.map(tail);
+          return [concat(fusions.map((f) => f.context)), ...fusions.map((f) => g.op("Identity", [f.probs]))];
+        });
+        const skip = g.subgraph(`${p}.slots${first}-${last}.skip`, () => [concat(group.slots.map((slot) => parts[slot])), ...group.slots.map(() => g.op("Identity", [noProbs!]))]);
+        const [groupContext, ...probs] = g.node("If", [group.active], { then_branch: run, else_branch: skip }, { outputs: 1 + group.slots.length });
+        group.slots.forEach((slot, i) => probsPerLayer[slot].push(g.op("Unsqueeze", [probs[i], axis0])));
+        return groupContext;
       });
       context = slotting ? g.op("Gather", [g.op("Concat", contexts, { axis: 0 }), slotting.unorder], { axis: 0 }) : contexts[0];
     }

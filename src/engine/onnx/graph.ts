@@ -7,7 +7,7 @@ export const INT8 = 3;
 export const INT32 = 6;
 export const INT64 = 7;
 
-export type AttributeValue = number | { float: number } | number[] | string;
+export type AttributeValue = number | { float: number } | number[] | string | { graph: ProtoMessage };
 export type Dim = number | string;
 
 /** A value given to a graph input in advance (engine/layout.ts's FeedTensor has this shape). */
@@ -24,7 +24,7 @@ const MS_DOMAIN = "com.microsoft";
  * Node outputs get unique generated names unless given, so graph code reads like dataflow.
  */
 export class OnnxGraph {
-  private readonly nodes: ProtoMessage[] = [];
+  private nodes: ProtoMessage[] = [];
   private readonly initializers: ProtoMessage[] = [];
   private readonly inputs: ProtoMessage[] = [];
   private readonly outputs: ProtoMessage[] = [];
@@ -120,6 +120,30 @@ export class OnnxGraph {
     return this.node(opType, inputs, attributes, { domain })[0];
   }
 
+  /**
+   * A subgraph (the branch of an If): the nodes `build` adds go into it rather than into this graph,
+   * and its outputs are the names `build` returns. It may read any value of this graph; the
+   * initializers and inputs `build` asks for are this graph's.
+   */
+  subgraph(name: string, build: () => readonly string[]): { graph: ProtoMessage } {
+    const outer = this.nodes;
+    this.nodes = [];
+    let outputs: readonly string[];
+    let inner: ProtoMessage[];
+    try {
+      outputs = build();
+    } finally {
+      inner = this.nodes;
+      this.nodes = outer;
+    }
+    const g = new ProtoMessage();
+    for (const n of inner) g.message(1, n);
+    g.string(2, name);
+    // A branch's outputs are float tensors of any shape; ONNX Runtime infers the rest.
+    for (const o of outputs) g.message(12, new ProtoMessage().string(1, o).message(2, new ProtoMessage().message(1, new ProtoMessage().int(1, FLOAT))));
+    return { graph: g };
+  }
+
   toBytes(name: string): Uint8Array {
     const g = new ProtoMessage();
     for (const n of this.nodes) g.message(1, n);
@@ -155,5 +179,6 @@ function attribute(name: string, value: AttributeValue): ProtoMessage {
     for (const v of value) a.int(8, v);
     return a.int(20, 7);
   }
+  if ("graph" in value) return a.message(6, value.graph).int(20, 5);
   return a.float(2, value.float).int(20, 1);
 }
