@@ -3,7 +3,7 @@ import { join } from "node:path";
 import t from "tap";
 import { assertError } from "../error-shape.js";
 import { ENGINE_FIXTURES } from "../fixtures.js";
-import { post } from "../server/harness.js";
+import { post, warmRoutes } from "../server/harness.js";
 import { admin, adminServer, routeVersions, stage, writableLibrary } from "./admin-library.js";
 
 const root = await writableLibrary(t);
@@ -13,11 +13,14 @@ const TEXTS = ["the first probe", "a second, longer probe text with more words",
 /**
  * The raw bytes of the answers: "untouched" means byte-identical, not merely close. One request at
  * a time, so that each is a pass of its own, laid out the same way every time: inputs that share a
- * pass with others are packed differently, which moves the last bits of a float.
+ * pass with others are packed differently, which moves the last bits of a float. The routes are
+ * warm (their layouts resident), so every answer comes from the same form.
  */
+const ROUTES = ["a1", "dyn2", "dyn5", "static2"];
 async function snapshot(): Promise<string[]> {
+  await warmRoutes(url, ROUTES);
   const answers: string[] = [];
-  for (const route of ["a1", "dyn2", "dyn5", "static2"]) answers.push((await post(`${url}/v1/predict/${route}`, { inputs: TEXTS, raw_scores: true, explain: true })).text);
+  for (const route of ROUTES) answers.push((await post(`${url}/v1/predict/${route}`, { inputs: TEXTS, raw_scores: true, explain: true })).text);
   return answers;
 }
 

@@ -3,14 +3,18 @@ import { join } from "node:path";
 import t from "tap";
 import { assertError } from "../error-shape.js";
 import { FIXTURES } from "../fixtures.js";
-import { post, request } from "../server/harness.js";
+import { post, request, warmRoutes } from "../server/harness.js";
 import { admin, adminServer, AUTH, routeVersions, scaleFloats, stage, writableLibrary } from "./admin-library.js";
 
 t.test("a restart after swaps serves the same versions, and rollback works after it", async (t) => {
   const root = await writableLibrary(t);
   const first = await adminServer(t, root);
   const original = await routeVersions(first.url);
-  const probe = async (url: string) => (await post(`${url}/v1/predict/dyn2`, { inputs: "probe", raw_scores: true })).text;
+  // dyn2 warm first, so that every answer compared byte for byte comes from its layout.
+  const probe = async (url: string) => {
+    await warmRoutes(url, ["dyn2"]);
+    return (await post(`${url}/v1/predict/dyn2`, { inputs: "probe", raw_scores: true })).text;
+  };
   const originalAnswer = await probe(first.url);
 
   const adapter = await admin(first.url, "PUT", "/v1/admin/adapters/a2", { path: await stage(root, "adapters/a2", "a2-v2", "adapter.safetensors", scaleFloats(1.3)) });

@@ -50,3 +50,18 @@ export function post<T = any>(url: string, body: unknown, headers: Record<string
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
 }
+
+/**
+ * Asks for each route until the server holds a layout of every one. Layouts are built in the
+ * background after a route's first requests, which are served unfolded (docs/design.md §2); a test
+ * that compares answers byte for byte warms its routes first, so that every answer it compares
+ * comes from the same form.
+ */
+export async function warmRoutes(url: string, routes: readonly string[]): Promise<void> {
+  for (;;) {
+    for (const route of routes) await post(`${url}/v1/predict/${route}`, { inputs: "warm" });
+    const resident = Number(/^fusion_resident_routes (\d+)$/m.exec((await request(`${url}/metrics`)).text)?.[1] ?? 0);
+    if (resident >= routes.length) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
