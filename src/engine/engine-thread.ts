@@ -1,3 +1,4 @@
+import { once } from "node:events";
 import type { Worker } from "node:worker_threads";
 import { UnavailableError } from "../errors.js";
 import type { BackboneConfig } from "./backbone.js";
@@ -126,6 +127,7 @@ export class EngineThread {
   /** A layout that traffic asked for is being built: one at a time. */
   private folding = false;
   private broken: Error | undefined;
+  private layoutExited = false;
   private readonly failureListeners: ((err: Error) => void)[] = [];
 
   private constructor(
@@ -143,6 +145,7 @@ export class EngineThread {
   ) {
     engine.on("message", (message: FromEngine) => this.onEngineMessage(message));
     layout.on("message", (message: FromLayout) => this.jobs.get(message.job)?.resolve(message));
+    layout.once("exit", () => (this.layoutExited = true));
     for (const worker of [engine, layout]) {
       worker.on("error", (err) => this.fail(err));
       worker.on("exit", (code) => this.fail(new Error(`an engine thread exited (code ${code})`)));
@@ -258,11 +261,18 @@ export class EngineThread {
     this.failureListeners.push(listener);
   }
 
-  /** Anything still pending is refused (the server closes the engine once every request is answered). */
+  /**
+   * Anything still pending is refused (the server closes the engine once every request is
+   * answered); a layout being built is finished first, since the layout thread cannot be stopped
+   * inside ONNX Runtime.
+   */
   async close(): Promise<void> {
     this.failureListeners.length = 0;
     this.fail(new Error("the engine was closed"));
-    await Promise.all([this.engine.terminate(), this.layout.terminate()]);
+    if (this.layoutExited) return void (await this.engine.terminate());
+    const layoutDone = once(this.layout, "exit");
+    this.layout.postMessage({ type: "close" } satisfies ToLayout);
+    await Promise.all([this.engine.terminate(), layoutDone]);
   }
 
   private entry(route: ServedRoute, retired: boolean): RouteEntry {
@@ -325,7 +335,7 @@ export class EngineThread {
   private async install(route: ServedRoute, entry: RouteEntry, cause: LayoutCause): Promise<void> {
     if (this.broken) throw this.unavailable();
     const job = this.nextId++;
-    const request: ToLayout = { job, adapters: route.adapters.map(inSharedMemory), fusion: route.fusion && inSharedMemory(route.fusion) };
+    const request: ToLayout = { type: "layout", job, adapters: route.adapters.map(inSharedMemory), fusion: route.fusion && inSharedMemory(route.fusion) };
     const reply = await new Promise<FromLayout>((resolve, reject) => {
       this.jobs.set(job, { resolve, reject });
       this.layout.postMessage(request);

@@ -4,7 +4,7 @@ import { FusionFolder } from "../fold.js";
 import { feedBuffers, quantizeRouteFeeds, routeFeeds } from "../layout.js";
 import { collectGarbage } from "./collect.js";
 import { LAYOUT_NICE, lowerThreadPriority } from "./priority.js";
-import { toWire, type FromLayout, type LayoutWorkerSetup, type ToLayout } from "./protocol.js";
+import { toWire, type FromLayout, type LayoutJob, type LayoutWorkerSetup, type ToLayout } from "./protocol.js";
 
 /**
  * Route assembly away from the event loop and from the engine: folding a fusion into its feeds
@@ -19,11 +19,22 @@ const folder = new FusionFolder(threads);
 
 // One layout at a time, in arrival order: each already uses every core it is given.
 let layouts = Promise.resolve();
+let closing = false;
 port.on("message", (message: ToLayout) => {
-  layouts = layouts.then(() => layOut(message));
+  if (message.type === "layout") {
+    layouts = layouts.then(() => (closing ? port.postMessage({ job: message.job, error: toWire(new Error("the engine is closing")) } satisfies FromLayout) : layOut(message)));
+    return;
+  }
+  // Layouts are built in the background, so one may be running when the engine closes: the thread
+  // ends once it is done, rather than being terminated inside ONNX Runtime, which aborts the process.
+  closing = true;
+  layouts = layouts.then(async () => {
+    await folder.close();
+    port.close();
+  });
 });
 
-async function layOut({ job, adapters, fusion }: ToLayout): Promise<void> {
+async function layOut({ job, adapters, fusion }: LayoutJob): Promise<void> {
   if (hold) {
     Atomics.store(hold, 1, 1);
     Atomics.notify(hold, 1);

@@ -51,7 +51,10 @@ export type FromEngine =
   | { readonly type: "done"; readonly pass: number; readonly outputs: InputReadout[]; readonly seconds: number }
   | { readonly type: "pass_failed"; readonly pass: number; readonly error: WireError };
 
-export interface ToLayout {
+export type ToLayout = LayoutJob | { readonly type: "close" };
+
+export interface LayoutJob {
+  readonly type: "layout";
   readonly job: number;
   readonly adapters: readonly AdapterWeights[];
   readonly fusion: FusionWeights | null;
