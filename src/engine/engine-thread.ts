@@ -128,6 +128,8 @@ export class EngineThread {
   private folding = false;
   private broken: Error | undefined;
   private layoutExited = false;
+  /** The last layout handed to the layout thread, or waiting for its turn. */
+  private layoutTail: Promise<unknown> = Promise.resolve();
   private readonly failureListeners: ((err: Error) => void)[] = [];
 
   private constructor(
@@ -332,7 +334,18 @@ export class EngineThread {
     return entry.loading;
   }
 
-  private async install(route: ServedRoute, entry: RouteEntry, cause: LayoutCause): Promise<void> {
+  /**
+   * Layouts go to the layout thread one at a time, each when the one before is done, so that a
+   * route retired while it waited (replaced again by a later change) is skipped, not folded for
+   * nothing: back-to-back swaps under load would otherwise queue folds faster than they finish.
+   */
+  private install(route: ServedRoute, entry: RouteEntry, cause: LayoutCause): Promise<void> {
+    const turn = this.layoutTail.then(() => (entry.retired ? undefined : this.build(route, entry, cause)));
+    this.layoutTail = turn.catch(() => undefined);
+    return turn;
+  }
+
+  private async build(route: ServedRoute, entry: RouteEntry, cause: LayoutCause): Promise<void> {
     if (this.broken) throw this.unavailable();
     const job = this.nextId++;
     const request: ToLayout = { type: "layout", job, adapters: route.adapters.map(inSharedMemory), fusion: route.fusion && inSharedMemory(route.fusion) };

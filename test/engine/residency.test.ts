@@ -27,9 +27,9 @@ class Events implements AssemblyObserver {
   }
 }
 
-async function serve(t: Test, residency: ResidencyOptions) {
+async function serve(t: Test, residency: ResidencyOptions, layoutHold?: Int32Array) {
   const events = new Events();
-  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2, directSlots: 2, residency }, events);
+  const engine = await EngineThread.start({ backboneDir: TINY_BACKBONE, device: "cpu", precision: "float32", threads: 1, slots: 2, directSlots: 2, residency, layoutHold }, events);
   t.teardown(() => engine.close());
   const library = await AdapterLibrary.open(TINY_LIBRARY, backbone, engine);
   const scheduler = new Scheduler(engine, { maxBatchTokens: 256, maxBatchSize: 8, maxWaitMs: 0, maxQueue: 64, requestTimeoutMs: 10_000, scheduling: "mixed" }, { queueWait() {}, pass() {} });
@@ -126,4 +126,25 @@ t.test("a change lays out in the background the routes it replaces that were res
   while (engine.formOf(replacement) !== "folded") await new Promise((resolve) => setTimeout(resolve, 5));
   t.same(events.log.slice(-1), ["layout a1 (replacement)"], "laid out because the route it replaces was resident");
   t.equal(engine.residencyNow.routes, 1, "the old layout is released once retired and unused");
+});
+
+t.test("a layout waiting for its turn is skipped when its route is retired meanwhile", async (t) => {
+  const hold = new Int32Array(new SharedArrayBuffer(8));
+  Atomics.store(hold, 0, 1);
+  const { engine, library, events, predict, resident } = await serve(t, budget(4), hold);
+  await predict("a1");
+  await resident("a1");
+  const old: FusionRoute = library.route("a1");
+  const next = (n: number): FusionRoute => ({ ...old, version: `${old.version}-${n}` });
+  // The layout thread stops at the start of the next layout: three changes in a row queue three.
+  Atomics.store(hold, 0, 0);
+  const [first, second, third] = [next(1), next(2), next(3)];
+  for (const route of [first, second, third]) await engine.register([route]);
+  engine.retire([old, first, second]);
+  Atomics.store(hold, 0, 1);
+  Atomics.notify(hold, 0);
+  while (engine.formOf(third) !== "folded") await new Promise((resolve) => setTimeout(resolve, 5));
+  const replacements = events.log.filter((e) => e === "layout a1 (replacement)").length;
+  t.equal(replacements, 2, "the first was already with the layout thread; the second was skipped; the third laid out");
+  t.equal(engine.residencyNow.routes, 1, "only the live route's layout stays");
 });
