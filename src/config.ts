@@ -228,7 +228,7 @@ export const OPTIONS: readonly AnyOption[] = [
     flag: "max-resident-routes",
     env: "FUSION_MAX_RESIDENT_ROUTES",
     default: 32,
-    help: "most route layouts held in the engine at once; layouts are built in the background for routes traffic uses (until then passes serve a route unfolded) and the least recently used are evicted beyond this (pinned routes count, and stay)",
+    help: "most route layouts held in the engine at once; layouts are built in the background for routes traffic uses (until then passes serve a route unfolded) and the least used lately are evicted beyond this (pinned routes count, and stay)",
     parse: integer(1),
   },
   {
@@ -236,7 +236,7 @@ export const OPTIONS: readonly AnyOption[] = [
     flag: "max-resident-mib",
     env: "FUSION_MAX_RESIDENT_MIB",
     default: 2048,
-    help: "most MiB of route layouts held in the engine at once, evicted least recently used beyond it",
+    help: "most MiB of route layouts held in the engine at once, the least used lately evicted beyond it",
     parse: integer(1),
   },
   {

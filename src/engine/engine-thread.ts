@@ -4,7 +4,7 @@ import { UnavailableError } from "../errors.js";
 import type { BackboneConfig } from "./backbone.js";
 import type { TokenBatch } from "./packing.js";
 import type { Int8Mode } from "./int8-mode.js";
-import { feedBuffers, feedBytes } from "./layout.js";
+import { directFeedBytes, feedBuffers, feedBytes } from "./layout.js";
 import { inSharedMemory } from "./shared-memory.js";
 import type { InputReadout } from "./readout.js";
 import type { ServedRoute } from "./weights.js";
@@ -69,6 +69,7 @@ interface RouteEntry {
   id: number | undefined;
   /** The engine's id of the route's direct feeds, installed while requests hold a route that is not resident. */
   directId: number | undefined;
+  directBytes: number;
   bytes: number;
   /** Requests admitted on this route that are not settled yet. */
   users: number;
@@ -82,19 +83,32 @@ interface RouteEntry {
 }
 
 /**
- * A layout replaces the least recently used one only for a route admitted this many times as often
- * lately: under traffic spread evenly over more routes than the budget holds, routes would
- * otherwise keep replacing each other, each fold costing about a pass, for nothing.
+ * A layout replaces the least used one only for a route admitted this many times as often lately:
+ * under traffic spread evenly over more routes than the budget holds, routes would otherwise keep
+ * replacing each other, each fold costing about a pass, for nothing.
  */
 const ADMISSION_FACTOR = 2;
 
-/** Admissions over which a route's heat halves, per route of the budget. */
-const HEAT_HALF_LIFE_PER_ROUTE = 4;
+/**
+ * Admissions of all routes over which a route's heat halves, per route of the budget: long enough
+ * that routes used equally have heats within ADMISSION_FACTOR of each other, short enough that a
+ * route which becomes hot is laid out after a few hundred admissions.
+ */
+const HEAT_HALF_LIFE_PER_ROUTE = 64;
+
+/**
+ * Unfolded feeds kept once no request holds their route, per direct slot, most recently used
+ * first, and within a quarter of the layouts' byte budget: building them is a copy of the route's
+ * adapters, cheap but, for a route asked for now and then, done on nearly every request otherwise.
+ */
+const DIRECT_KEPT_PER_SLOT = 2;
 
 /** Route layouts resident in the engine, and their bytes. */
 export interface Residency {
   readonly routes: number;
   readonly bytes: number;
+  /** Bytes of the direct feeds installed: those of routes requests hold, and those kept. */
+  readonly directBytes: number;
 }
 
 /**
@@ -109,16 +123,20 @@ export interface Residency {
  * waits for a layout. Layouts are built in the background, at the layout thread's low priority:
  * for pinned routes (before the library publishes them), for resident routes a change replaces,
  * and for routes traffic asks for while there is room in the budget or that are admitted much
- * more often than the least recently used layout. Past the budget the least recently used layouts
- * no request holds are evicted; a request holds its route from `acquire` to `release`, and a
+ * more often than the least used layout. Past the budget the least used layouts no request holds
+ * are evicted; a request holds its route from `acquire` to `release`, and a
  * route the library replaced (`retire`) is released once no request holds it, so a request always
  * finishes on the version it started on.
  */
 export class EngineThread {
   private readonly routes = new WeakMap<ServedRoute, RouteEntry>();
-  /** Resident layouts, least recently used first. */
+  /** Resident layouts. */
   private readonly resident = new Map<ServedRoute, RouteEntry>();
   private residentBytes = 0;
+  /** Direct feeds no request holds, least recently used first (DIRECT_KEPT_PER_SLOT). */
+  private readonly directKept = new Set<RouteEntry>();
+  /** Bytes of every direct feed installed, held or kept. */
+  private directBytes = 0;
   private readonly passes = new Map<number, { resolve: (o: PassOutcome) => void; reject: (e: Error) => void }>();
   private readonly jobs = new Map<number, { resolve: (m: FromLayout) => void; reject: (e: Error) => void }>();
   private nextId = 1;
@@ -209,10 +227,8 @@ export class EngineThread {
     entry.users++;
     entry.heat = this.heatOf(entry) + 1;
     entry.heatAt = ++this.admissions;
-    if (entry.id !== undefined) {
-      this.resident.delete(route);
-      this.resident.set(route, entry);
-    } else this.considerLayout(route, entry);
+    this.directKept.delete(entry);
+    if (entry.id === undefined) this.considerLayout(route, entry);
   }
 
   /** How the next pass would serve an acquired route: the form the scheduler plans its slot by. */
@@ -223,14 +239,14 @@ export class EngineThread {
   release(route: ServedRoute): void {
     const entry = this.routes.get(route);
     if (!entry) return;
-    if (--entry.users === 0) this.dropDirect(entry);
+    if (--entry.users === 0) this.keepOrDropDirect(entry);
     this.releaseIfUnused(route, entry);
     this.keepWithinBudget();
   }
 
   /** Route layouts resident now. */
   get residencyNow(): Residency {
-    return { routes: this.resident.size, bytes: this.residentBytes };
+    return { routes: this.resident.size, bytes: this.residentBytes, directBytes: this.directBytes };
   }
 
   /**
@@ -280,7 +296,7 @@ export class EngineThread {
   private entry(route: ServedRoute, retired: boolean): RouteEntry {
     let entry = this.routes.get(route);
     if (!entry) {
-      entry = { id: undefined, directId: undefined, bytes: 0, users: 0, retired, pinned: this.residency.pinned.has(route.name), loading: undefined, heat: 0, heatAt: 0 };
+      entry = { id: undefined, directId: undefined, directBytes: 0, bytes: 0, users: 0, retired, pinned: this.residency.pinned.has(route.name), loading: undefined, heat: 0, heatAt: 0 };
       this.routes.set(route, entry);
     }
     return entry;
@@ -293,14 +309,14 @@ export class EngineThread {
 
   /**
    * Lays out a route traffic asks for when the budget has room, or when it is admitted
-   * ADMISSION_FACTOR times as often lately as the layout it would replace; one at a time.
+   * ADMISSION_FACTOR times as often lately as the least used layout, which it replaces; one at a time.
    */
   private considerLayout(route: ServedRoute, entry: RouteEntry): void {
     if (entry.loading || entry.retired || this.folding) return;
     const { maxRoutes, maxBytes } = this.residency;
     if (this.resident.size >= maxRoutes || this.residentBytes >= maxBytes) {
-      const victim = [...this.resident.values()].find((e) => e.users === 0 && !e.pinned);
-      if (!victim || this.heatOf(entry) <= ADMISSION_FACTOR * this.heatOf(victim)) return;
+      const victim = this.leastUsed();
+      if (!victim || this.heatOf(entry) <= ADMISSION_FACTOR * this.heatOf(victim[1])) return;
     }
     this.folding = true;
     this.loadInBackground(route, entry, "request").finally(() => (this.folding = false));
@@ -315,6 +331,8 @@ export class EngineThread {
   private directFeedsOf(route: ServedRoute, entry: RouteEntry): number {
     if (entry.directId === undefined) {
       entry.directId = this.nextId++;
+      entry.directBytes = directFeedBytes(this.backbone, route);
+      this.directBytes += entry.directBytes;
       const modules = { adapters: route.adapters.map(inSharedMemory), fusion: route.fusion && inSharedMemory(route.fusion) };
       this.engine.postMessage({ type: "install_direct", route: entry.directId, modules, head: inSharedMemory(route.head) } satisfies ToEngine);
     }
@@ -322,9 +340,23 @@ export class EngineThread {
   }
 
   private dropDirect(entry: RouteEntry): void {
+    this.directKept.delete(entry);
     if (entry.directId === undefined) return;
     if (!this.broken) this.engine.postMessage({ type: "release", route: entry.directId } satisfies ToEngine);
     entry.directId = undefined;
+    this.directBytes -= entry.directBytes;
+    entry.directBytes = 0;
+  }
+
+  /** A route no request holds keeps its direct feeds while it has no layout and they fit DIRECT_KEPT_PER_SLOT. */
+  private keepOrDropDirect(entry: RouteEntry): void {
+    if (entry.directId === undefined) return;
+    if (entry.id !== undefined || entry.retired) return this.dropDirect(entry);
+    this.directKept.add(entry);
+    const keptBytes = () => [...this.directKept].reduce((sum, e) => sum + e.directBytes, 0);
+    while (this.directKept.size > DIRECT_KEPT_PER_SLOT * this.directSlots || (this.directKept.size > 0 && keptBytes() > this.residency.maxBytes / 4)) {
+      this.dropDirect(this.directKept.values().next().value!);
+    }
   }
 
   /** Lays the route out and installs it, once however many ask at the same time. */
@@ -362,6 +394,7 @@ export class EngineThread {
     this.residentBytes += entry.bytes;
     const message: ToEngine = { type: "install", route: entry.id, feeds: reply.feeds, head: inSharedMemory(route.head) };
     this.engine.postMessage(message, feedBuffers(reply.feeds));
+    if (entry.users === 0) this.dropDirect(entry);
     // Retired while it was laid out, with nobody waiting for it.
     this.releaseIfUnused(route, entry);
     this.keepWithinBudget();
@@ -374,14 +407,24 @@ export class EngineThread {
     this.routes.delete(route);
   }
 
-  /** Evicts the least recently used layouts that no request holds and are not pinned, while over the budget. */
+  /** The resident layout used least lately (lowest heat) that no request holds and is not pinned. */
+  private leastUsed(): [ServedRoute, RouteEntry] | undefined {
+    let coldest: [ServedRoute, RouteEntry] | undefined;
+    for (const [route, entry] of this.resident) {
+      if (entry.users > 0 || entry.pinned) continue;
+      if (!coldest || this.heatOf(entry) < this.heatOf(coldest[1])) coldest = [route, entry];
+    }
+    return coldest;
+  }
+
+  /** Evicts the least used layouts that no request holds and are not pinned, while over the budget. */
   private keepWithinBudget(): void {
     const { maxRoutes, maxBytes } = this.residency;
-    for (const [route, entry] of this.resident) {
-      if (this.resident.size <= maxRoutes && this.residentBytes <= maxBytes) return;
-      if (entry.users > 0 || entry.pinned) continue;
-      this.evict(route, entry);
-      this.observer?.routeEvicted(route.name);
+    while (this.resident.size > maxRoutes || this.residentBytes > maxBytes) {
+      const victim = this.leastUsed();
+      if (!victim) return;
+      this.evict(...victim);
+      this.observer?.routeEvicted(victim[0].name);
     }
   }
 

@@ -136,6 +136,13 @@ export function directFeeds(backbone: BackboneConfig, modules: RouteModules, neu
   return feeds;
 }
 
+/** Bytes directFeeds allocates for a route (the fusion's matrices it uses in place are not counted). */
+export function directFeedBytes(backbone: BackboneConfig, modules: RouteModules): number {
+  const { n, r, k } = bottleneckOf(modules);
+  const d = backbone.hiddenSize;
+  return backbone.numLayers * (n * d * r + k + (k + n) * d) * Float32Array.BYTES_PER_ELEMENT;
+}
+
 /** d×d zeros and the d×d identity, shared by every direct route that needs them. */
 export interface NeutralFusion {
   readonly zeros: Float32Array;

@@ -19,7 +19,7 @@ export interface ServingSnapshot {
   /** Route layouts resident in the engine. */
   readonly residentRoutes: number;
   /** Bytes held: the backbone's graph, the modules' tensors, the resident route layouts. */
-  readonly memory: { readonly backbone: number; readonly modules: number; readonly routeLayouts: number };
+  readonly memory: { readonly backbone: number; readonly modules: number; readonly routeLayouts: number; readonly directFeeds: number };
 }
 
 /**
@@ -135,7 +135,7 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
 
   private readonly routeEvictions = new Counter({
     name: "fusion_route_evictions_total",
-    help: "Resident route layouts evicted, least recently used first, to stay within --max-resident-routes and --max-resident-mib",
+    help: "Resident route layouts evicted, the least used lately first, to stay within --max-resident-routes and --max-resident-mib",
     registers: [this.registry],
   });
 
@@ -179,10 +179,10 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
     snapshotGauge("fusion_loaded_adapters", "Adapters loaded in the library", (s) => s.adapters);
     snapshotGauge("fusion_loaded_fusions", "Fusions loaded in the library", (s) => s.fusions);
     snapshotGauge("fusion_routes", "Routes served: every fusion, and every adapter with a head", (s) => s.routes);
-    snapshotGauge("fusion_resident_routes", "Route layouts resident in the engine (the rest are laid out on first use)", (s) => s.residentRoutes);
+    snapshotGauge("fusion_resident_routes", "Route layouts resident in the engine (the other routes are served unfolded)", (s) => s.residentRoutes);
     new Gauge({
       name: "fusion_memory_bytes",
-      help: "Bytes held, by part: backbone (the engine's graph), modules (adapter and fusion tensors, heads included), route_layouts (resident layouts)",
+      help: "Bytes held, by part: backbone (the engine's graph), modules (adapter and fusion tensors, heads included), route_layouts (resident layouts), direct_feeds (the unfolded inputs of routes without a layout, in use or kept)",
       labelNames: ["part"] as const,
       registers: [this.registry],
       collect() {
@@ -190,6 +190,7 @@ export class ServerMetrics implements SchedulerObserver, AssemblyObserver {
         this.set({ part: "backbone" }, memory?.backbone ?? 0);
         this.set({ part: "modules" }, memory?.modules ?? 0);
         this.set({ part: "route_layouts" }, memory?.routeLayouts ?? 0);
+        this.set({ part: "direct_feeds" }, memory?.directFeeds ?? 0);
       },
     });
     snapshotGauge("fusion_queue_depth", "Inputs waiting for a forward pass, all routes", (s) => s.queueDepth);

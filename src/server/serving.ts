@@ -28,7 +28,7 @@ export const servingPlugin = fp<{ config: ServerConfig }>(
         routeVersions: [...state.routes.values()].map((r) => [r.name, r.version] as const),
         inSync: library.sync.inSync,
         residentRoutes: resident.routes,
-        memory: { backbone: engine.backboneBytes, modules: library.moduleBytes, routeLayouts: resident.bytes },
+        memory: { backbone: engine.backboneBytes, modules: library.moduleBytes, routeLayouts: resident.bytes, directFeeds: resident.directBytes },
       };
     });
     app.addHook("preClose", async () => serving.stop());

@@ -54,6 +54,7 @@ t.test("no route is laid out until traffic needs it; a route without a layout is
   const first = await predict("dyn5");
   t.same(events.passes, [[0, 1]], "the first pass served dyn5 in a direct slot");
   await resident("dyn5");
+  t.equal(engine.residencyNow.directBytes, 0, "its unfolded feeds go once its layout is resident");
   t.same(events.log, ["layout dyn5 (request)"], "its layout was built after it was asked for");
   t.equal(engine.residencyNow.routes, 1);
   t.ok(engine.residencyNow.bytes > 0, `${engine.residencyNow.bytes} bytes resident`);
@@ -63,7 +64,7 @@ t.test("no route is laid out until traffic needs it; a route without a layout is
   t.equal(events.log.length, 1, "and nothing more is built");
 });
 
-t.test("past the budget a layout replaces the least recently used one only for a route used far more lately; one a request holds never leaves", async (t) => {
+t.test("past the budget a layout replaces the least used one only for a route used far more lately; one a request holds never leaves", async (t) => {
   const { engine, library, events, predict, resident } = await serve(t, budget(1));
   const dyn5 = library.route("dyn5");
   const before = await predict("dyn5");
@@ -72,6 +73,7 @@ t.test("past the budget a layout replaces the least recently used one only for a
   engine.acquire(dyn5);
   for (let i = 0; i < 8; i++) await predict("static2");
   t.same(events.log, ["layout dyn5 (request)"], "static2 is served unfolded; the held layout stays");
+  t.ok(engine.residencyNow.directBytes > 0, `static2's unfolded feeds are kept between its requests (${engine.residencyNow.directBytes} bytes)`);
   t.equal(engine.formOf(library.route("static2")), "direct");
   engine.release(dyn5);
   // a1, asked for again and again, earns the place of dyn5, which nobody asks for any more.

@@ -52,8 +52,11 @@ try {
     // Copies the adapters side by side (layout.ts, directFeeds): no product, a fraction of a pass.
     else if (message.type === "install_direct") routes.set(message.route, { feeds: engine.directFeeds(message.modules), head: message.head, direct: true });
     else if (message.type === "release") {
+      // A layout's buffers are large and few: returned at once. A route's unfolded feeds come and
+      // go with its requests, and a full collection for each would cost more than a pass.
+      const direct = routes.get(message.route)?.direct;
       routes.delete(message.route);
-      collectGarbage();
+      if (!direct) collectGarbage();
     } else {
       const { pass, slots } = message;
       const missing = slots.find((slot) => !routes.has(slot.route));
