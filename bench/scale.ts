@@ -155,6 +155,21 @@ async function firstAnswer(base: string, route: string, agent: Agent): Promise<{
   return { ms: performance.now() - t0, status: answer.status };
 }
 
+/**
+ * Sends one request at a time to `route` until one is served from the route's layout (built in
+ * the background after its first request): the throughput blocks then measure the route as it is
+ * served steadily. A server that does not count the forms is taken as serving it so at once.
+ */
+async function untilResident(base: string, route: string, agent: Agent): Promise<{ seconds: number; requests: number }> {
+  const started = performance.now();
+  const folded = async () => Number(/^fusion_pass_slots_total\{form="folded"\} (\d+)/m.exec(await (await fetch(`${base}/metrics`)).text())?.[1] ?? NaN);
+  for (let requests = 1; ; requests++) {
+    const before = await folded();
+    await post(base, `/v1/predict/${route}`, { inputs: [nextTweet()] }, agent);
+    if (Number.isNaN(before) || (await folded()) > before || performance.now() - started > 120_000) return { seconds: (performance.now() - started) / 1000, requests };
+  }
+}
+
 /** The server's residency and layout metrics, as exposed (whatever of them this server has). */
 async function residencyMetrics(base: string): Promise<string[]> {
   const text = await (await fetch(`${base}/metrics`)).text();
@@ -193,6 +208,8 @@ async function runCase(c: Case): Promise<Row> {
     const agent = new Agent({ keepAlive: true });
     const cold = await firstAnswer(ours.base, fusions[fusions.length - 1], agent);
     log(`first answer of ${fusions[fusions.length - 1]}: ${f(cold.ms)} ms (${cold.status})`);
+    const folded = await untilResident(ours.base, fusions[0], agent);
+    log(`${fusions[0]} laid out in the background under 1 client's load: served from its layout after ${f(folded.seconds, 1)} s, ${folded.requests - 1} requests served unfolded before`);
     const c1 = await load(ours.base, 1, blockSeconds, () => fusions[0]);
     const c32 = await load(ours.base, 32, blockSeconds, () => fusions[0]);
     log(`server ${fusions[0]}, 1 client: ${describe(c1)}`);

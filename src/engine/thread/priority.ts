@@ -19,8 +19,10 @@ export function lowerThreadPriority(levels: number): void {
 export const ENGINE_NICE = 10;
 
 /**
- * Nice levels the layout thread runs below the process: below the engine too, so that laying out
- * a swap's routes takes the CPU a pass leaves idle rather than stalling the pass (a pass waits for
- * the slowest of its pool threads, and one preempted stalls them all).
+ * Nice levels the layout thread runs below the process: below the engine, so that a fold takes
+ * mostly the CPU that passes leave idle rather than stalling them (a pass waits for the slowest of
+ * its pool threads, and one preempted stalls them all), but not so far below that it starves: a
+ * route is served unfolded until its fold is done, and at 19 a BERT-base fold under steady
+ * one-client load took seconds more than at this level (bench/README.md, the scale benchmark).
  */
-export const LAYOUT_NICE = 19;
+export const LAYOUT_NICE = 14;
