@@ -145,14 +145,14 @@ export class EngineThread {
   /** A layout that traffic asked for is being built: one at a time. */
   private folding = false;
   private broken: Error | undefined;
-  private layoutExited = false;
-  /** The last layout handed to the layout thread, or waiting for its turn. */
-  private layoutTail: Promise<unknown> = Promise.resolve();
+  /** Per layout thread: the last layout handed to it or waiting for its turn, and whether it has exited. */
+  private readonly layoutQueues: Map<Worker, { tail: Promise<unknown>; exited: boolean }>;
   private readonly failureListeners: ((err: Error) => void)[] = [];
 
   private constructor(
     private readonly engine: Worker,
-    private readonly layout: Worker,
+    /** Layout threads (priority.ts, LAYOUT_NICE): one for the layouts traffic asks for, one for changes'. */
+    private readonly layouts: Readonly<Record<"traffic" | "changes", Worker>>,
     readonly backbone: BackboneConfig,
     /** The int8 weight range the engine chose at start; absent for float32. */
     readonly int8: Int8Mode | undefined,
@@ -164,9 +164,12 @@ export class EngineThread {
     private readonly observer: AssemblyObserver | undefined,
   ) {
     engine.on("message", (message: FromEngine) => this.onEngineMessage(message));
-    layout.on("message", (message: FromLayout) => this.jobs.get(message.job)?.resolve(message));
-    layout.once("exit", () => (this.layoutExited = true));
-    for (const worker of [engine, layout]) {
+    this.layoutQueues = new Map(Object.values(layouts).map((worker) => [worker, { tail: Promise.resolve(), exited: false }]));
+    for (const [worker, queue] of this.layoutQueues) {
+      worker.on("message", (message: FromLayout) => this.jobs.get(message.job)?.resolve(message));
+      worker.once("exit", () => (queue.exited = true));
+    }
+    for (const worker of [engine, ...Object.values(layouts)]) {
       worker.on("error", (err) => this.fail(err));
       worker.on("exit", (code) => this.fail(new Error(`an engine thread exited (code ${code})`)));
     }
@@ -184,10 +187,11 @@ export class EngineThread {
       await engine.terminate();
       throw first.type === "failed" ? fromWire(first.error) : new Error(`unexpected first message from the engine: ${first.type}`);
     }
-    const layoutSetup: LayoutWorkerSetup = { backbone: first.backbone, int8: first.int8, threads: setup.threads, hold: layoutHold };
-    const layout = startWorker(new URL("./thread/layout-worker.js", import.meta.url), layoutSetup);
+    const layout = (role: LayoutWorkerSetup["role"]) =>
+      startWorker(new URL("./thread/layout-worker.js", import.meta.url), { role, backbone: first.backbone, int8: first.int8, threads: setup.threads, hold: layoutHold } satisfies LayoutWorkerSetup);
+    const layouts = { traffic: layout("traffic"), changes: layout("changes") };
     const unbounded: ResidencyOptions = { maxRoutes: Infinity, maxBytes: Infinity, pinned: new Set() };
-    return new EngineThread(engine, layout, first.backbone, first.int8, options.slots, options.directSlots, first.backboneBytes, residency ?? unbounded, observer);
+    return new EngineThread(engine, layouts, first.backbone, first.int8, options.slots, options.directSlots, first.backboneBytes, residency ?? unbounded, observer);
   }
 
   /**
@@ -287,10 +291,12 @@ export class EngineThread {
   async close(): Promise<void> {
     this.failureListeners.length = 0;
     this.fail(new Error("the engine was closed"));
-    if (this.layoutExited) return void (await this.engine.terminate());
-    const layoutDone = once(this.layout, "exit");
-    this.layout.postMessage({ type: "close" } satisfies ToLayout);
-    await Promise.all([this.engine.terminate(), layoutDone]);
+    const layoutsDone = [...this.layoutQueues].filter(([, queue]) => !queue.exited).map(([worker]) => {
+      const done = once(worker, "exit");
+      worker.postMessage({ type: "close" } satisfies ToLayout);
+      return done;
+    });
+    await Promise.all([this.engine.terminate(), ...layoutsDone]);
   }
 
   private entry(route: ServedRoute, retired: boolean): RouteEntry {
@@ -367,23 +373,26 @@ export class EngineThread {
   }
 
   /**
-   * Layouts go to the layout thread one at a time, each when the one before is done, so that a
-   * route retired while it waited (replaced again by a later change) is skipped, not folded for
-   * nothing: back-to-back swaps under load would otherwise queue folds faster than they finish.
+   * Layouts go to their layout thread (traffic's, or changes' for pinned and replaced routes) one
+   * at a time, each when the one before is done, so that a route retired while it waited (replaced
+   * again by a later change) is skipped, not folded for nothing: back-to-back swaps under load
+   * would otherwise queue folds faster than they finish.
    */
   private install(route: ServedRoute, entry: RouteEntry, cause: LayoutCause): Promise<void> {
-    const turn = this.layoutTail.then(() => (entry.retired ? undefined : this.build(route, entry, cause)));
-    this.layoutTail = turn.catch(() => undefined);
+    const worker = cause === "request" ? this.layouts.traffic : this.layouts.changes;
+    const queue = this.layoutQueues.get(worker)!;
+    const turn = queue.tail.then(() => (entry.retired ? undefined : this.build(worker, route, entry, cause)));
+    queue.tail = turn.catch(() => undefined);
     return turn;
   }
 
-  private async build(route: ServedRoute, entry: RouteEntry, cause: LayoutCause): Promise<void> {
+  private async build(worker: Worker, route: ServedRoute, entry: RouteEntry, cause: LayoutCause): Promise<void> {
     if (this.broken) throw this.unavailable();
     const job = this.nextId++;
     const request: ToLayout = { type: "layout", job, adapters: route.adapters.map(inSharedMemory), fusion: route.fusion && inSharedMemory(route.fusion) };
     const reply = await new Promise<FromLayout>((resolve, reject) => {
       this.jobs.set(job, { resolve, reject });
-      this.layout.postMessage(request);
+      worker.postMessage(request);
     }).finally(() => this.jobs.delete(job));
     if ("error" in reply) throw fromWire(reply.error);
     if (this.broken) throw this.unavailable();

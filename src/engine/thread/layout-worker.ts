@@ -11,10 +11,10 @@ import { toWire, type FromLayout, type LayoutJob, type LayoutWorkerSetup, type T
  * costs 2·d²·(K + N) per layer (fold.ts), and would otherwise stall either intake or every
  * forward pass for that long.
  */
-const { backbone, int8, threads, hold } = workerData as LayoutWorkerSetup;
+const { role, backbone, int8, threads, hold } = workerData as LayoutWorkerSetup;
 const port = parentPort!;
 // Before the folder starts its pool threads, which inherit this priority.
-lowerThreadPriority(LAYOUT_NICE);
+lowerThreadPriority(LAYOUT_NICE[role]);
 const folder = new FusionFolder(threads);
 
 // One layout at a time, in arrival order: each already uses every core it is given.

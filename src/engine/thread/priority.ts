@@ -19,10 +19,14 @@ export function lowerThreadPriority(levels: number): void {
 export const ENGINE_NICE = 10;
 
 /**
- * Nice levels the layout thread runs below the process: below the engine, so that a fold takes
- * mostly the CPU that passes leave idle rather than stalling them (a pass waits for the slowest of
- * its pool threads, and one preempted stalls them all), but not so far below that it starves: a
- * route is served unfolded until its fold is done, and at 19 a BERT-base fold under steady
- * one-client load took seconds more than at this level (bench/README.md, the scale benchmark).
+ * Nice levels the layout threads run below the process, below the engine: a fold takes mostly the
+ * CPU that passes leave idle rather than stalling them (a pass waits for the slowest of its pool
+ * threads, and one preempted stalls them all). How far below depends on what waits for the fold:
+ *
+ * - `traffic`: a route that requests use and that has no layout yet, served unfolded (slower)
+ *   until its fold is done, however long the engine stays busy: far enough below not to stall
+ *   passes much, not so far that the fold starves under steady load;
+ * - `changes`: the routes a change replaces, after every swap (and pinned routes at load): as far
+ *   below as it goes, since back-to-back swaps under load would otherwise keep stalling passes.
  */
-export const LAYOUT_NICE = 14;
+export const LAYOUT_NICE = { traffic: 14, changes: 19 } as const;

@@ -30,6 +30,8 @@ export interface EngineWorkerSetup {
 }
 
 export interface LayoutWorkerSetup {
+  /** Which layouts the thread builds, which sets its priority (priority.ts, LAYOUT_NICE). */
+  readonly role: "traffic" | "changes";
   readonly backbone: BackboneConfig;
   /** The engine's int8 weight range; absent for float32. */
   readonly int8: Int8Mode | undefined;
