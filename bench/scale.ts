@@ -79,6 +79,8 @@ const CASES: Case[] = args.quick
       standard("N8", "N", BERT_BASE, 1, 8),
       standard("d384", "d", MINILM, 4, 16),
     ];
+/** Alternating rounds of a single-route and a mixed block in the 64-route case. */
+const ROUTES64_ROUNDS = 3;
 const ROUTES64 = { id: "routes64", spec: { backbone: MINILM, adapters: 64, fusions: fusionRing(64, 5, 64) } as ScaleLibrarySpec };
 const wanted = args.cases?.split(",");
 const cases = wanted ? CASES.filter((c) => wanted.includes(c.id)) : CASES;
@@ -146,6 +148,8 @@ async function load(base: string, clients: number, seconds: number, routeOf: (cl
   const [answers] = await Promise.all([runLoad({ base, clients, seconds, next }), during?.()]);
   return summarize(answers, seconds, others());
 }
+/** The block of median throughput. */
+const medianLoad = (blocks: readonly Load[]) => [...blocks].sort((a, b) => a.rps - b.rps)[Math.floor(blocks.length / 2)];
 const describe = (l: Load) => `${f(l.rps)} req/s, p50 ${f(l.p50)} ms, p99 ${f(l.p99)} ms, ${l.errors} non-2xx, others ${f(l.othersPercent, 0)} % of a core`;
 
 /** First answer of a route no request has used yet, ms. */
@@ -306,10 +310,19 @@ async function runRoutes64(): Promise<Routes64> {
     agent.destroy();
     const ok = firsts.filter((x) => x.status === 200).length;
     log(`first answer of each of the ${fusions.length} routes, one after another: ${ok} answered 200; median ${f(median(firsts.map((x) => x.ms)))} ms, max ${f(Math.max(...firsts.map((x) => x.ms)))} ms`);
-    const single = await load(ours.base, 32, blockSeconds, () => fusions[0]);
-    const mixed = await load(ours.base, 32, blockSeconds, (cl, i) => fusions[(cl * 7 + i) % fusions.length]);
-    log(`32 clients on one route: ${describe(single)}`);
-    log(`32 clients over all ${fusions.length} routes: ${describe(mixed)}; mixed / single ${f(mixed.rps / single.rps, 2)}`);
+    // Single-route and mixed blocks alternate, and the medians are compared: a block's figure moves
+    // with what the layout thread is doing meanwhile, and alternating spreads that over both.
+    const singles: Load[] = [];
+    const mixeds: Load[] = [];
+    for (let round = 1; round <= ROUTES64_ROUNDS; round++) {
+      singles.push(await load(ours.base, 32, blockSeconds, () => fusions[0]));
+      log(`round ${round}, 32 clients on one route: ${describe(singles.at(-1)!)}`);
+      mixeds.push(await load(ours.base, 32, blockSeconds, (cl, i) => fusions[(cl * 7 + i) % fusions.length]));
+      log(`round ${round}, 32 clients over all ${fusions.length} routes: ${describe(mixeds.at(-1)!)}`);
+    }
+    const single = medianLoad(singles);
+    const mixed = medianLoad(mixeds);
+    log(`median of ${ROUTES64_ROUNDS} rounds: one route ${f(single.rps)} req/s, all ${fusions.length} routes ${f(mixed.rps)} req/s; mixed / single ${f(mixed.rps / single.rps, 2)}`);
     const metrics = await residencyMetrics(ours.base);
     for (const m of metrics) log(`  ${m}`);
     await stopChild(ours);
@@ -370,7 +383,7 @@ if (routes64?.ran) {
   const r = routes64;
   const ok = r.firsts!.filter((x) => x.status === 200).length;
   acceptance.push(`| 64 routes: all answer (${r.note}) | ${ok} of ${r.firsts!.length} | ${ok === r.firsts!.length ? "holds" : "**NOT MET**"} |`);
-  acceptance.push(`| 64 routes: mixed over all / one route, 32 clients (≥ 0.8) | ${f(r.mixed!.rps)} / ${f(r.single!.rps)} = ${ratio(r.mixed!.rps, r.single!.rps)} | ${r.mixed!.rps / r.single!.rps >= 0.8 ? "holds" : "**NOT MET**"} |`);
+  acceptance.push(`| 64 routes: mixed over all / one route, 32 clients, medians of ${ROUTES64_ROUNDS} alternating blocks (≥ 0.8) | ${f(r.mixed!.rps)} / ${f(r.single!.rps)} = ${ratio(r.mixed!.rps, r.single!.rps)} | ${r.mixed!.rps / r.single!.rps >= 0.8 ? "holds" : "**NOT MET**"} |`);
   acceptance.push(`| 64 routes: first answer of a route, median / max ms | ${f(median(r.firsts!.map((x) => x.ms)))} / ${f(Math.max(...r.firsts!.map((x) => x.ms)))} | reported |`);
 }
 const report = [
