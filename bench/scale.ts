@@ -175,6 +175,20 @@ async function untilResident(base: string, route: string, agent: Agent): Promise
 }
 
 /** The server's residency and layout metrics, as exposed (whatever of them this server has). */
+/** fusion_pass_inputs so far: inputs and passes. */
+async function passInputs(base: string): Promise<{ inputs: number; passes: number }> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const value = (name: string) => Number(/^(\S+) (\S+)$/.exec(text.split("\n").find((l) => l.startsWith(`${name} `)) ?? "")?.[2] ?? NaN);
+  return { inputs: value("fusion_pass_inputs_sum"), passes: value("fusion_pass_inputs_count") };
+}
+/** A routes64 block, with the inputs its passes carried on average. */
+async function routes64Block(base: string, routeOf: (client: number, i: number) => string): Promise<{ load: Load; perPass: number }> {
+  const before = await passInputs(base);
+  const block = await load(base, 32, blockSeconds, routeOf);
+  const after = await passInputs(base);
+  return { load: block, perPass: (after.inputs - before.inputs) / (after.passes - before.passes) };
+}
+
 async function residencyMetrics(base: string): Promise<string[]> {
   const text = await (await fetch(`${base}/metrics`)).text();
   return text.split("\n").filter((l) => !l.startsWith("#") && /resident|evict|layout|pass_slots|memory_bytes/.test(l) && !/_bucket\{/.test(l));
@@ -315,10 +329,12 @@ async function runRoutes64(): Promise<Routes64> {
     const singles: Load[] = [];
     const mixeds: Load[] = [];
     for (let round = 1; round <= ROUTES64_ROUNDS; round++) {
-      singles.push(await load(ours.base, 32, blockSeconds, () => fusions[0]));
-      log(`round ${round}, 32 clients on one route: ${describe(singles.at(-1)!)}`);
-      mixeds.push(await load(ours.base, 32, blockSeconds, (cl, i) => fusions[(cl * 7 + i) % fusions.length]));
-      log(`round ${round}, 32 clients over all ${fusions.length} routes: ${describe(mixeds.at(-1)!)}`);
+      const one = await routes64Block(ours.base, () => fusions[0]);
+      singles.push(one.load);
+      log(`round ${round}, 32 clients on one route: ${describe(one.load)}; ${f(one.perPass)} inputs per pass`);
+      const all = await routes64Block(ours.base, (cl, i) => fusions[(cl * 7 + i) % fusions.length]);
+      mixeds.push(all.load);
+      log(`round ${round}, 32 clients over all ${fusions.length} routes: ${describe(all.load)}; ${f(all.perPass)} inputs per pass`);
     }
     const single = medianLoad(singles);
     const mixed = medianLoad(mixeds);
