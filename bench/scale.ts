@@ -20,6 +20,7 @@ import { loadTweets } from "./inputs.js";
 import { machineLine, othersProbe } from "./machine.js";
 import { resolvePython } from "./python.js";
 import { rssBytes, startChild, stopChild, type ChildServer } from "./server.js";
+import { counterDiff, scrapeCounters } from "./serving/counters.js";
 import { latencies, post, runLoad, type Answer } from "./serving/load.js";
 import { median, quantile } from "./stats.js";
 
@@ -174,21 +175,15 @@ async function untilResident(base: string, route: string, agent: Agent): Promise
   }
 }
 
-/** The server's residency and layout metrics, as exposed (whatever of them this server has). */
-/** fusion_pass_inputs so far: inputs and passes. */
-async function passInputs(base: string): Promise<{ inputs: number; passes: number }> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  const value = (name: string) => Number(/^(\S+) (\S+)$/.exec(text.split("\n").find((l) => l.startsWith(`${name} `)) ?? "")?.[2] ?? NaN);
-  return { inputs: value("fusion_pass_inputs_sum"), passes: value("fusion_pass_inputs_count") };
-}
 /** A routes64 block, with the inputs its passes carried on average. */
 async function routes64Block(base: string, routeOf: (client: number, i: number) => string): Promise<{ load: Load; perPass: number }> {
-  const before = await passInputs(base);
+  const before = await scrapeCounters(base);
   const block = await load(base, 32, blockSeconds, routeOf);
-  const after = await passInputs(base);
-  return { load: block, perPass: (after.inputs - before.inputs) / (after.passes - before.passes) };
+  const added = counterDiff(before, await scrapeCounters(base));
+  return { load: block, perPass: added.get("fusion_pass_inputs_sum")! / added.get("fusion_pass_inputs_count")! };
 }
 
+/** The server's residency and layout metrics, as exposed (whatever of them this server has). */
 async function residencyMetrics(base: string): Promise<string[]> {
   const text = await (await fetch(`${base}/metrics`)).text();
   return text.split("\n").filter((l) => !l.startsWith("#") && /resident|evict|layout|pass_slots|memory_bytes/.test(l) && !/_bucket\{/.test(l));

@@ -18,6 +18,7 @@ import { loadTweets } from "../inputs.js";
 import { guarded, machineLine, othersProbe, waitForQuiet } from "../machine.js";
 import { startChild, stopChild, type ChildServer } from "../server.js";
 import { median, quantile } from "../stats.js";
+import { counterDiff, scrapeCounters } from "./counters.js";
 import { latencies, post, runLoad, type Answer } from "./load.js";
 
 /**
@@ -82,20 +83,6 @@ const startServer = (flags: string[]): Promise<ChildServer> =>
   });
 const stopServer = stopChild;
 
-// ---- what the server's /metrics says ----
-const COUNTERS = /^(fusion_pass_inputs_(?:sum|count)|fusion_pass_routes_(?:sum|count)|fusion_pass_tokens_total\{kind="(?:real|computed)"\}|fusion_route_assembly_seconds_(?:sum|count)) (\S+)$/;
-async function scrape(base: string): Promise<Map<string, number>> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  const values = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    const m = COUNTERS.exec(line);
-    if (m) values.set(m[1], Number(m[2]));
-  }
-  return values;
-}
-const counterDiff = (before: Map<string, number>, after: Map<string, number>) =>
-  new Map([...after].map(([k, v]) => [k, v - (before.get(k) ?? 0)]));
-
 // ---- the prober, in its own process ----
 type Probes = { fresh: number[]; kept: number[]; failures: number };
 function startProber(base: string): { stop: () => Promise<Probes> } {
@@ -129,13 +116,13 @@ async function block(what: string, base: string, clients: number, secs: number, 
   const next = (c: number, i: number) => ({ route: routeOf(c, i), inputs: [nextTweet()] });
   for (let attempt = 0; ; attempt++) {
     await runLoad({ base, clients, seconds: 1, next });
-    const before = await scrape(base);
+    const before = await scrapeCounters(base);
     const prober = opts.probe ? startProber(base) : undefined;
     const others = othersProbe();
     const [answers] = await Promise.all([runLoad({ base, clients, seconds: secs, next }), opts.during?.()]);
     const othersPercent = others();
     const probes = await prober?.stop();
-    const counters = counterDiff(before, await scrape(base));
+    const counters = counterDiff(before, await scrapeCounters(base));
     if (othersPercent < QUIET || attempt >= 2) {
       if (othersPercent >= QUIET) log(`  ${what}: other processes used ${f(othersPercent, 0)} % of a core during the block (kept after 2 retries)`);
       return { answers, seconds: secs, counters, probes, othersPercent };
