@@ -175,12 +175,19 @@ async function untilResident(base: string, route: string, agent: Agent): Promise
   }
 }
 
-/** A routes64 block, with the inputs its passes carried on average. */
-async function routes64Block(base: string, routeOf: (client: number, i: number) => string): Promise<{ load: Load; perPass: number }> {
+/**
+ * A routes64 block, with the inputs its passes carried on average and the tokens they computed per
+ * real token: fewer inputs to a pass leave more of its packed rows as padding.
+ */
+async function routes64Block(base: string, routeOf: (client: number, i: number) => string): Promise<{ load: Load; perPass: number; computedPerReal: number }> {
   const before = await scrapeCounters(base);
   const block = await load(base, 32, blockSeconds, routeOf);
   const added = counterDiff(before, await scrapeCounters(base));
-  return { load: block, perPass: added.get("fusion_pass_inputs_sum")! / added.get("fusion_pass_inputs_count")! };
+  return {
+    load: block,
+    perPass: added.get("fusion_pass_inputs_sum")! / added.get("fusion_pass_inputs_count")!,
+    computedPerReal: added.get('fusion_pass_tokens_total{kind="computed"}')! / added.get('fusion_pass_tokens_total{kind="real"}')!,
+  };
 }
 
 /** The server's residency and layout metrics, as exposed (whatever of them this server has). */
@@ -326,10 +333,10 @@ async function runRoutes64(): Promise<Routes64> {
     for (let round = 1; round <= ROUTES64_ROUNDS; round++) {
       const one = await routes64Block(ours.base, () => fusions[0]);
       singles.push(one.load);
-      log(`round ${round}, 32 clients on one route: ${describe(one.load)}; ${f(one.perPass)} inputs per pass`);
+      log(`round ${round}, 32 clients on one route: ${describe(one.load)}; ${f(one.perPass)} inputs per pass, ${f(one.computedPerReal, 2)} tokens computed per real token`);
       const all = await routes64Block(ours.base, (cl, i) => fusions[(cl * 7 + i) % fusions.length]);
       mixeds.push(all.load);
-      log(`round ${round}, 32 clients over all ${fusions.length} routes: ${describe(all.load)}; ${f(all.perPass)} inputs per pass`);
+      log(`round ${round}, 32 clients over all ${fusions.length} routes: ${describe(all.load)}; ${f(all.perPass)} inputs per pass, ${f(all.computedPerReal, 2)} tokens computed per real token`);
     }
     const single = medianLoad(singles);
     const mixed = medianLoad(mixeds);
