@@ -64,7 +64,7 @@ export class Serving {
 
   async close(): Promise<void> {
     this.stop();
-    this.current?.runtime.close();
+    await this.current?.runtime.close();
     await this.current?.runtime.engine.close();
   }
 }

@@ -46,8 +46,8 @@ export interface ModelRuntime {
   readonly maxSeqLen: number;
   /** The precision served, and why: as asked, or what --precision auto measured. */
   readonly precision: { readonly precision: "float32" | "int8"; readonly reason: string };
-  /** Stops following a shared store's changes and releases the store. */
-  readonly close: () => void;
+  /** Stops following a shared store's changes, releases the store and ends the module reader's thread. */
+  readonly close: () => Promise<void>;
 }
 
 /**
@@ -109,9 +109,10 @@ export async function loadRuntime(options: RuntimeOptions, log: Log, observer?: 
       tokenizer,
       maxSeqLen,
       precision,
-      close: () => {
+      close: async () => {
         stop();
         store.close();
+        await library.close();
       },
     };
   } catch (err) {

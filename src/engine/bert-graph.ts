@@ -39,9 +39,8 @@ export const directInputs = (l: number) => ({
   downWeight: `l${l}.direct.down_w`, // [N, d, R]: adapter i's W_down is block i
   downBias: `l${l}.direct.down_b`, // [K]
   up: `l${l}.direct.up`, // [K + N, d] = [W_up ; b_up], the adapters' up-projections then their biases
-  queryWeight: `l${l}.direct.query_w`, // [d, d], torch layout [out, in]
-  queryBias: `l${l}.direct.query_b`, // [d]
-  keyWeight: `l${l}.direct.key_w`, // [d, d], torch layout
+  scoreWeight: `l${l}.direct.score_w`, // [d, d] = M = W_qᵀ·W_k
+  scoreBias: `l${l}.direct.score_b`, // [d] = m = b_q·W_k
   valueWeight: `l${l}.direct.value_w`, // [d, d], torch layout (identity where the fusion has no value)
 });
 
@@ -341,9 +340,10 @@ function directShapes(g: OnnxGraph, slot: number) {
 /**
  * The fusion straight from the route's modules, for a route whose folded layout (fusedTail) is not
  * resident: the same products as fusedTail's, associated per token instead of per route,
- *   r = (x·W_qᵀ + b_q)·W_k,  [t | e] = r·[W_up ; b_up]ᵀ,  c = ([p⊙h | p]·[W_up ; b_up])·W_vᵀ,
- * so nothing has to be computed before the route's first pass. That costs 3·d² multiply-adds per
- * token and layer more than the folded form, and the fold's 2·d²·(K + N) per layer less.
+ *   r = x·M + m,  [t | e] = r·[W_up ; b_up]ᵀ,  c = ([p⊙h | p]·[W_up ; b_up])·W_vᵀ,
+ * so nothing has to be computed before the route's first pass (M and m are the fusion's, formed
+ * when it was read). That costs 2·d² multiply-adds per token and layer more than the folded form,
+ * and the fold's 2·d²·(K + N) per layer less.
  */
 function directTail(g: OnnxGraph, names: DirectNames, x: string, shapes: ReturnType<typeof directShapes>, d: number): FusionOutput {
   // [N, B·T, R]: one product per adapter, against its own block of down_w.
@@ -351,8 +351,7 @@ function directTail(g: OnnxGraph, names: DirectNames, x: string, shapes: ReturnT
   const down = g.op("Add", [g.op("Reshape", [g.op("Transpose", [perAdapterDown], { perm: [1, 0, 2] }), shapes.flatBottleneck]), g.input(names.downBias, FLOAT, ["K"])]);
   const h = g.op("Reshape", [g.op("Relu", [down]), shapes.perAdapter]);
   const up = g.input(names.up, FLOAT, ["KN", d]);
-  const query = g.op("Gemm", [x, g.input(names.queryWeight, FLOAT, [d, d]), g.input(names.queryBias, FLOAT, [d])], { transB: 1 });
-  const r = g.op("MatMul", [query, g.input(names.keyWeight, FLOAT, [d, d])]);
+  const r = g.op("Gemm", [x, g.input(names.scoreWeight, FLOAT, [d, d]), g.input(names.scoreBias, FLOAT, [d])]);
   const [scoreTerms, scoreBias] = g.node("Split", [g.op("Gemm", [r, up], { transB: 1 }), shapes.scoreSplit], { axis: 1 }, { outputs: 2 });
   const scored = g.op("Mul", [h, g.op("Reshape", [scoreTerms, shapes.perAdapter])]);
   const probs = g.op("Softmax", [g.op("Add", [g.op("ReduceSum", [scored, g.ints(`${names.downBias}.axes`, [2])], { keepdims: 0 }), scoreBias])], { axis: -1 });

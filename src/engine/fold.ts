@@ -1,27 +1,46 @@
 import ort from "onnxruntime-node";
+import type { Tensor } from "../formats/safetensors.js";
+import { concat } from "./linalg.js";
+import type { RunGuard } from "./thread/run-guard.js";
 import { FLOAT, OnnxGraph, type Dim } from "./onnx/graph.js";
 
 /**
- * Folds a fusion into its adapters (docs/design.md §2, "Into the bottleneck") with ONNX Runtime's
- * matrix products rather than JavaScript loops: per layer, with U = [W_up ; b_up] stacking the
- * route's up-projections and their biases ([K + N, d]) and P = W_k·Uᵀ,
+ * The fusion's products, with ONNX Runtime's matrix products rather than JavaScript loops
+ * (docs/design.md §2):
  *
- *   in_w  = [ W_down | W_qᵀ·P ]       [d, 2K + N]     (W_qᵀ·P = M·[W_upᵀ | b_upᵀ], M = W_qᵀ·W_k)
- *   in_b  = [ b_down | b_q·P ]        [1, 2K + N]     (b_q·P = m·[W_upᵀ | b_upᵀ])
- *   out_w = U·W_vᵀ                     [K + N, d]      (U itself for a static fusion)
+ * - once per fusion, when it is read: its score matrix M = W_qᵀ·W_k [d, d] and bias m = b_q·W_k,
+ *   d³ multiply-adds per layer (`scores`);
+ * - once per route layout: the fusion folded into the route's adapters ("Into the bottleneck"),
+ *   per layer, with U = [W_up ; b_up] stacking the route's up-projections and their biases
+ *   ([K + N, d]),
  *
- * all layers in one run (a leading layer axis). Associating M·Uᵀ as W_qᵀ·(W_k·Uᵀ) costs 2·d²·(K+N)
- * per layer instead of d³ + d²·(K+N), and never forms M. The products run in float32 with the
- * session's own threads; a layout thread that runs below the engine's priority gives them only
- * the CPU that passes leave idle.
+ *     in_w  = [ W_down | M·Uᵀ ]         [d, 2K + N]
+ *     in_b  = [ b_down | m·Uᵀ ]         [1, 2K + N]
+ *     out_w = U·W_vᵀ                     [K + N, d]      (U itself for a static fusion)
+ *
+ *   2·d²·(K + N) multiply-adds per layer (`fold`).
+ *
+ * All layers in one run (a leading layer axis), in float32, with the session's own threads; a
+ * thread that runs below the engine's priority gives them only the CPU that passes leave idle.
  */
+/** A fusion layer's query and key, torch layout [out, in]. */
+export interface QueryKey {
+  readonly queryWeight: Tensor; // [d, d]
+  readonly queryBias: Tensor; // [d]
+  readonly keyWeight: Tensor; // [d, d]
+}
+
+/** A fusion layer's score matrix: r = x·M + m, and adapter i's score is r·u_i (docs/design.md §2). */
+export interface ScoreMatrix {
+  readonly scoreWeight: Tensor; // M = W_qᵀ·W_k, [d, d]
+  readonly scoreBias: Tensor; // m = b_q·W_k, [d]
+}
+
 export interface FoldInputs {
-  /** [L, d, d], torch layout [out, in] */
-  readonly queryWeight: Float32Array;
-  /** [L, 1, d] */
-  readonly queryBias: Float32Array;
-  /** [L, d, d], torch layout */
-  readonly keyWeight: Float32Array;
+  /** M, [L, d, d] (`scores`) */
+  readonly scoreWeight: Float32Array;
+  /** m, [L, 1, d] */
+  readonly scoreBias: Float32Array;
   /** [L, d, d], torch layout; null for a static fusion (the value is the identity). */
   readonly valueWeight: Float32Array | null;
   /** [L, d, K] */
@@ -50,26 +69,47 @@ export interface FoldShape {
   readonly adapters: number;
 }
 
-export class FusionFolder {
-  private readonly sessions = new Map<"dynamic" | "static", Promise<ort.InferenceSession>>();
+type Products = "scores" | "dynamic" | "static";
 
-  /** `threads`: intra-op threads of the products; 0 lets ONNX Runtime choose (all cores). */
-  constructor(private readonly threads = 0) {}
+export class FusionFolder {
+  private readonly sessions = new Map<Products, Promise<ort.InferenceSession>>();
+
+  /**
+   * `threads`: intra-op threads of the products; 0 lets ONNX Runtime choose (all cores). `guard`:
+   * for a worker its owner may terminate at any time (thread/run-guard.ts).
+   */
+  constructor(
+    private readonly threads = 0,
+    private readonly guard?: RunGuard,
+  ) {}
+
+  /** Every layer's score matrix, in one run. */
+  async scores(d: number, layers: readonly QueryKey[]): Promise<ScoreMatrix[]> {
+    const L = layers.length;
+    const stack = (pick: (layer: QueryKey) => Tensor) => concat(layers.map((layer) => pick(layer).data));
+    const out = await this.run("scores", {
+      query_w: tensor(stack((f) => f.queryWeight), [L, d, d]),
+      query_b: tensor(stack((f) => f.queryBias), [L, 1, d]),
+      key_w: tensor(stack((f) => f.keyWeight), [L, d, d]),
+    });
+    const weight = out.score_w.data as Float32Array;
+    const bias = out.score_b.data as Float32Array;
+    return layers.map((_, l) => ({
+      scoreWeight: { shape: [d, d], data: weight.subarray(l * d * d, (l + 1) * d * d) },
+      scoreBias: { shape: [d], data: bias.subarray(l * d, (l + 1) * d) },
+    }));
+  }
 
   async fold({ layers: L, hidden: d, bottleneck: K, adapters: N }: FoldShape, inputs: FoldInputs): Promise<FoldOutputs> {
-    const kind = inputs.valueWeight ? "dynamic" : "static";
-    const session = await this.session(kind);
-    const tensor = (data: Float32Array, dims: number[]) => new ort.Tensor("float32", data, dims);
     const feeds: Record<string, ort.Tensor> = {
-      query_w: tensor(inputs.queryWeight, [L, d, d]),
-      query_b: tensor(inputs.queryBias, [L, 1, d]),
-      key_w: tensor(inputs.keyWeight, [L, d, d]),
+      score_w: tensor(inputs.scoreWeight, [L, d, d]),
+      score_b: tensor(inputs.scoreBias, [L, 1, d]),
       down_w: tensor(inputs.downWeight, [L, d, K]),
       down_b: tensor(inputs.downBias, [L, 1, K]),
       up: tensor(inputs.up, [L, K + N, d]),
     };
     if (inputs.valueWeight) feeds.value_w = tensor(inputs.valueWeight, [L, d, d]);
-    const out = await session.run(feeds);
+    const out = await this.run(inputs.valueWeight ? "dynamic" : "static", feeds);
     const result = (name: string) => out[name].data as Float32Array;
     return { inWeight: result("in_w"), inBias: result("in_b"), outWeight: inputs.valueWeight ? result("out_w") : inputs.up };
   }
@@ -79,10 +119,15 @@ export class FusionFolder {
     this.sessions.clear();
   }
 
-  private session(kind: "dynamic" | "static"): Promise<ort.InferenceSession> {
+  private run(kind: Products, feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.ReturnType> {
+    const call = async () => (await this.session(kind)).run(feeds);
+    return this.guard ? this.guard.run(call) : call();
+  }
+
+  private session(kind: Products): Promise<ort.InferenceSession> {
     let session = this.sessions.get(kind);
     if (!session) {
-      session = ort.InferenceSession.create(foldGraph(kind === "dynamic"), {
+      session = ort.InferenceSession.create(kind === "scores" ? scoreGraph() : foldGraph(kind === "dynamic"), {
         executionProviders: ["cpu"],
         graphOptimizationLevel: "all",
         intraOpNumThreads: this.threads,
@@ -95,19 +140,37 @@ export class FusionFolder {
   }
 }
 
+const tensor = (data: Float32Array, dims: number[]) => new ort.Tensor("float32", data, dims);
+const swapLast = { perm: [0, 2, 1] };
+
+let folder: FusionFolder | undefined;
+/** Products for callers that bring no folder of their own (module reads, tools, tests), made on first use. */
+export function folderOfThisThread(): FusionFolder {
+  return (folder ??= new FusionFolder());
+}
+
+function scoreGraph(): Uint8Array {
+  const g = new OnnxGraph();
+  const queryWeight = g.input("query_w", FLOAT, ["L", "d", "d"]);
+  const keyWeight = g.input("key_w", FLOAT, ["L", "d", "d"]);
+  g.node("MatMul", [g.op("Transpose", [queryWeight], swapLast), keyWeight], {}, { outputs: ["score_w"] });
+  g.node("MatMul", [g.input("query_b", FLOAT, ["L", 1, "d"]), keyWeight], {}, { outputs: ["score_b"] });
+  g.output("score_w", FLOAT, ["L", "d", "d"]);
+  g.output("score_b", FLOAT, ["L", 1, "d"]);
+  return g.toBytes("scores");
+}
+
 function foldGraph(dynamic: boolean): Uint8Array {
   const g = new OnnxGraph();
   const input = (name: string, dims: Dim[]) => g.input(name, FLOAT, dims);
-  const queryWeight = input("query_w", ["L", "d", "d"]);
-  const queryBias = input("query_b", ["L", 1, "d"]);
-  const keyWeight = input("key_w", ["L", "d", "d"]);
+  const scoreWeight = input("score_w", ["L", "d", "d"]);
+  const scoreBias = input("score_b", ["L", 1, "d"]);
   const downWeight = input("down_w", ["L", "d", "K"]);
   const downBias = input("down_b", ["L", 1, "K"]);
   const up = input("up", ["L", "C", "d"]);
-  const swapLast = { perm: [0, 2, 1] };
-  const p = g.op("MatMul", [keyWeight, g.op("Transpose", [up], swapLast)]);
-  g.node("Concat", [downWeight, g.op("MatMul", [g.op("Transpose", [queryWeight], swapLast), p])], { axis: 2 }, { outputs: ["in_w"] });
-  g.node("Concat", [downBias, g.op("MatMul", [queryBias, p])], { axis: 2 }, { outputs: ["in_b"] });
+  const upT = g.op("Transpose", [up], swapLast);
+  g.node("Concat", [downWeight, g.op("MatMul", [scoreWeight, upT])], { axis: 2 }, { outputs: ["in_w"] });
+  g.node("Concat", [downBias, g.op("MatMul", [scoreBias, upT])], { axis: 2 }, { outputs: ["in_b"] });
   g.output("in_w", FLOAT, ["L", "d", "W"]);
   g.output("in_b", FLOAT, ["L", 1, "W"]);
   if (dynamic) {

@@ -1,7 +1,7 @@
 import type { BackboneConfig } from "./backbone.js";
 import { directInputs, routeInputs } from "./bert-graph.js";
-import { FusionFolder, type FoldOutputs } from "./fold.js";
-import { identity, transpose } from "./linalg.js";
+import { folderOfThisThread, type FusionFolder, type FoldOutputs } from "./fold.js";
+import { concat, identity, transpose } from "./linalg.js";
 import { scaleInput } from "./products.js";
 import { quantizePerColumn } from "./quantize.js";
 import type { Tensor } from "../formats/safetensors.js";
@@ -33,7 +33,7 @@ export async function routeFeeds(
   backbone: BackboneConfig,
   modules: RouteModules,
   variant: "fused" | "literal" = "fused",
-  folder: FusionFolder = threadFolder(),
+  folder: FusionFolder = folderOfThisThread(),
 ): Promise<RouteFeeds> {
   if (variant === "literal") return literalFeeds(backbone, modules);
   const { adapters, fusion } = modules;
@@ -61,9 +61,8 @@ export async function routeFeeds(
     folded = await folder.fold(
       { layers: L, hidden: d, bottleneck: k, adapters: n },
       {
-        queryWeight: stack((f) => f.queryWeight),
-        queryBias: stack((f) => f.queryBias),
-        keyWeight: stack((f) => f.keyWeight),
+        scoreWeight: stack((f) => f.scoreWeight),
+        scoreBias: stack((f) => f.scoreBias),
         valueWeight: fusion.kind === "dynamic" ? stack((f) => f.valueWeight!) : null,
         downWeight: down,
         downBias,
@@ -96,9 +95,10 @@ export async function routeFeeds(
 
 /**
  * A route's inputs for a direct slot (bert-graph.ts, directTail): its modules unfolded, so building
- * them is copying the adapters side by side, no product. The fusion's matrices are the module's
- * own arrays, not copies. `neutral` holds what a route without a fusion or value takes: d×d zeros
- * (query and key: every score 0, the softmax over one adapter exactly 1) and the identity (value).
+ * them is copying the adapters side by side, no product. The fusion's matrices (its score matrix,
+ * formed when the fusion was read, and W_v) are the module's own arrays, not copies. `neutral`
+ * holds what a route without a fusion or value takes: d×d zeros (score: every score 0, the softmax
+ * over one adapter exactly 1) and the identity (value).
  */
 export function directFeeds(backbone: BackboneConfig, modules: RouteModules, neutral: NeutralFusion): RouteFeeds {
   const { adapters, fusion } = modules;
@@ -128,9 +128,8 @@ export function directFeeds(backbone: BackboneConfig, modules: RouteModules, neu
     feeds[names.downWeight] = tensor(down, [n, d, r]);
     feeds[names.downBias] = tensor(downBias, [k]);
     feeds[names.up] = tensor(up, [k + n, d]);
-    feeds[names.queryWeight] = tensor(own?.queryWeight.data ?? neutral.zeros, [d, d]);
-    feeds[names.queryBias] = tensor(own?.queryBias.data ?? neutral.zeros.subarray(0, d), [d]);
-    feeds[names.keyWeight] = tensor(own?.keyWeight.data ?? neutral.zeros, [d, d]);
+    feeds[names.scoreWeight] = tensor(own?.scoreWeight.data ?? neutral.zeros, [d, d]);
+    feeds[names.scoreBias] = tensor(own?.scoreBias.data ?? neutral.zeros.subarray(0, d), [d]);
     feeds[names.valueWeight] = tensor(own?.valueWeight?.data ?? neutral.identity, [d, d]);
   }
   return feeds;
@@ -190,22 +189,6 @@ function literalFeeds(backbone: BackboneConfig, modules: RouteModules): RouteFee
     for (const [key, tensor] of Object.entries(literal)) put(names[key as keyof typeof names], tensor);
   }
   return feeds;
-}
-
-let folderOfThisThread: FusionFolder | undefined;
-/** Folds for callers that bring no folder of their own (tools, tests), made on first use. */
-function threadFolder(): FusionFolder {
-  return (folderOfThisThread ??= new FusionFolder());
-}
-
-function concat(parts: readonly Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((sum, p) => sum + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
 }
 
 /** Writes `block` [rows, c] into columns `first` .. first + c of `matrix` [rows, cols]. */

@@ -9,6 +9,17 @@ export function transpose(t: Tensor): Tensor {
   return { shape: [cols, rows], data: out };
 }
 
+/** The arrays one after another in one new array. */
+export function concat(parts: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((sum, p) => sum + p.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
+  return out;
+}
+
 export function identity(d: number): Tensor {
   const data = new Float32Array(d * d);
   for (let i = 0; i < d; i++) data[i * d + i] = 1;

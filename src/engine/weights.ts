@@ -1,4 +1,5 @@
 import type { Tensor } from "../formats/safetensors.js";
+import type { ScoreMatrix } from "./fold.js";
 import type { PredictionHead } from "./heads.js";
 
 /**
@@ -20,7 +21,11 @@ export interface AdapterWeights {
   readonly layers: readonly (AdapterLayer | null)[];
 }
 
-export interface FusionLayer {
+/**
+ * The query, key and value as saved, and the score matrix the served forms use instead of query
+ * and key (fold.ts, ScoreMatrix), formed once when the fusion is read.
+ */
+export interface FusionLayer extends ScoreMatrix {
   readonly queryWeight: Tensor; // torch layout [out, in]
   readonly queryBias: Tensor;
   readonly keyWeight: Tensor;

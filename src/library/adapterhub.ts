@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { ModelLoadError } from "../errors.js";
 import { adapterSite, parseJsonObject, type BackboneConfig } from "../engine/backbone.js";
 import type { Activation, HeadType, PredictionHead } from "../engine/heads.js";
+import { folderOfThisThread, type FusionFolder, type ScoreMatrix } from "../engine/fold.js";
 import { transpose } from "../engine/linalg.js";
 import type { AdapterLayer, AdapterWeights, FusionLayer, FusionWeights } from "../engine/weights.js";
 import { parseSafetensors, type Tensor, type TensorFilter } from "../formats/safetensors.js";
@@ -178,7 +179,7 @@ export async function loadAdapter(dir: string, backbone: BackboneConfig, loadAs?
  * with `load_adapter_fusion(dir, load_as=...)`, renaming the fusion does not rename the adapters
  * it fuses: they are the ones served under the names its config lists.
  */
-export async function loadFusion(dir: string, backbone: BackboneConfig, loadAs?: string): Promise<FusionModule> {
+export async function loadFusion(dir: string, backbone: BackboneConfig, loadAs?: string, folder: FusionFolder = folderOfThisThread()): Promise<FusionModule> {
   const configPath = join(dir, SAVE_FILES.fusionConfig);
   const files = newFiles();
   const raw = await readTrackedJson(configPath, files);
@@ -203,7 +204,7 @@ export async function loadFusion(dir: string, backbone: BackboneConfig, loadAs?:
     weightsPath,
     backbone,
   );
-  const layers: FusionLayer[] = [];
+  const saved: Omit<FusionLayer, keyof ScoreMatrix>[] = [];
   for (let l = 0; l < backbone.numLayers; l++) {
     const parts = perLayer.get(l);
     if (!parts) throw new ModelLoadError("shape_mismatch", `${weightsPath}: fusion has no weights for layer ${l}; the backbone has ${backbone.numLayers} layers`);
@@ -212,7 +213,7 @@ export async function loadFusion(dir: string, backbone: BackboneConfig, loadAs?:
       if (!t) throw new ModelLoadError("malformed_file", `${weightsPath}: layer ${l} lacks ${key}`);
       return expectShape(t, shape, `layer ${l} ${key}`, weightsPath);
     };
-    layers.push({
+    saved.push({
       queryWeight: get("query.weight", [d, d]),
       queryBias: get("query.bias", [d]),
       keyWeight: get("key.weight", [d, d]),
@@ -220,6 +221,14 @@ export async function loadFusion(dir: string, backbone: BackboneConfig, loadAs?:
       valueWeight: hasValue ? get("value.weight", [d, d]) : null,
     });
   }
+  const scores = await folder.scores(d, saved);
+  scores.forEach(({ scoreWeight }, l) => {
+    // Finite weights whose products are not: every score of the layer would be NaN.
+    if (!scoreWeight.data.every(Number.isFinite)) {
+      throw new ModelLoadError("non_finite_weights", `${weightsPath}: layer ${l}: query.weight and key.weight multiply to values beyond float32 (W_qᵀ·W_k)`);
+    }
+  });
+  const layers: FusionLayer[] = saved.map((layer, l) => ({ ...layer, ...scores[l] }));
   const head = await loadOptionalHead(dir, backbone, files);
   if (!head) throw new ModelLoadError("missing_file", `${dir}: a fusion route needs its prediction head (head_config.json)`);
   return {

@@ -106,6 +106,11 @@ export class AdapterLibrary {
     return this.current;
   }
 
+  /** Ends the thread that reads modules (once it is out of ONNX Runtime); a later read starts another. */
+  close(): Promise<void> {
+    return this.reader.close();
+  }
+
   get sync(): SyncStatus {
     return this.status;
   }

@@ -7,6 +7,7 @@ import { loadBackbone } from "../../src/engine/backbone.js";
 import { padBatch } from "../../src/engine/packing.js";
 import type { Tensor } from "../../src/formats/safetensors.js";
 import { loadAdapter, loadFusion, type AdapterModule, type FusionModule } from "../../src/library/adapterhub.js";
+import { folderOfThisThread } from "../../src/engine/fold.js";
 import type { FusionLayer } from "../../src/engine/weights.js";
 import { routeFeeds } from "../../src/engine/layout.js";
 import { ENGINE_FIXTURES, TINY_BACKBONE, expectedOutputs, maxAbsDiff, parityCases } from "../fixtures.js";
@@ -115,10 +116,9 @@ t.test("sharpened dyn5 (query and key weights ×3: nearly one-hot attention): fu
   const adapters = await Promise.all(ROUTES[0].adapters.map(adapter));
   const base = await loadFusion(join(ENGINE_FIXTURES, "fusions", "dyn5"), backbone.config);
   const scale = (x: Tensor, s: number): Tensor => ({ shape: x.shape, data: x.data.map((v) => v * s) });
-  const fusion: FusionModule = {
-    ...base,
-    layers: base.layers.map((l): FusionLayer => ({ ...l, queryWeight: scale(l.queryWeight, 3), queryBias: scale(l.queryBias, 3), keyWeight: scale(l.keyWeight, 3) })),
-  };
+  const sharpened = base.layers.map((l) => ({ ...l, queryWeight: scale(l.queryWeight, 3), queryBias: scale(l.queryBias, 3), keyWeight: scale(l.keyWeight, 3) }));
+  const scores = await folderOfThisThread().scores(backbone.config.hiddenSize, sharpened);
+  const fusion: FusionModule = { ...base, layers: sharpened.map((l, i): FusionLayer => ({ ...l, ...scores[i] })) };
   const batch = padBatch(inputBatches()[0].sequences);
   const fused = await engines.fused.run(batch, await routeFeeds(backbone.config, { adapters: adapters, fusion: fusion }, "fused"));
   const literal = await engines.literal.run(batch, await routeFeeds(backbone.config, { adapters: adapters, fusion: fusion }, "literal"));
@@ -181,13 +181,15 @@ for (const { dim, n, std, label } of [
       layerNormEps: 1e-12,
     };
     const w = (std: number) => ({ shape: [dim, dim], data: rand(dim * dim, std / Math.sqrt(dim)) });
-    const layer: FusionLayer = {
+    const saved = {
       queryWeight: w(std),
       queryBias: { shape: [dim], data: rand(dim, std) },
       keyWeight: w(std),
       keyBias: { shape: [dim], data: rand(dim, std) },
       valueWeight: w(1),
     };
+    const [score] = await folderOfThisThread().scores(dim, [saved]);
+    const layer: FusionLayer = { ...saved, ...score };
     const fusion: FusionModule = {
       name: "random",
       version: "0",

@@ -29,7 +29,7 @@ t.test("a swap answers before the routes it replaces are laid out; meanwhile /he
   );
   const library = await AdapterLibrary.open(root, engine.backbone, engine);
   const tokenizer = await TextTokenizer.load(TINY_BACKBONE, 64);
-  app.serving.attach({ library, engine, tokenizer, maxSeqLen: 64, precision: { precision: "float32", reason: "--precision float32" }, close: () => undefined });
+  app.serving.attach({ library, engine, tokenizer, maxSeqLen: 64, precision: { precision: "float32", reason: "--precision float32" }, close: () => library.close() });
   const address = app.server.address();
   if (!address || typeof address === "string") throw new Error("no TCP address");
   const url = `http://127.0.0.1:${address.port}`;
