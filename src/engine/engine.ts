@@ -222,39 +222,31 @@ export function sessionOptions(options: EngineOptions): ort.InferenceSession.Ses
 
 /**
  * The batch's flat token indices graph slot by graph slot: each slot's inputs (consecutive in input
- * order) one after another, token by token; the tokens of no input (padding) go to the last graph
- * slot that has any, where they are computed and never read. `graphSlot[i]`: the graph slot of the
- * pass's slot i.
+ * order) one after another, token by token; the tokens of no input (padding) go to graph slot 0,
+ * after its own, where they are computed and never read: a folded slot's fusion costs a padding
+ * token less than a direct slot's. `graphSlot[i]`: the graph slot of the pass's slot i.
  */
 function slotTokens(batch: TokenBatch, slots: readonly SlotFeeds[], graphSlot: readonly number[], slotCount: number) {
   const T = batch.seqLen;
   const segments = segmentsOf(batch);
-  const order = new BigInt64Array(batch.rows * T);
   const taken = new Uint8Array(batch.rows * T);
+  for (const { row, offset, length } of segments) taken.fill(1, row * T + offset, row * T + offset + length);
+  const order = new BigInt64Array(batch.rows * T);
   const tokens = new BigInt64Array(slotCount);
   const firstInput: number[] = [];
   slots.reduce((first, slot, i) => ((firstInput[i] = first), first + slot.inputs), 0);
   const bySlot = new Map(graphSlot.map((g, i) => [g, i]));
   let next = 0;
-  let lastUsed = 0;
   for (let g = 0; g < slotCount; g++) {
-    const i = bySlot.get(g);
-    if (i === undefined || slots[i].inputs === 0) continue;
     const start = next;
-    for (const { row, offset, length } of segments.slice(firstInput[i], firstInput[i] + slots[i].inputs)) {
-      for (let t = row * T + offset; t < row * T + offset + length; t++) {
-        order[next++] = BigInt(t);
-        taken[t] = 1;
+    const i = bySlot.get(g);
+    if (i !== undefined) {
+      for (const { row, offset, length } of segments.slice(firstInput[i], firstInput[i] + slots[i].inputs)) {
+        for (let t = row * T + offset; t < row * T + offset + length; t++) order[next++] = BigInt(t);
       }
     }
+    if (g === 0) for (let t = 0; t < taken.length; t++) if (!taken[t]) order[next++] = BigInt(t);
     tokens[g] = BigInt(next - start);
-    lastUsed = g;
-  }
-  for (let t = 0; t < taken.length; t++) {
-    if (!taken[t]) {
-      order[next++] = BigInt(t);
-      tokens[lastUsed]++;
-    }
   }
   const unorder = new BigInt64Array(order.length);
   order.forEach((t, i) => (unorder[Number(t)] = BigInt(i)));
