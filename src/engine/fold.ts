@@ -133,6 +133,9 @@ export class FusionFolder {
         intraOpNumThreads: this.threads,
         interOpNumThreads: 1,
         executionMode: "sequential",
+        // Products run now and then, each on large tensors: an arena would keep the largest run's
+        // buffers for good, in every thread that folds or reads fusions.
+        enableCpuMemArena: false,
       });
       this.sessions.set(kind, session);
     }
