@@ -5,7 +5,7 @@ import { concat, identity, transpose } from "./linalg.js";
 import { scaleInput } from "./products.js";
 import { quantizePerColumn } from "./quantize.js";
 import type { Tensor } from "../formats/safetensors.js";
-import type { FusionLayer, FusionWeights, RouteModules } from "./weights.js";
+import type { FusionLayer, FusionWeights, RouteModules, SavedFusionLayer } from "./weights.js";
 
 /**
  * The engine's own layout of a route's weights: the graph inputs that make the shared session
@@ -229,6 +229,9 @@ export function feedBytes(feeds: RouteFeeds): number {
 
 type LiteralInputs = Partial<Record<keyof ReturnType<typeof routeInputs>, Tensor>>;
 function literalFusionInputs(fusion: FusionWeights): LiteralInputs[] {
+  if (!fusion.layers.every((f): f is SavedFusionLayer => "queryWeight" in f)) {
+    throw new Error("the literal graph needs a fusion as saved, with its query and key (loadFusion); a library serves fusions without them");
+  }
   return fusion.layers.map((f) => ({
     valueWeight: f.valueWeight ? transpose(f.valueWeight) : identity(f.queryBias.shape[0]),
     queryWeight: transpose(f.queryWeight),

@@ -21,21 +21,25 @@ export interface AdapterWeights {
   readonly layers: readonly (AdapterLayer | null)[];
 }
 
-/**
- * The query, key and value as saved, and the score matrix the served forms use instead of query
- * and key (fold.ts, ScoreMatrix), formed once when the fusion is read.
- */
+/** What serving needs of one fusion layer: its score matrix (fold.ts, ScoreMatrix) and its value. */
 export interface FusionLayer extends ScoreMatrix {
+  readonly valueWeight: Tensor | null; // torch layout [out, in]; null for a static fusion
+}
+
+/**
+ * A fusion layer as saved, with the score matrix formed from it: what the literal graph and the
+ * checks of the rewrite read. The library serves a fusion without these (adapterhub.ts, forServing).
+ */
+export interface SavedFusionLayer extends FusionLayer {
   readonly queryWeight: Tensor; // torch layout [out, in]
   readonly queryBias: Tensor;
   readonly keyWeight: Tensor;
   readonly keyBias: Tensor;
-  readonly valueWeight: Tensor | null;
 }
 
-export interface FusionWeights {
+export interface FusionWeights<Layer extends FusionLayer = FusionLayer> {
   readonly kind: "dynamic" | "static";
-  readonly layers: readonly FusionLayer[];
+  readonly layers: readonly Layer[];
 }
 
 /** One route's modules: its adapters in fusion order, and its fusion (null for a single adapter). */

@@ -6,7 +6,7 @@ import { adapterSite, parseJsonObject, type BackboneConfig } from "../engine/bac
 import type { Activation, HeadType, PredictionHead } from "../engine/heads.js";
 import { folderOfThisThread, type FusionFolder, type ScoreMatrix } from "../engine/fold.js";
 import { transpose } from "../engine/linalg.js";
-import type { AdapterLayer, AdapterWeights, FusionLayer, FusionWeights } from "../engine/weights.js";
+import type { AdapterLayer, AdapterWeights, FusionLayer, FusionWeights, SavedFusionLayer } from "../engine/weights.js";
 import { parseSafetensors, type Tensor, type TensorFilter } from "../formats/safetensors.js";
 import { parseTorchSave } from "../formats/torch-pickle.js";
 
@@ -31,7 +31,7 @@ export interface AdapterModule extends AdapterWeights {
   readonly head: PredictionHead | null;
 }
 
-export interface FusionModule extends FusionWeights {
+export interface FusionModule<Layer extends FusionLayer = FusionLayer> extends FusionWeights<Layer> {
   readonly name: string;
   readonly version: string;
   readonly dir: string;
@@ -175,11 +175,20 @@ export async function loadAdapter(dir: string, backbone: BackboneConfig, loadAs?
 }
 
 /**
+ * The fusion as served: the saved query and key are dropped once the score matrix is formed from
+ * them (only the literal graph reads them), so a served fusion holds d² values per layer fewer
+ * than its file rather than d² more.
+ */
+export function forServing(fusion: FusionModule<SavedFusionLayer>): FusionModule {
+  return { ...fusion, layers: fusion.layers.map(({ scoreWeight, scoreBias, valueWeight }) => ({ scoreWeight, scoreBias, valueWeight })) };
+}
+
+/**
  * Loads a fusion save dir; `loadAs` is the name it is served under (default: the saved name). As
  * with `load_adapter_fusion(dir, load_as=...)`, renaming the fusion does not rename the adapters
  * it fuses: they are the ones served under the names its config lists.
  */
-export async function loadFusion(dir: string, backbone: BackboneConfig, loadAs?: string, folder: FusionFolder = folderOfThisThread()): Promise<FusionModule> {
+export async function loadFusion(dir: string, backbone: BackboneConfig, loadAs?: string, folder: FusionFolder = folderOfThisThread()): Promise<FusionModule<SavedFusionLayer>> {
   const configPath = join(dir, SAVE_FILES.fusionConfig);
   const files = newFiles();
   const raw = await readTrackedJson(configPath, files);
@@ -204,7 +213,7 @@ export async function loadFusion(dir: string, backbone: BackboneConfig, loadAs?:
     weightsPath,
     backbone,
   );
-  const saved: Omit<FusionLayer, keyof ScoreMatrix>[] = [];
+  const saved: Omit<SavedFusionLayer, keyof ScoreMatrix>[] = [];
   for (let l = 0; l < backbone.numLayers; l++) {
     const parts = perLayer.get(l);
     if (!parts) throw new ModelLoadError("shape_mismatch", `${weightsPath}: fusion has no weights for layer ${l}; the backbone has ${backbone.numLayers} layers`);
@@ -228,7 +237,7 @@ export async function loadFusion(dir: string, backbone: BackboneConfig, loadAs?:
       throw new ModelLoadError("non_finite_weights", `${weightsPath}: layer ${l}: query.weight and key.weight multiply to values beyond float32 (W_qᵀ·W_k)`);
     }
   });
-  const layers: FusionLayer[] = saved.map((layer, l) => ({ ...layer, ...scores[l] }));
+  const layers: SavedFusionLayer[] = saved.map((layer, l) => ({ ...layer, ...scores[l] }));
   const head = await loadOptionalHead(dir, backbone, files);
   if (!head) throw new ModelLoadError("missing_file", `${dir}: a fusion route needs its prediction head (head_config.json)`);
   return {

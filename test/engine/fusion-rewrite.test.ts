@@ -8,7 +8,7 @@ import { padBatch } from "../../src/engine/packing.js";
 import type { Tensor } from "../../src/formats/safetensors.js";
 import { loadAdapter, loadFusion, type AdapterModule, type FusionModule } from "../../src/library/adapterhub.js";
 import { folderOfThisThread } from "../../src/engine/fold.js";
-import type { FusionLayer } from "../../src/engine/weights.js";
+import type { SavedFusionLayer } from "../../src/engine/weights.js";
 import { routeFeeds } from "../../src/engine/layout.js";
 import { ENGINE_FIXTURES, TINY_BACKBONE, expectedOutputs, maxAbsDiff, parityCases } from "../fixtures.js";
 
@@ -118,7 +118,7 @@ t.test("sharpened dyn5 (query and key weights ×3: nearly one-hot attention): fu
   const scale = (x: Tensor, s: number): Tensor => ({ shape: x.shape, data: x.data.map((v) => v * s) });
   const sharpened = base.layers.map((l) => ({ ...l, queryWeight: scale(l.queryWeight, 3), queryBias: scale(l.queryBias, 3), keyWeight: scale(l.keyWeight, 3) }));
   const scores = await folderOfThisThread().scores(backbone.config.hiddenSize, sharpened);
-  const fusion: FusionModule = { ...base, layers: sharpened.map((l, i): FusionLayer => ({ ...l, ...scores[i] })) };
+  const fusion: FusionModule = { ...base, layers: sharpened.map((l, i): SavedFusionLayer => ({ ...l, ...scores[i] })) };
   const batch = padBatch(inputBatches()[0].sequences);
   const fused = await engines.fused.run(batch, await routeFeeds(backbone.config, { adapters: adapters, fusion: fusion }, "fused"));
   const literal = await engines.literal.run(batch, await routeFeeds(backbone.config, { adapters: adapters, fusion: fusion }, "literal"));
@@ -189,8 +189,8 @@ for (const { dim, n, std, label } of [
       valueWeight: w(1),
     };
     const [score] = await folderOfThisThread().scores(dim, [saved]);
-    const layer: FusionLayer = { ...saved, ...score };
-    const fusion: FusionModule = {
+    const layer: SavedFusionLayer = { ...saved, ...score };
+    const fusion: FusionModule<SavedFusionLayer> = {
       name: "random",
       version: "0",
       dir: "",

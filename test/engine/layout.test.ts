@@ -2,6 +2,7 @@ import t from "tap";
 import { loadBackbone } from "../../src/engine/backbone.js";
 import { routeFeeds } from "../../src/engine/layout.js";
 import { routeInputs } from "../../src/engine/bert-graph.js";
+import { loadFusion } from "../../src/library/adapterhub.js";
 import { AdapterLibrary } from "../../src/library/library.js";
 import { TINY_LIBRARY } from "../server/harness.js";
 import { TINY_BACKBONE } from "../fixtures.js";
@@ -29,7 +30,8 @@ const transposed = (a: ArrayLike<number>, rows: number, cols: number) => {
 t.test("a fusion's folded layout equals the design's products computed in float64", async (t) => {
   for (const name of ["dyn5", "static2"]) {
     const route = library.route(name);
-    const fusion = route.fusion!;
+    // The fusion as saved: the library serves it with only the score matrix formed from W_q and W_k.
+    const fusion = await loadFusion(route.fusion!.dir, backbone.config);
     const feeds = await routeFeeds(backbone.config, route);
     const n = route.adapters.length;
     // Adapters of other bottleneck sizes are padded to the largest.

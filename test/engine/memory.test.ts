@@ -294,9 +294,8 @@ if (process.env[CHILD_ENV] !== "1") {
   const routeBytes = feeds.reduce((sum, f) => sum + feedBytes(f), 0);
   const growth = withLibrary.rss - withEngine.rss;
   const mb = (n: number) => `${(n / MB).toFixed(1)} MB`;
-  // The modules as held: the files' tensors, and each fusion's score matrix formed when it was read.
+  // The modules as held: the files' tensors, each fusion's query and key replaced by their score matrix.
   const moduleBytes = library.moduleBytes;
-  t.ok(moduleBytes >= weightBytes * 0.9, `modules held ${mb(moduleBytes)}, about the files' ${mb(weightBytes)} and more`);
   const budget = moduleBytes + routeBytes + CONSTANT;
   t.comment(`backbone model.safetensors: ${mb(backboneBytes)}; RSS before the engine ${mb(start.rss)}, with the engine ${mb(withEngine.rss)} (+${mb(withEngine.rss - start.rss)})`);
   t.comment(`adapter + fusion + head files: ${mb(weightBytes)}; graph inputs (feeds) of the ${routes.length} routes: ${mb(routeBytes)}`);

@@ -4,7 +4,7 @@ import { inSharedMemory } from "../../engine/shared-memory.js";
 import { collectGarbage } from "../../engine/thread/collect.js";
 import { toWire } from "../../engine/thread/protocol.js";
 import { RunGuard } from "../../engine/thread/run-guard.js";
-import { loadAdapter, loadFusion } from "../adapterhub.js";
+import { forServing, loadAdapter, loadFusion } from "../adapterhub.js";
 import type { ReadReply, ReadRequest, ReadWorkerSetup } from "../module-reader.js";
 
 /**
@@ -27,7 +27,7 @@ port.on("message", (message: ReadRequest) => {
 
 async function read({ job, kind, dir, name }: ReadRequest): Promise<void> {
   try {
-    const module = inSharedMemory(kind === "adapters" ? await loadAdapter(dir, backbone, name) : await loadFusion(dir, backbone, name, folder));
+    const module = inSharedMemory(kind === "adapters" ? await loadAdapter(dir, backbone, name) : forServing(await loadFusion(dir, backbone, name, folder)));
     port.postMessage({ job, module } satisfies ReadReply);
   } catch (err) {
     port.postMessage({ job, error: toWire(err) } satisfies ReadReply);
